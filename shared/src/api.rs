@@ -1,0 +1,205 @@
+//! Wire types of the REST API (`/v1`), shared by the server (which derives its OpenAPI document
+//! from them) and the typed client.
+
+use crate::domain::{Artifact, FailureReason, RepoSpec, Run, RunStatus};
+use crate::ports::{QueueDepth, WorkerInfo};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Header carrying the next offset of a log read.
+pub const HEADER_NEXT_OFFSET: &str = "outpost-next-offset";
+/// Header carrying the log's size so far.
+pub const HEADER_LOG_SIZE: &str = "outpost-log-size";
+/// Header carrying the run's status at the time of a log read.
+pub const HEADER_RUN_STATUS: &str = "outpost-run-status";
+
+/// `POST /v1/runs` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchRequest {
+    /// Agent name, as listed by `GET /v1/fleet`.
+    pub agent: String,
+    /// The task prompt, 1..=50,000 characters.
+    pub task: String,
+    /// Git repository to clone into the workspace (`https://`, `ssh://`, `git@host:path`, `file://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Branch of `repo` to check out (requires `repo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Seconds before the agent is stopped, 10..=86,400; the agent's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Links of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub logs: String,
+    pub cancel: String,
+    pub artifacts: String,
+}
+
+impl RunLinks {
+    pub fn for_run(id: &str) -> Self {
+        Self {
+            self_: format!("/v1/runs/{id}"),
+            logs: format!("/v1/runs/{id}/logs"),
+            cancel: format!("/v1/runs/{id}/cancel"),
+            artifacts: format!("/v1/runs/{id}/artifacts"),
+        }
+    }
+}
+
+/// `202` answer of a dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DispatchAccepted {
+    pub id: String,
+    pub status: RunStatus,
+    pub created_at: DateTime<Utc>,
+    pub links: RunLinks,
+}
+
+/// A stored file of a run, with where to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactView {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: String,
+    /// Path (embedded) or presigned URL (AWS) to GET the content.
+    pub url: String,
+}
+
+impl ArtifactView {
+    pub fn from_artifact(run_id: &str, a: &Artifact) -> Self {
+        Self {
+            name: a.name.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+            content_type: a.content_type.clone(),
+            url: format!("/v1/runs/{run_id}/artifacts/{}", a.name),
+        }
+    }
+}
+
+/// A run as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub tenant: String,
+    pub agent: String,
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoSpec>,
+    pub timeout_secs: u32,
+    pub status: RunStatus,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<FailureReason>,
+    pub cancel_requested: bool,
+    pub worker_id: Option<String>,
+    pub artifacts: Vec<ArtifactView>,
+    pub links: RunLinks,
+}
+
+impl From<&Run> for RunView {
+    fn from(r: &Run) -> Self {
+        let id = r.id.as_str();
+        Self {
+            id: id.to_owned(),
+            tenant: r.tenant.to_string(),
+            agent: r.agent.clone(),
+            task: r.task.clone(),
+            repo: r.repo.clone(),
+            timeout_secs: r.timeout_secs,
+            status: r.status,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: r.duration_ms(),
+            exit_code: r.exit_code,
+            failure_reason: r.failure_reason,
+            cancel_requested: r.cancel_requested,
+            worker_id: r.worker_id.as_ref().map(|w| w.to_string()),
+            artifacts: r.artifacts.iter().map(|a| ArtifactView::from_artifact(id, a)).collect(),
+            links: RunLinks::for_run(id),
+        }
+    }
+}
+
+/// `GET /v1/runs` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An agent as listed in the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub name: String,
+    pub description: String,
+    /// Env var that carries the vendor API key, if the agent needs one.
+    pub key_env: Option<String>,
+    pub default_timeout_secs: u32,
+}
+
+/// Queue counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueView {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+impl From<QueueDepth> for QueueView {
+    fn from(d: QueueDepth) -> Self {
+        Self { visible: d.visible, in_flight: d.in_flight, dead: d.dead }
+    }
+}
+
+/// `GET /v1/fleet` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FleetStatus {
+    pub agents: Vec<AgentView>,
+    pub queue: QueueView,
+    /// Runs in `running` state (all tenants).
+    pub running: u64,
+    pub workers: Vec<WorkerInfo>,
+    pub slots_total: u32,
+    pub slots_busy: u32,
+}
+
+/// `GET /health` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// The one error shape: `{ "error": { "code", "message" } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `validation_failed`, `not_found`, `unauthorized`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The request field at fault, for validation errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

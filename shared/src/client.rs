@@ -1,0 +1,1 @@
+//! Typed REST client of the Outpost API.

@@ -1,0 +1,21 @@
+//! Ports: the traits every backend implements (embedded: SQLite + folder; AWS: DynamoDB, SQS, S3).
+//!
+//! The semantics are written down here once, and the contract suite (`crate::contract`, feature
+//! `contract-tests`) checks every adapter against them.
+
+pub mod artifacts;
+pub mod keys;
+pub mod queue;
+pub mod runs;
+pub mod workers;
+
+pub use artifacts::{ArtifactBody, ArtifactError, ArtifactStore, LogChunk, RunKey};
+pub use keys::{ApiKeyStore, CreatedKey, KeyError};
+pub use queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
+pub use runs::{
+    ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError,
+};
+pub use workers::{WorkerInfo, WorkerRegistry};
+
+/// A boxed error from a backend (SQLite, an AWS SDK call, the file system).
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
