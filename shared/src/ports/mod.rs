@@ -19,3 +19,15 @@ pub use workers::{WorkerInfo, WorkerRegistry};
 
 /// A boxed error from a backend (SQLite, an AWS SDK call, the file system).
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+use std::sync::Arc;
+
+/// One deployment's set of adapters, as the API and the worker use them.
+#[derive(Clone)]
+pub struct Backend {
+    pub runs: Arc<dyn RunStore>,
+    pub queue: Arc<dyn TaskQueue>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub keys: Arc<dyn ApiKeyStore>,
+    pub workers: Arc<dyn WorkerRegistry>,
+}

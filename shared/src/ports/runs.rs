@@ -122,7 +122,9 @@ pub trait RunStore: Send + Sync + 'static {
     async fn request_cancel(&self, tenant: &TenantId, id: &RunId) -> Result<Run, StoreError>;
 
     /// Marks a run that is not yet terminal as `failed` with `reason` (dead-lettered message, or a
-    /// run that could not be queued). Returns the run as it is afterwards; terminal runs unchanged.
+    /// run that could not be queued). Returns the run as it is afterwards. Terminal runs, and
+    /// `running` runs whose lease is still live (their worker holds another copy of the message),
+    /// are returned unchanged.
     async fn fail_unfinished(&self, id: &RunId, reason: crate::domain::FailureReason) -> Result<Run, StoreError>;
 
     /// How many runs are `running` now (all tenants).
