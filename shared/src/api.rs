@@ -203,3 +203,33 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
+
+/// `GET /v1/runs` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    /// Only runs in this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    /// Only runs of this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Page size, 1..=100 (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// What a client got from `GET /v1/runs/{id}/logs?offset=`: raw bytes plus the headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    pub data: bytes::Bytes,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// Bytes stored so far.
+    pub size: u64,
+    /// The run's status when the bytes were read; once terminal, `size` is final.
+    pub status: RunStatus,
+}
