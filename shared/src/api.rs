@@ -164,7 +164,11 @@ pub struct QueueView {
 
 impl From<QueueDepth> for QueueView {
     fn from(d: QueueDepth) -> Self {
-        Self { visible: d.visible, in_flight: d.in_flight, dead: d.dead }
+        Self {
+            visible: d.visible,
+            in_flight: d.in_flight,
+            dead: d.dead,
+        }
     }
 }
 

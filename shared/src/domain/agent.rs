@@ -65,7 +65,10 @@ impl AgentSpec {
 
     /// Names of every env var the agent may receive from the worker's environment.
     pub fn env_names(&self) -> impl Iterator<Item = &str> {
-        self.key_env.iter().map(String::as_str).chain(self.pass_env.iter().map(String::as_str))
+        self.key_env
+            .iter()
+            .map(String::as_str)
+            .chain(self.pass_env.iter().map(String::as_str))
     }
 
     fn builtin(name: &str, command: &[&str], key_env: Option<&str>, description: &str) -> Self {
@@ -91,7 +94,11 @@ pub enum AgentsFileError {
     #[error("agents file {path} is not valid TOML for agents: {source}")]
     Parse { path: String, source: toml::de::Error },
     #[error("agent {name:?} in {path}: {problem}")]
-    Invalid { path: String, name: String, problem: String },
+    Invalid {
+        path: String,
+        name: String,
+        problem: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -129,7 +136,14 @@ impl AgentRegistry {
         };
         add(AgentSpec::builtin(
             "claude",
-            &["claude", "-p", "{prompt}", "--output-format", "json", "--dangerously-skip-permissions"],
+            &[
+                "claude",
+                "-p",
+                "{prompt}",
+                "--output-format",
+                "json",
+                "--dangerously-skip-permissions",
+            ],
             Some("ANTHROPIC_API_KEY"),
             "Anthropic Claude Code in print mode",
         ));
@@ -147,7 +161,17 @@ impl AgentRegistry {
         ));
         add(AgentSpec::builtin(
             "aider",
-            &["aider", "--model", "deepseek/deepseek-chat", "--yes-always", "--no-pretty", "--no-stream", "--no-auto-commits", "--message", "{prompt}"],
+            &[
+                "aider",
+                "--model",
+                "deepseek/deepseek-chat",
+                "--yes-always",
+                "--no-pretty",
+                "--no-stream",
+                "--no-auto-commits",
+                "--message",
+                "{prompt}",
+            ],
             Some("DEEPSEEK_API_KEY"),
             "Aider with DeepSeek, one message then exit",
         ));
@@ -157,7 +181,12 @@ impl AgentRegistry {
             Some("XAI_API_KEY"),
             "Grok CLI in headless prompt mode",
         ));
-        let mut shell = AgentSpec::builtin("shell", &["sh", "-c", "{prompt}"], None, "Runs the task text as a sh script (embedded mode)");
+        let mut shell = AgentSpec::builtin(
+            "shell",
+            &["sh", "-c", "{prompt}"],
+            None,
+            "Runs the task text as a sh script (embedded mode)",
+        );
         shell.enabled = allow_shell;
         add(shell);
         Self { agents }
@@ -166,28 +195,36 @@ impl AgentRegistry {
     /// Applies an operator TOML file: `[agents.NAME]` tables add agents or override fields of a
     /// built-in one.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), AgentsFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| AgentsFileError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AgentsFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         self.apply_toml(&text, &path.display().to_string())
     }
 
     /// Like [`apply_file`](Self::apply_file), from text; `origin` names it in errors.
     pub fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), AgentsFileError> {
-        let file: AgentsFile = toml::from_str(text)
-            .map_err(|source| AgentsFileError::Parse { path: origin.to_owned(), source })?;
+        let file: AgentsFile = toml::from_str(text).map_err(|source| AgentsFileError::Parse {
+            path: origin.to_owned(),
+            source,
+        })?;
         for (name, entry) in file.agents {
             let invalid = |problem: &str| AgentsFileError::Invalid {
                 path: origin.to_owned(),
                 name: name.clone(),
                 problem: problem.to_owned(),
             };
-            if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(invalid("agent names are 1..=64 chars of letters, digits, '-' and '_'"));
             }
             let mut spec = match (self.agents.get(&name), entry.command.clone()) {
                 (Some(existing), _) => existing.clone(),
-                (None, Some(command)) => AgentSpec::builtin(&name, &[], None, "")
-                    .with_command(command),
+                (None, Some(command)) => AgentSpec::builtin(&name, &[], None, "").with_command(command),
                 (None, None) => return Err(invalid("a new agent needs a command")),
             };
             if let Some(c) = entry.command {
@@ -258,11 +295,23 @@ mod tests {
     fn builtins_have_real_command_lines_and_key_envs() {
         let reg = AgentRegistry::builtin(false);
         let claude = reg.get("claude").expect("claude");
-        assert_eq!(claude.argv("fix it", "run_x")[..3], ["claude".to_owned(), "-p".into(), "fix it".into()]);
+        assert_eq!(
+            claude.argv("fix it", "run_x")[..3],
+            ["claude".to_owned(), "-p".into(), "fix it".into()]
+        );
         assert_eq!(claude.key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
-        assert_eq!(reg.get("codex").and_then(|a| a.key_env.as_deref()), Some("OPENAI_API_KEY"));
-        assert_eq!(reg.get("gemini").and_then(|a| a.key_env.as_deref()), Some("GEMINI_API_KEY"));
-        assert_eq!(reg.get("aider").and_then(|a| a.key_env.as_deref()), Some("DEEPSEEK_API_KEY"));
+        assert_eq!(
+            reg.get("codex").and_then(|a| a.key_env.as_deref()),
+            Some("OPENAI_API_KEY")
+        );
+        assert_eq!(
+            reg.get("gemini").and_then(|a| a.key_env.as_deref()),
+            Some("GEMINI_API_KEY")
+        );
+        assert_eq!(
+            reg.get("aider").and_then(|a| a.key_env.as_deref()),
+            Some("DEEPSEEK_API_KEY")
+        );
         assert_eq!(reg.get("grok").and_then(|a| a.key_env.as_deref()), Some("XAI_API_KEY"));
         assert!(reg.get("shell").is_none(), "shell is off unless allowed");
         assert!(AgentRegistry::builtin(true).get("shell").is_some());
@@ -296,22 +345,35 @@ mod tests {
         )
         .expect("valid file");
         let fake = reg.get("fake").expect("fake added");
-        assert_eq!(fake.argv("p", "run_9"), ["/bin/fake", "--prompt", "p", "--run", "run_9"]);
+        assert_eq!(
+            fake.argv("p", "run_9"),
+            ["/bin/fake", "--prompt", "p", "--run", "run_9"]
+        );
         assert_eq!(fake.env_names().collect::<Vec<_>>(), ["FAKE_KEY", "FAKE_MODE"]);
         let claude = reg.get("claude").expect("claude kept");
         assert_eq!(claude.command[0], "/opt/claude");
-        assert_eq!(claude.key_env.as_deref(), Some("ANTHROPIC_API_KEY"), "unset fields keep the built-in value");
+        assert_eq!(
+            claude.key_env.as_deref(),
+            Some("ANTHROPIC_API_KEY"),
+            "unset fields keep the built-in value"
+        );
         assert!(reg.get("grok").is_none());
     }
 
     #[test]
     fn bad_operator_files_are_clear_errors() {
         let mut reg = AgentRegistry::builtin(false);
-        let err = reg.apply_toml("[agents.new]\nkey_env = \"X\"\n", "a.toml").expect_err("no command");
+        let err = reg
+            .apply_toml("[agents.new]\nkey_env = \"X\"\n", "a.toml")
+            .expect_err("no command");
         assert!(err.to_string().contains("needs a command"), "{err}");
-        let err = reg.apply_toml("[agents.x]\ncomand = [\"a\"]\n", "a.toml").expect_err("typo");
+        let err = reg
+            .apply_toml("[agents.x]\ncomand = [\"a\"]\n", "a.toml")
+            .expect_err("typo");
         assert!(err.to_string().contains("a.toml"), "{err}");
-        let err = reg.apply_toml("[agents.\"a b\"]\ncommand = [\"a\"]\n", "a.toml").expect_err("bad name");
+        let err = reg
+            .apply_toml("[agents.\"a b\"]\ncommand = [\"a\"]\n", "a.toml")
+            .expect_err("bad name");
         assert!(err.to_string().contains("agent names"), "{err}");
     }
 }

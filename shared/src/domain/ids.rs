@@ -86,7 +86,8 @@ impl FromStr for TenantId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && s.as_bytes()[0].is_ascii_alphanumeric();
         if ok {
             Ok(Self(s.to_owned()))
@@ -170,7 +171,14 @@ mod tests {
 
     #[test]
     fn bad_run_ids_are_rejected() {
-        for bad in ["", "run_", "abc", "run_123", "job_01ARZ3NDEKTSV4RRFFQ69G5FAV", "run_01ARZ3NDEKTSV4RRFFQ69G5FAV/x"] {
+        for bad in [
+            "",
+            "run_",
+            "abc",
+            "run_123",
+            "job_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "run_01ARZ3NDEKTSV4RRFFQ69G5FAV/x",
+        ] {
             assert!(bad.parse::<RunId>().is_err(), "{bad} accepted");
         }
         assert!("run_01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<RunId>().is_ok());

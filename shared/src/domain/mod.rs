@@ -7,8 +7,5 @@ pub mod validation;
 
 pub use agent::{AgentRegistry, AgentSpec, AgentsFileError};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
-pub use run::{
-    Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus,
-    TransitionError,
-};
-pub use validation::{ValidationError, DispatchLimits};
+pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};
+pub use validation::{DispatchLimits, ValidationError};

@@ -85,10 +85,11 @@ impl fmt::Display for RunStatus {
 impl FromStr for RunStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown run status {s:?} (expected one of queued, running, succeeded, failed, timed_out, cancelled)"))
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown run status {s:?} (expected one of queued, running, succeeded, failed, timed_out, cancelled)"
+            )
+        })
     }
 }
 
@@ -177,19 +178,35 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded() -> Self {
-        Self { status: TerminalStatus::Succeeded, exit_code: Some(0), reason: None }
+        Self {
+            status: TerminalStatus::Succeeded,
+            exit_code: Some(0),
+            reason: None,
+        }
     }
 
     pub fn failed(reason: FailureReason, exit_code: Option<i32>) -> Self {
-        Self { status: TerminalStatus::Failed, exit_code, reason: Some(reason) }
+        Self {
+            status: TerminalStatus::Failed,
+            exit_code,
+            reason: Some(reason),
+        }
     }
 
     pub fn timed_out(exit_code: Option<i32>) -> Self {
-        Self { status: TerminalStatus::TimedOut, exit_code, reason: Some(FailureReason::Timeout) }
+        Self {
+            status: TerminalStatus::TimedOut,
+            exit_code,
+            reason: Some(FailureReason::Timeout),
+        }
     }
 
     pub fn cancelled(exit_code: Option<i32>) -> Self {
-        Self { status: TerminalStatus::Cancelled, exit_code, reason: Some(FailureReason::Cancelled) }
+        Self {
+            status: TerminalStatus::Cancelled,
+            exit_code,
+            reason: Some(FailureReason::Cancelled),
+        }
     }
 
     /// The outcome of an agent that exited by itself with `code`.
@@ -342,6 +359,9 @@ mod tests {
     fn exit_codes_map_to_outcomes() {
         assert_eq!(Outcome::from_exit_code(0).status, TerminalStatus::Succeeded);
         let o = Outcome::from_exit_code(3);
-        assert_eq!((o.status, o.exit_code, o.reason), (TerminalStatus::Failed, Some(3), Some(FailureReason::NonZeroExit)));
+        assert_eq!(
+            (o.status, o.exit_code, o.reason),
+            (TerminalStatus::Failed, Some(3), Some(FailureReason::NonZeroExit))
+        );
     }
 }

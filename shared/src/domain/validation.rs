@@ -14,7 +14,12 @@ pub struct DispatchLimits {
 
 impl Default for DispatchLimits {
     fn default() -> Self {
-        Self { task_max_chars: 50_000, timeout_min_secs: 10, timeout_max_secs: 24 * 3600, body_max_bytes: 256 * 1024 }
+        Self {
+            task_max_chars: 50_000,
+            timeout_min_secs: 10,
+            timeout_max_secs: 24 * 3600,
+            body_max_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -28,7 +33,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -39,7 +47,10 @@ impl DispatchLimits {
             return Err(ValidationError::new("task", "must not be empty"));
         }
         if n > self.task_max_chars {
-            return Err(ValidationError::new("task", format!("is {n} characters; the limit is {}", self.task_max_chars)));
+            return Err(ValidationError::new(
+                "task",
+                format!("is {n} characters; the limit is {}", self.task_max_chars),
+            ));
         }
         if task.contains('\0') {
             return Err(ValidationError::new("task", "must not contain NUL characters"));
@@ -51,7 +62,10 @@ impl DispatchLimits {
         if secs < u64::from(self.timeout_min_secs) || secs > u64::from(self.timeout_max_secs) {
             return Err(ValidationError::new(
                 "timeout_secs",
-                format!("is {secs}; it must be between {} and {} seconds", self.timeout_min_secs, self.timeout_max_secs),
+                format!(
+                    "is {secs}; it must be between {} and {} seconds",
+                    self.timeout_min_secs, self.timeout_max_secs
+                ),
             ));
         }
         Ok(secs as u32)
@@ -107,7 +121,12 @@ pub fn check_repo_url(raw: &str) -> Result<(), ValidationError> {
 
 /// Checks a branch name against git's rules (`git check-ref-format --branch`).
 pub fn check_branch(name: &str) -> Result<(), ValidationError> {
-    let bad = |m: &str| Err(ValidationError::new("branch", format!("{name:?} is not a valid git branch name: {m}")));
+    let bad = |m: &str| {
+        Err(ValidationError::new(
+            "branch",
+            format!("{name:?} is not a valid git branch name: {m}"),
+        ))
+    };
     if name.is_empty() || name.len() > 255 {
         return bad("must be 1..=255 bytes");
     }
@@ -123,7 +142,10 @@ pub fn check_branch(name: &str) -> Result<(), ValidationError> {
     if name.starts_with('/') || name.ends_with('/') || name.ends_with('.') {
         return bad("must not start or end with '/' or end with '.'");
     }
-    if name.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\\x7f".contains(c)) {
+    if name
+        .chars()
+        .any(|c| c.is_ascii_control() || " ~^:?*[\\\x7f".contains(c))
+    {
         return bad("must not contain spaces, control characters or any of ~ ^ : ? * [ \\");
     }
     for component in name.split('/') {
@@ -151,7 +173,10 @@ mod tests {
     fn task_bounds() {
         let l = DispatchLimits::default();
         assert!(l.check_task("x").is_ok());
-        assert!(l.check_task(&"é".repeat(50_000)).is_ok(), "limit counts characters, not bytes");
+        assert!(
+            l.check_task(&"é".repeat(50_000)).is_ok(),
+            "limit counts characters, not bytes"
+        );
         assert_eq!(l.check_task(&"x".repeat(50_001)).map_err(|e| e.field), Err("task"));
         assert!(l.check_task("   ").is_err());
         assert!(l.check_task("a\0b").is_err());
@@ -197,7 +222,10 @@ mod tests {
         for ok in ["main", "feature/x-1", "release-2026.11", "outpost/run_01ABC"] {
             assert!(check_branch(ok).is_ok(), "{ok} refused");
         }
-        for bad in ["", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/", "a.", ".a", "a/.b", "a.lock", "a@{1}", "@", "a//b"] {
+        for bad in [
+            "", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/", "a.", ".a", "a/.b",
+            "a.lock", "a@{1}", "@", "a//b",
+        ] {
             assert!(check_branch(bad).is_err(), "{bad:?} accepted");
         }
     }

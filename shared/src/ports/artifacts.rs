@@ -63,13 +63,25 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// Stores the file at `src` as `name`, replacing any earlier content (and any live log of the
     /// same name). Returns its manifest entry (size, SHA-256, content type). The adapter may move
     /// `src` instead of copying it.
-    async fn put_file(&self, key: &RunKey, name: &str, src: &Path, content_type: &str) -> Result<Artifact, ArtifactError>;
+    async fn put_file(
+        &self,
+        key: &RunKey,
+        name: &str,
+        src: &Path,
+        content_type: &str,
+    ) -> Result<Artifact, ArtifactError>;
 
     /// Writes `data` at `offset` of the live log `name` (offset = bytes already appended).
     async fn append_log(&self, key: &RunKey, name: &str, offset: u64, data: &[u8]) -> Result<(), ArtifactError>;
 
     /// Up to `max_len` bytes of `name` from `offset` (live or final). `None` if nothing is stored.
-    async fn read_range(&self, key: &RunKey, name: &str, offset: u64, max_len: u64) -> Result<Option<LogChunk>, ArtifactError>;
+    async fn read_range(
+        &self,
+        key: &RunKey,
+        name: &str,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Option<LogChunk>, ArtifactError>;
 
     /// The whole stored file, streamed. `None` if not stored.
     async fn open(&self, key: &RunKey, name: &str) -> Result<Option<ArtifactBody>, ArtifactError>;

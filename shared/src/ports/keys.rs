@@ -33,7 +33,12 @@ impl CreatedKey {
         let secret = format!("{}{}", kind.prefix(), hex::encode(raw));
         let hash = hash_key(&secret);
         let display_prefix = secret[..kind.prefix().len() + 6].to_owned();
-        Self { tenant, secret: SecretString::from(secret), hash, display_prefix }
+        Self {
+            tenant,
+            secret: SecretString::from(secret),
+            hash,
+            display_prefix,
+        }
     }
 
     pub fn expose(&self) -> &str {

@@ -12,9 +12,7 @@ pub mod workers;
 pub use artifacts::{ArtifactBody, ArtifactError, ArtifactStore, LogChunk, RunKey};
 pub use keys::{ApiKeyStore, CreatedKey, KeyError};
 pub use queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
-pub use runs::{
-    ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError,
-};
+pub use runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 pub use workers::{WorkerInfo, WorkerRegistry};
 
 /// A boxed error from a backend (SQLite, an AWS SDK call, the file system).

@@ -21,7 +21,11 @@ pub enum StoreError {
     LeaseLost(RunId),
     /// The run is in a state that does not allow this change.
     #[error("run {id} is {status}: {message}")]
-    Conflict { id: RunId, status: RunStatus, message: String },
+    Conflict {
+        id: RunId,
+        status: RunStatus,
+        message: String,
+    },
     /// A list cursor that this store did not hand out.
     #[error("invalid cursor")]
     BadCursor,
