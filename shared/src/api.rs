@@ -81,9 +81,23 @@ impl ArtifactView {
             size: a.size,
             sha256: a.sha256.clone(),
             content_type: a.content_type.clone(),
-            url: format!("/v1/runs/{run_id}/artifacts/{}", a.name),
+            url: format!("/v1/runs/{run_id}/artifacts/{}", encode_artifact_path(&a.name)),
         }
     }
+}
+
+/// An artifact name as a URL path: each `/`-separated part percent-encoded (RFC 3986 unreserved
+/// characters kept), so names with spaces, `?`, `#` or `%` still make a working link.
+pub fn encode_artifact_path(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A run as clients see it.

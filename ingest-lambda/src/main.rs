@@ -1,0 +1,91 @@
+//! `ingest-lambda`: serves the Outpost API over the embedded backend (SQLite + a folder) for
+//! local use; later the AWS Lambda entry point.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`; request spans and their timings are
+//! at `debug`: `RUST_LOG=info,tower_http=debug`).
+
+use anyhow::Context;
+use clap::Parser;
+use ingest_lambda::{router, ApiConfig, AppState};
+use outpost_shared::AgentRegistry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Serve the Outpost API over the embedded backend.
+#[derive(Debug, Parser)]
+#[command(name = "ingest-lambda", version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "OUTPOST_LISTEN")]
+    listen: SocketAddr,
+    /// Data directory of the embedded backend (SQLite file and artifacts).
+    #[arg(long, env = "OUTPOST_DATA")]
+    data: PathBuf,
+    /// Operator agents file (TOML) adding to or overriding the built-in agents.
+    #[arg(long, env = "OUTPOST_AGENTS")]
+    agents: Option<PathBuf>,
+    /// Enable the `shell` agent (runs the task as a sh script); for local use only.
+    #[arg(long)]
+    allow_shell: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+
+    let mut agents = AgentRegistry::builtin(args.allow_shell);
+    if let Some(path) = &args.agents {
+        agents.apply_file(path)?;
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
+    let backend = outpost_shared::embedded::open(&args.data, Default::default())
+        .with_context(|| format!("cannot open the embedded backend in {}", args.data.display()))?;
+    let state = AppState::new(backend, Arc::new(agents), ApiConfig::default());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, data = %args.data.display(), "Outpost API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
