@@ -1,1 +1,423 @@
-fn main() {}
+//! `outpost-bench`: measures the embedded deployment and prints a Markdown table.
+//!
+//! It starts the real `outpost dev` binary (release build, next to this one) on a free port with
+//! a fresh data dir and measures, in one run:
+//!
+//! - (a0) the floor for (a): `GET /health` at the same concurrency (HTTP + auth-free handler);
+//! - (a) `POST /v1/runs` throughput and p50/p99 latency at 64 concurrent clients, with the
+//!   workers off so only dispatch is measured; then `kill -9` of the server while dispatches are
+//!   in flight, a restart on the same data, and a check that every dispatch that got a 202 is
+//!   there (durability);
+//! - (b) end-to-end runs/s, dispatch to `succeeded`, of the no-op agent (`shell` running `true`)
+//!   with the worker at 2× cores slots;
+//! - (c) the floor for (b): how fast this program itself spawns `sh -c true` with the same
+//!   parallelism and nothing else.
+//!
+//! Run: `cargo build --release -p outpost -p outpost-bench && ./target/release/outpost-bench`.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use outpost_shared::embedded::{self, EmbeddedOptions};
+use outpost_shared::ports::keys::CreatedKey;
+use outpost_shared::{ApiKeyKind, RunId, RunStatus, TenantId};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks of the embedded Outpost deployment")]
+struct Args {
+    /// Concurrent HTTP clients for (a) and for dispatching in (b).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds of dispatch load in (a), after a 1 s warm-up.
+    #[arg(long, default_value_t = 10)]
+    dispatch_secs: u64,
+    /// Runs dispatched and completed in (b); spawns in (c).
+    #[arg(long, default_value_t = 5000)]
+    runs: usize,
+    /// Worker slots for (b) and parallelism of (c) (default 2 × cores).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Also write the table to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A running `outpost dev`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn outpost_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("no parent dir")?.join("outpost");
+    if !p.exists() {
+        bail!("{} not found: cargo build --release -p outpost -p outpost-bench", p.display());
+    }
+    Ok(p)
+}
+
+fn start_server(data: &Path, slots: usize) -> anyhow::Result<Server> {
+    let mut child = Command::new(outpost_bin()?)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(["--slots", &slots.to_string()])
+        .env("OUTPOST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start outpost dev")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(u) = line.trim().strip_prefix("URL:") {
+            url = Some(u.trim().to_owned());
+        }
+        if line.starts_with("Try it") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.context("outpost dev printed no URL")?;
+    Ok(Server { child, url })
+}
+
+/// Creates a bench tenant key directly in the data dir (as `outpost keys create` does).
+async fn make_key(data: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data)?;
+    let backend = embedded::open(data, EmbeddedOptions::default())?;
+    let key = CreatedKey::generate("bench".parse::<TenantId>()?, ApiKeyKind::Test);
+    backend.keys.insert_key(&key).await?;
+    Ok(key.expose().to_owned())
+}
+
+struct LoadResult {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+    accepted: Vec<String>,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Health,
+    Dispatch,
+}
+
+/// `clients` concurrent loops for `duration` (after `warmup`), or until `stop` is set.
+async fn http_load(
+    url: &str,
+    key: &str,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    load: Load,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<LoadResult> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let body = serde_json::json!({"agent": "shell", "task": "true"}).to_string();
+    let measuring = Arc::new(AtomicBool::new(false));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let requests = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + warmup + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, body, hist, requests, errors, accepted, measuring, stop) = (
+            http.clone(),
+            body.clone(),
+            hist.clone(),
+            requests.clone(),
+            errors.clone(),
+            accepted.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        let (health_url, runs_url, auth) =
+            (format!("{url}/health"), format!("{url}/v1/runs"), format!("Bearer {key}"));
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            let mut ids = Vec::new();
+            while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let resp = match load {
+                    Load::Health => http.get(&health_url).send().await,
+                    Load::Dispatch => {
+                        http.post(&runs_url)
+                            .header("authorization", &auth)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await
+                    }
+                };
+                let ok = match resp {
+                    Ok(r) if r.status().is_success() => match load {
+                        Load::Health => r.bytes().await.is_ok(),
+                        Load::Dispatch => match r.json::<serde_json::Value>().await {
+                            Ok(v) => {
+                                if let Some(id) = v["id"].as_str() {
+                                    ids.push(id.to_owned());
+                                }
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                    },
+                    _ => false,
+                };
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        if let Some(h) = local.as_mut() {
+                            let _ = h.record(t.elapsed().as_micros() as u64);
+                        }
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if let (Some(h), Ok(mut all)) = (local, hist.lock()) {
+                let _ = all.add(h);
+            }
+            if let Ok(mut all) = accepted.lock() {
+                all.extend(ids);
+            }
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut elapsed = None;
+    for t in tasks {
+        if stop.load(Ordering::Relaxed) && elapsed.is_none() {
+            elapsed = Some(started.elapsed());
+        }
+        t.await?;
+    }
+    let elapsed = elapsed.unwrap_or_else(|| started.elapsed()).min(duration);
+    let hist = Arc::try_unwrap(hist).ok().context("histogram still shared")?.into_inner().ok().context("poisoned")?;
+    let accepted = Arc::try_unwrap(accepted).ok().context("ids still shared")?.into_inner().ok().context("poisoned")?;
+    Ok(LoadResult {
+        requests: requests.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+        hist,
+        accepted,
+    })
+}
+
+/// (a) with a kill -9 in the middle of a second load, then a durability check.
+async fn durability_check(data: &Path, key: &str, clients: usize) -> anyhow::Result<(usize, usize)> {
+    let server = start_server(data, 0)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = server.url.clone();
+    let load = {
+        let (key, stop) = (key.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            http_load(&url, &key, clients, Duration::ZERO, Duration::from_secs(10), Load::Dispatch, stop).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    // SIGKILL while requests are in flight: no shutdown path runs.
+    Command::new("kill").args(["-KILL", &pid]).status()?;
+    let _ = server.child.wait();
+    stop.store(true, Ordering::Relaxed);
+    let result = load.await??;
+    let backend = embedded::open(data, EmbeddedOptions::default())?;
+    let mut missing = 0;
+    for id in &result.accepted {
+        let run_id: RunId = id.parse()?;
+        match backend.runs.get_by_id(&run_id).await? {
+            Some(r) if r.status == RunStatus::Queued => {}
+            _ => missing += 1,
+        }
+    }
+    let depth = backend.queue.depth().await?;
+    if depth.visible < result.accepted.len() as u64 {
+        missing += result.accepted.len() - depth.visible as usize;
+    }
+    Ok((result.accepted.len(), missing))
+}
+
+/// (b): dispatch `runs` no-op runs with `clients` concurrent clients, wait for all to succeed.
+async fn end_to_end(data: &Path, key: &str, clients: usize, runs: usize, slots: usize) -> anyhow::Result<(f64, usize)> {
+    let server = start_server(data, slots)?;
+    let http = reqwest::Client::new();
+    let runs_url = format!("{}/v1/runs", server.url);
+    let auth = format!("Bearer {key}");
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, runs_url, auth, next) = (http.clone(), runs_url.clone(), auth.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < runs as u64 {
+                let r = http
+                    .post(&runs_url)
+                    .header("authorization", &auth)
+                    .json(&serde_json::json!({"agent": "shell", "task": "true"}))
+                    .send()
+                    .await?;
+                if r.status().as_u16() != 202 {
+                    bail!("dispatch answered {}", r.status());
+                }
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Wait until nothing is queued or running.
+    let fleet_url = format!("{}/v1/fleet", server.url);
+    loop {
+        let f: serde_json::Value = http.get(&fleet_url).header("authorization", &auth).send().await?.json().await?;
+        let busy = f["queue"]["visible"].as_u64().unwrap_or(1)
+            + f["queue"]["in_flight"].as_u64().unwrap_or(1)
+            + f["running"].as_u64().unwrap_or(1);
+        if busy == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("runs did not finish in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    drop(server);
+    let backend = embedded::open(data, EmbeddedOptions::default())?;
+    let tenant: TenantId = "bench".parse()?;
+    let filter = outpost_shared::ports::RunFilter { status: Some(RunStatus::Succeeded), agent: None };
+    let mut succeeded = 0;
+    let mut cursor = None;
+    loop {
+        let page = backend.runs.list(&tenant, &filter, 100, cursor.as_ref()).await?;
+        succeeded += page.items.len();
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok((runs as f64 / elapsed.as_secs_f64(), succeeded))
+}
+
+/// (c): spawn `sh -c true` `total` times with `parallelism` at once.
+async fn spawn_floor(total: usize, parallelism: usize) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..parallelism {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
+                let status = tokio::process::Command::new("sh")
+                    .args(["-c", "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await?;
+                if !status.success() {
+                    bail!("sh -c true failed");
+                }
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let slots = args.slots.unwrap_or(2 * cores);
+    let dir = tempfile::tempdir()?;
+    eprintln!("bench: {cores} cores, {} clients, {slots} slots, {} runs", args.clients, args.runs);
+
+    // (a0) and (a): API only (no worker), fresh data dir.
+    let data_a = dir.path().join("a");
+    let key = make_key(&data_a).await?;
+    let server = start_server(&data_a, 0)?;
+    let never = Arc::new(AtomicBool::new(false));
+    let secs = Duration::from_secs(args.dispatch_secs);
+    eprintln!("bench: (a0) GET /health floor");
+    let health =
+        http_load(&server.url, &key, args.clients, Duration::from_secs(1), secs, Load::Health, never.clone()).await?;
+    eprintln!("bench: (a) POST /v1/runs");
+    let dispatch =
+        http_load(&server.url, &key, args.clients, Duration::from_secs(1), secs, Load::Dispatch, never.clone()).await?;
+    drop(server);
+    eprintln!("bench: (a) durability: kill -9 under load, restart, check every 202");
+    let data_k = dir.path().join("k");
+    let key_k = make_key(&data_k).await?;
+    let (acked, missing) = durability_check(&data_k, &key_k, args.clients).await?;
+
+    eprintln!("bench: (c) spawn floor");
+    let floor = spawn_floor(args.runs, slots).await?;
+    eprintln!("bench: (b) end to end");
+    let data_b = dir.path().join("b");
+    let key_b = make_key(&data_b).await?;
+    let (e2e, succeeded) = end_to_end(&data_b, &key_b, args.clients, args.runs, slots).await?;
+
+    let table = format!(
+        "| measure | result | baseline (same run) | ratio | target |\n\
+         | --- | --- | --- | --- | --- |\n\
+         | (a) dispatch `POST /v1/runs`, {c} clients | {dr:.0}/s, p50 {d50:.2} ms, p99 {d99:.2} ms, {de} errors | (a0) `GET /health`: {hr:.0}/s, p99 {h99:.2} ms | {ra:.2}× of floor rate | ≥ 2,000/s, p99 ≤ 20 ms |\n\
+         | (a) durability: `kill -9` under load | {acked} accepted, {missing} missing after restart | – | – | 0 missing |\n\
+         | (b) end to end, `shell` `true`, {slots} slots | {e2e:.0} runs/s ({succeeded}/{runs} succeeded) | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b)/(c) = {rb:.2} | ≥ 1,000 runs/s, ≥ 0.5 |\n",
+        c = args.clients,
+        dr = dispatch.rate(),
+        d50 = dispatch.ms(0.5),
+        d99 = dispatch.ms(0.99),
+        de = dispatch.errors,
+        hr = health.rate(),
+        h99 = health.ms(0.99),
+        ra = dispatch.rate() / health.rate(),
+        runs = args.runs,
+        rb = e2e / floor,
+    );
+    println!("{table}");
+    println!(
+        "machine: {cores} cores; (a) {dn} dispatches in {ds:.1} s; (b) {runs} runs.",
+        dn = dispatch.requests,
+        ds = dispatch.elapsed.as_secs_f64(),
+        runs = args.runs
+    );
+    if let Some(out) = args.out {
+        std::fs::write(out, &table)?;
+    }
+    Ok(())
+}

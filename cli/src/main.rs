@@ -1,1 +1,233 @@
-fn main() {}
+//! `outpost`: the command line of Outpost.
+//!
+//! `outpost dev` runs the whole embedded deployment in one process (API + worker pool over SQLite
+//! and a local folder); `outpost worker` adds a worker process to the same data dir; `outpost keys`
+//! manages API keys in the data dir; every other command is a client of a running API
+//! (`--url`/`OUTPOST_URL`, `--api-key`/`OUTPOST_API_KEY`).
+//!
+//! Errors print one line on stderr and exit non-zero: 1 for failures, 2 for usage errors.
+
+mod client_cmds;
+mod dev;
+mod format;
+mod local;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default address of `outpost dev` and default `--url` of client commands.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7331";
+
+#[derive(Parser, Debug)]
+#[command(name = "outpost", version, about = "Run AI coding agents on a queue-driven worker fleet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a client command finds the API.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Base URL of the Outpost API.
+    #[arg(long, env = "OUTPOST_URL", default_value = "http://127.0.0.1:7331", global = true)]
+    pub url: String,
+    /// API key (`op_live_…` / `op_test_…`).
+    #[arg(long = "api-key", env = "OUTPOST_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of human tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Options shared by the commands that open an embedded data dir.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data directory (SQLite database, artifacts, workspaces).
+    #[arg(long, env = "OUTPOST_DATA", default_value = ".outpost")]
+    pub data: PathBuf,
+}
+
+/// Worker pool options.
+#[derive(Args, Debug, Clone)]
+pub struct PoolArgs {
+    /// Concurrent runs (default: 2 × CPU cores). 0 runs no worker in this process.
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Seconds of a run's lease and message visibility; heartbeats every third of it.
+    #[arg(long, default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Claims before a run whose worker keeps dying fails with `worker_lost`.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Seconds between SIGTERM and SIGKILL when stopping an agent.
+    #[arg(long, default_value_t = 5)]
+    pub kill_grace_secs: u64,
+    /// Operator agents file (TOML, `[agents.NAME]` tables); default `{data}/agents.toml` if present.
+    #[arg(long)]
+    pub agents: Option<PathBuf>,
+    /// Deliveries of one message before it is dead-lettered.
+    #[arg(long, default_value_t = 5)]
+    pub max_receive_count: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run API + worker pool over SQLite and a local folder, in one process.
+    Dev {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: String,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Run a worker process over an embedded data dir (beside `outpost dev --slots 0`, or more).
+    Worker {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Manage API keys in an embedded data dir.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Queue a task for an agent.
+    Dispatch {
+        /// Agent name (see `outpost fleet`).
+        #[arg(long)]
+        agent: String,
+        /// Git repository to clone into the workspace.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Branch of the repository.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Timeout in seconds (10..=86400; the agent's default when absent).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Wait for the run to end, streaming its log; the exit code mirrors the run.
+        #[arg(long)]
+        wait: bool,
+        /// The task prompt; `-` reads it from stdin.
+        task: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List, inspect, tail and cancel runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Agents, queue depth, workers and slots.
+    Fleet {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create an API key for a tenant (created if new); the key is the last line of stdout.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Make an `op_test_` key instead of `op_live_`.
+        #[arg(long)]
+        test: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// Newest runs first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One run, with its artifacts.
+    Get { id: String },
+    /// A run's output; `-f` follows it until the run ends.
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a queued or running run.
+    Cancel { id: String },
+    /// Download an artifact to stdout or a file.
+    Artifact {
+        id: String,
+        name: String,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s.replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Dev { listen, data, pool } => dev::run_dev(&listen, &data.data, &pool).await,
+        Command::Worker { data, pool } => dev::run_worker(&data.data, &pool).await,
+        Command::Keys { command: KeysCommand::Create { tenant, test, data } } => {
+            local::create_key(&data.data, &tenant, test).await
+        }
+        Command::Dispatch { agent, repo, branch, timeout, wait, task, api } => {
+            client_cmds::dispatch(&api, agent, repo, branch, timeout, wait, task).await
+        }
+        Command::Runs { command, api } => match command {
+            RunsCommand::List { status, agent, limit, cursor } => {
+                client_cmds::list(&api, status, agent, limit, cursor).await
+            }
+            RunsCommand::Get { id } => client_cmds::get(&api, &id).await,
+            RunsCommand::Logs { id, follow } => client_cmds::logs(&api, &id, follow).await,
+            RunsCommand::Cancel { id } => client_cmds::cancel(&api, &id).await,
+            RunsCommand::Artifact { id, name, output } => client_cmds::artifact(&api, &id, &name, output).await,
+        },
+        Command::Fleet { api } => client_cmds::fleet(&api).await,
+    }
+}

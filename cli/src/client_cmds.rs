@@ -1,0 +1,218 @@
+//! Commands that are clients of a running API: dispatch (with `--wait`), runs, fleet.
+
+use crate::format;
+use crate::ApiArgs;
+use anyhow::Context;
+use outpost_shared::api::{DispatchRequest, ListRunsQuery, RunView};
+use outpost_shared::client::OutpostClient;
+use outpost_shared::{FailureReason, RunStatus};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+fn client(api: &ApiArgs) -> anyhow::Result<OutpostClient> {
+    if api.api_key.is_none() {
+        anyhow::bail!("no API key: pass --api-key or set OUTPOST_API_KEY (outpost dev prints one at first start)");
+    }
+    Ok(OutpostClient::new(&api.url, api.api_key.clone())?)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// The process exit code that mirrors a finished run: the agent's own code when it failed with
+/// one, 124 for a timeout (as `timeout(1)`), 130 for a cancel, 1 for other failures.
+pub fn exit_code_for(run: &RunView) -> u8 {
+    match run.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::TimedOut => 124,
+        RunStatus::Cancelled => 130,
+        RunStatus::Failed => match (run.failure_reason, run.exit_code) {
+            (Some(FailureReason::NonZeroExit), Some(c)) if (1..=255).contains(&c) => c as u8,
+            _ => 1,
+        },
+        RunStatus::Queued | RunStatus::Running => 0,
+    }
+}
+
+pub async fn dispatch(
+    api: &ApiArgs,
+    agent: String,
+    repo: Option<String>,
+    branch: Option<String>,
+    timeout: Option<u64>,
+    wait: bool,
+    task: String,
+) -> anyhow::Result<ExitCode> {
+    let task = if task == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read the task from stdin")?;
+        s
+    } else {
+        task
+    };
+    let client = client(api)?;
+    let accepted = client.dispatch(&DispatchRequest { agent, task, repo, branch, timeout_secs: timeout }).await?;
+    if !wait {
+        if api.json {
+            print_json(&accepted)?;
+        } else {
+            println!("{} {}", accepted.id, accepted.status);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !api.json {
+        eprintln!("dispatched {}", accepted.id);
+    }
+    let run = follow(&client, &accepted.id, !api.json).await?;
+    if api.json {
+        print_json(&run)?;
+    } else {
+        eprintln!("{}", final_line(&run));
+    }
+    Ok(ExitCode::from(exit_code_for(&run)))
+}
+
+fn final_line(run: &RunView) -> String {
+    let mut s = format!("{} {}", run.id, run.status);
+    if let Some(d) = run.duration_ms {
+        s.push_str(&format!(" in {}", format::duration_ms(d)));
+    }
+    if let Some(c) = run.exit_code {
+        s.push_str(&format!(" (exit {c})"));
+    }
+    if let Some(r) = run.failure_reason {
+        s.push_str(&format!(" reason: {r}"));
+    }
+    if !run.artifacts.is_empty() {
+        s.push_str(&format!(" · {} artifacts", run.artifacts.len()));
+    }
+    s
+}
+
+/// Streams the run's log to stdout (when `print_log`) until the run is terminal and the log fully
+/// read; shows a spinner on a terminal stderr. Returns the final run.
+async fn follow(client: &OutpostClient, id: &str, print_log: bool) -> anyhow::Result<RunView> {
+    const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+    let spinner = print_log && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    let mut tick = 0usize;
+    let mut stdout = std::io::stdout();
+    loop {
+        let chunk = client.logs(id, offset).await?;
+        if !chunk.data.is_empty() {
+            if spinner {
+                eprint!("\r\x1b[K");
+            }
+            if print_log {
+                stdout.write_all(&chunk.data)?;
+                stdout.flush()?;
+            }
+            offset = chunk.next_offset;
+            if offset < chunk.size {
+                continue; // more is already there
+            }
+        }
+        if chunk.status.is_terminal() && offset >= chunk.size {
+            if spinner {
+                eprint!("\r\x1b[K");
+            }
+            return Ok(client.get_run(id).await?);
+        }
+        if spinner {
+            eprint!("\r{} {} {} {:.0}s", SPINNER[tick % SPINNER.len()], id, chunk.status, started.elapsed().as_secs_f64());
+            tick += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(if chunk.status == RunStatus::Queued { 200 } else { 300 })).await;
+    }
+}
+
+pub async fn list(
+    api: &ApiArgs,
+    status: Option<String>,
+    agent: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let status = status.map(|s| s.parse::<RunStatus>()).transpose().map_err(anyhow::Error::msg)?;
+    let page = client(api)?.list_runs(&ListRunsQuery { status, agent, limit, cursor }).await?;
+    if api.json {
+        print_json(&page)?;
+    } else {
+        println!("{}", format::runs_table(&page.runs, chrono::Utc::now()));
+        if let Some(c) = page.next_cursor {
+            println!("\nmore: outpost runs list --cursor {c}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn get(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
+    let run = client(api)?.get_run(id).await?;
+    if api.json {
+        print_json(&run)?;
+    } else {
+        print!("{}", format::run_details(&run));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(api: &ApiArgs, id: &str, follow_log: bool) -> anyhow::Result<ExitCode> {
+    let client = client(api)?;
+    if follow_log {
+        let run = follow(&client, id, true).await?;
+        eprintln!("{}", final_line(&run));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut offset = 0;
+    let mut stdout = std::io::stdout();
+    loop {
+        let chunk = client.logs(id, offset).await?;
+        stdout.write_all(&chunk.data)?;
+        if chunk.data.is_empty() || chunk.next_offset >= chunk.size {
+            break;
+        }
+        offset = chunk.next_offset;
+    }
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
+    let run = client(api)?.cancel_run(id).await?;
+    if api.json {
+        print_json(&run)?;
+    } else if run.status == RunStatus::Cancelled {
+        println!("{} cancelled", run.id);
+    } else {
+        println!("{} cancel requested (status {}); the worker stops it at its next heartbeat", run.id, run.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn artifact(api: &ApiArgs, id: &str, name: &str, output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let bytes = client(api)?.artifact(id, name).await?;
+    match output {
+        Some(path) => std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout();
+            out.write_all(&bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn fleet(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let f = client(api)?.fleet().await?;
+    if api.json {
+        print_json(&f)?;
+    } else {
+        println!("{}", format::fleet(&f));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,153 @@
+//! `outpost dev` (API + worker pool in one process over the embedded adapters) and
+//! `outpost worker` (a worker process over the same data dir).
+
+use crate::local::{load_agents, new_key, open_backend};
+use crate::PoolArgs;
+use anyhow::Context;
+use ingest_lambda::{router, ApiConfig, AppState};
+use outpost_shared::TenantId;
+use outpost_worker::{Worker, WorkerConfig};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The tenant `outpost dev` creates on first start.
+pub const DEV_TENANT: &str = "dev";
+
+/// Prints the start-up banner; a closed stdout must not bring the server down.
+fn print_banner(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,outpost=info,outpost_worker=info,ingest_lambda=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    WorkerConfig {
+        slots: pool.slots.unwrap_or(2 * cores),
+        lease: Duration::from_secs(pool.lease_secs.max(3)),
+        max_attempts: pool.max_attempts.max(1),
+        kill_grace: Duration::from_secs(pool.kill_grace_secs),
+        work_dir: data.join("work"),
+        receive_wait: Duration::from_secs(20),
+        drain_timeout: Duration::from_secs(25),
+        dead_letter_interval: Duration::from_secs(5),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, and cancels `token`.
+async fn shutdown_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = token.cancelled() => {}
+    }
+    token.cancel();
+}
+
+pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let backend = open_backend(data, pool.max_receive_count)?;
+    let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
+
+    let dev_tenant: TenantId = DEV_TENANT.parse()?;
+    let fresh_key = if backend.keys.tenant_has_keys(&dev_tenant).await? {
+        None
+    } else {
+        Some(new_key(&backend, dev_tenant.clone(), false).await?)
+    };
+
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let config = worker_config(data, pool);
+    let slots = config.slots;
+
+    let mut banner = vec![
+        "Outpost dev is running".to_owned(),
+        format!("  URL:      {url}"),
+        format!("  Data:     {}", data.display()),
+        format!("  Workers:  {slots} slots in this process"),
+        format!("  Agents:   {}", agents.enabled_names().join(", ")),
+    ];
+    match &fresh_key {
+        Some(key) => {
+            banner.push(format!("  API key:  {} (tenant {DEV_TENANT}; shown once, save it)", key.expose()));
+            banner.push(String::new());
+            banner.push("Try it:".to_owned());
+            banner.push(format!("  export OUTPOST_URL={url} OUTPOST_API_KEY={}", key.expose()));
+        }
+        None => {
+            banner.push(format!("  API key:  printed at first start (`outpost keys create --tenant {DEV_TENANT}` makes another)"));
+            banner.push(String::new());
+            banner.push("Try it:".to_owned());
+            banner.push(format!("  export OUTPOST_URL={url} OUTPOST_API_KEY=<your key>"));
+        }
+    }
+    banner.push("  outpost dispatch --agent shell --wait 'echo hello from outpost; ls -la'".to_owned());
+    banner.push(String::new());
+
+    print_banner(&banner);
+
+    let token = CancellationToken::new();
+    let state = AppState::new(backend.clone(), agents.clone(), ApiConfig::default());
+    let app = router(state);
+    let server_token = token.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { server_token.cancelled().await }).await
+    });
+
+    let worker = if slots > 0 {
+        let worker = Worker::new(backend, agents, config);
+        let worker_token = token.clone();
+        Some(tokio::spawn(async move { worker.run(async move { worker_token.cancelled().await }).await }))
+    } else {
+        None
+    };
+
+    shutdown_signal(token.clone()).await;
+    tracing::info!("shutting down: draining in-flight runs");
+    if let Some(w) = worker {
+        w.await.context("worker task panicked")??;
+    }
+    server.await.context("server task panicked")??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_worker(data: &Path, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let backend = open_backend(data, pool.max_receive_count)?;
+    let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
+    let config = worker_config(data, pool);
+    anyhow::ensure!(config.slots > 0, "--slots must be at least 1 for a worker process");
+    let worker = Worker::new(backend, agents, config);
+    println!("Outpost worker {} is running over {}", worker.id(), data.display());
+    let token = CancellationToken::new();
+    let worker_token = token.clone();
+    let handle = tokio::spawn(async move { worker.run(async move { worker_token.cancelled().await }).await });
+    shutdown_signal(token).await;
+    handle.await.context("worker task panicked")??;
+    Ok(ExitCode::SUCCESS)
+}

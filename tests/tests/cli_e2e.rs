@@ -1,0 +1,177 @@
+//! End-to-end through the `outpost` binary: dispatch --wait mirrors the run's exit code and
+//! streams its log, runs list/get/logs/cancel, fleet, --json output, and clear one-line errors
+//! with a non-zero exit code.
+
+use outpost_tests::{outpost_bin, DevServer};
+use std::process::Command;
+use std::time::Duration;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn dispatch_wait_streams_the_log_and_mirrors_the_exit_code() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let ok = server.cli(&["dispatch", "--agent", "shell", "--wait", "echo hello from shell; echo to-stderr >&2"])?;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("hello from shell"), "log streamed to stdout: {}", stdout(&ok));
+    assert!(stderr(&ok).contains("succeeded"), "final line on stderr: {}", stderr(&ok));
+
+    let failed = server.cli(&["dispatch", "--agent", "fake", "--wait", "say nope; exit 3"])?;
+    assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
+    assert!(stderr(&failed).contains("failed"));
+
+    let json = server.cli(&["dispatch", "--agent", "shell", "--wait", "--json", "true"])?;
+    assert!(json.status.success(), "{}", stderr(&json));
+    let run: serde_json::Value = serde_json::from_str(&stdout(&json))?;
+    assert_eq!(run["status"], "succeeded");
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_commands_list_get_logs_and_cancel() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let out = server.cli(&["dispatch", "--agent", "fake", "say line one; say line two"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).split_whitespace().next().unwrap_or_default().to_owned();
+    assert!(id.starts_with("run_"), "dispatch prints the run id first: {}", stdout(&out));
+    server.wait_terminal(&id, Duration::from_secs(60)).await?;
+
+    let list = server.cli(&["runs", "list"])?;
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(stdout(&list).contains(&id) && stdout(&list).contains("succeeded"), "{}", stdout(&list));
+
+    let list_json = server.cli(&["runs", "list", "--json", "--status", "succeeded"])?;
+    let page: serde_json::Value = serde_json::from_str(&stdout(&list_json))?;
+    assert_eq!(page["runs"][0]["id"], id.as_str());
+
+    let get = server.cli(&["runs", "get", &id])?;
+    assert!(stdout(&get).contains("output.log"), "{}", stdout(&get));
+
+    let logs = server.cli(&["runs", "logs", &id])?;
+    assert_eq!(stdout(&logs), "line one\nline two\n");
+
+    let follow = server.cli(&["runs", "logs", "-f", &id])?;
+    assert_eq!(stdout(&follow), "line one\nline two\n");
+
+    let long = server.cli(&["dispatch", "--agent", "fake", "sleep 60"])?;
+    let long_id = stdout(&long).split_whitespace().next().unwrap_or_default().to_owned();
+    server.wait_run(&long_id, Duration::from_secs(60), |r| r.status == outpost_shared::RunStatus::Running).await?;
+    let cancel = server.cli(&["runs", "cancel", &long_id])?;
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let run = server.wait_terminal(&long_id, Duration::from_secs(30)).await?;
+    assert_eq!(run.status, outpost_shared::RunStatus::Cancelled);
+
+    let fleet = server.cli(&["fleet"])?;
+    assert!(stdout(&fleet).contains("claude") && stdout(&fleet).contains("queue:"), "{}", stdout(&fleet));
+
+    let artifact = server.cli(&["runs", "artifact", &id, "output.log"])?;
+    assert_eq!(stdout(&artifact), "line one\nline two\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_are_one_readable_line_and_a_non_zero_exit() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let unknown = server.cli(&["dispatch", "--agent", "nope", "x"])?;
+    assert_eq!(unknown.status.code(), Some(1));
+    let err = stderr(&unknown);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("unknown_agent"), "{err}");
+
+    let missing = server.cli(&["runs", "get", "run_01ARZ3NDEKTSV4RRFFQ69G5FAV"])?;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("not_found"), "{}", stderr(&missing));
+
+    let bad_timeout = server.cli(&["dispatch", "--agent", "shell", "--timeout", "1", "true"])?;
+    assert_eq!(bad_timeout.status.code(), Some(1));
+    assert!(stderr(&bad_timeout).contains("timeout"), "{}", stderr(&bad_timeout));
+
+    let no_key = Command::new(outpost_bin()?)
+        .args(["fleet", "--url", &server.url])
+        .env_remove("OUTPOST_API_KEY")
+        .output()?;
+    assert_eq!(no_key.status.code(), Some(1));
+    assert!(stderr(&no_key).contains("API key"), "{}", stderr(&no_key));
+
+    let wrong_key = Command::new(outpost_bin()?)
+        .args(["fleet", "--url", &server.url, "--api-key", "op_live_nope"])
+        .output()?;
+    assert_eq!(wrong_key.status.code(), Some(1));
+    assert!(stderr(&wrong_key).contains("unauthorized"), "{}", stderr(&wrong_key));
+
+    let unreachable = Command::new(outpost_bin()?)
+        .args(["fleet", "--url", "http://127.0.0.1:9", "--api-key", "op_live_x"])
+        .output()?;
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert_eq!(stderr(&unreachable).trim_end().lines().count(), 1, "{}", stderr(&unreachable));
+
+    let usage = Command::new(outpost_bin()?).args(["dispatch"]).output()?;
+    assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_create_prints_the_key_last_and_it_works() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let key = server.create_key("acme")?;
+    assert!(key.starts_with("op_live_") && key.len() == 8 + 64, "{key}");
+    let client = server.client_with_key(&key)?;
+    assert!(client.list_runs(&Default::default()).await?.runs.is_empty());
+    let bad = Command::new(outpost_bin()?)
+        .args(["keys", "create", "--tenant", "Not A Slug", "--data"])
+        .arg(&server.data)
+        .output()?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("tenant"), "{}", stderr(&bad));
+    Ok(())
+}
+
+#[tokio::test]
+async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
+    let mut server = DevServer::start()?;
+    let client = server.client()?;
+    let id = client
+        .dispatch(&outpost_shared::api::DispatchRequest {
+            agent: "shell".into(),
+            task: "echo persisted".into(),
+            repo: None,
+            branch: None,
+            timeout_secs: None,
+        })
+        .await?
+        .id;
+    server.wait_terminal(&id, Duration::from_secs(60)).await?;
+    assert!(server.process.terminate(Duration::from_secs(30)), "outpost dev exits cleanly on SIGTERM");
+
+    // Same data dir, new process: the run and the key are still there.
+    let restarted = Command::new(outpost_bin()?)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&server.data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut restarted = outpost_tests::KillOnDrop(restarted);
+    let out = restarted.0.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut url = None;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(u) = line.trim().strip_prefix("URL:") {
+            url = Some(u.trim().to_owned());
+        }
+        if line.contains("API key:") {
+            assert!(line.contains("printed at first start"), "no new dev key on restart: {line}");
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.ok_or_else(|| anyhow::anyhow!("no URL printed"))?;
+    let client = outpost_shared::client::OutpostClient::new(&url, Some(server.api_key.clone()))?;
+    let run = client.get_run(&id).await?;
+    assert_eq!(run.status, outpost_shared::RunStatus::Succeeded);
+    Ok(())
+}
