@@ -1,0 +1,80 @@
+//! Worker settings and their defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a worker process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Concurrent runs (default: 2 × available cores).
+    pub slots: usize,
+    /// Run lease and message visibility (default 30 s); heartbeats every `lease / 3`.
+    pub lease: Duration,
+    /// Claims before a lost run fails with `worker_lost` (default 3).
+    pub max_attempts: u32,
+    /// SIGTERM → SIGKILL grace when stopping an agent (default 5 s).
+    pub kill_grace: Duration,
+    /// Workspaces go to `{work_dir}/{run_id}/`.
+    pub work_dir: PathBuf,
+    /// Long-poll wait of one receive (default 20 s).
+    pub receive_wait: Duration,
+    /// On shutdown, how long in-flight runs may finish before they are killed and released
+    /// (default 25 s).
+    pub drain_timeout: Duration,
+    /// How often dead letters are drained (default 5 s).
+    pub dead_letter_interval: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults, with workspaces under `work_dir`.
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            work_dir: work_dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Interval between heartbeats: a third of the lease (at least 10 ms).
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(10))
+    }
+}
+
+/// Twice the available cores (at least 2).
+pub fn default_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) * 2
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            slots: default_slots(),
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            kill_grace: Duration::from_secs(5),
+            work_dir: std::env::temp_dir().join("outpost-work"),
+            receive_wait: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(25),
+            dead_letter_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = WorkerConfig::new("/w");
+        assert_eq!(c.work_dir, PathBuf::from("/w"));
+        assert_eq!(c.slots, default_slots());
+        assert!(c.slots >= 2);
+        assert_eq!(c.lease, Duration::from_secs(30));
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(10));
+        assert_eq!((c.max_attempts, c.kill_grace), (3, Duration::from_secs(5)));
+        assert_eq!(c.receive_wait, Duration::from_secs(20));
+        assert_eq!(c.drain_timeout, Duration::from_secs(25));
+        assert_eq!(c.dead_letter_interval, Duration::from_secs(5));
+    }
+}

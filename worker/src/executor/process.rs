@@ -1,0 +1,600 @@
+//! The process executor: runs the agent as a child process group in a fresh workspace on this
+//! machine, with a clean environment, its output spooled and streamed, then stores its artifacts.
+//!
+//! Per run: `{work_dir}/{run_id}/` with `ws/` (cwd), `home/` (HOME) and the spool `output.log`.
+//! The fast path (no repository) makes a handful of syscalls around one spawn: no git, no timers
+//! that fire unless something is slow, no fsync.
+
+use super::group::{self, Ended};
+use super::{Execution, Executor, Stop, StopSignal};
+use crate::artifacts::{self, Limits, Summary, Uploader};
+use crate::dirpool::DirPool;
+use crate::output::{self, LiveLog, PumpReport, OUTPUT_LOG};
+use crate::scrub::{scrub_file, Scrubber, Secrets};
+use crate::workspace::{self, RunDirs};
+use async_trait::async_trait;
+use nix::fcntl::OFlag;
+use nix::unistd::Pid;
+use outpost_shared::domain::{AgentRegistry, AgentSpec, Artifact, FailureReason, Outcome, Run};
+use outpost_shared::ports::{ArtifactStore, RunKey};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// PATH for agents when the worker itself has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How long the output pump may keep draining after the agent's group is gone (a process that
+/// left the group could hold the pipe open forever).
+const PUMP_DRAIN: Duration = Duration::from_secs(3);
+const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// Most empty run trees kept for reuse.
+const MAX_IDLE_TREES: usize = 256;
+
+/// Settings of the process executor.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Runs get `{work_dir}/{run_id}/`.
+    pub work_dir: PathBuf,
+    /// SIGTERM → SIGKILL grace when stopping an agent.
+    pub kill_grace: Duration,
+    /// Caps on `files/...` artifacts.
+    pub limits: Limits,
+    /// Stream output to the store's live log while the agent runs.
+    pub live_log: bool,
+}
+
+impl ProcessConfig {
+    pub fn new(work_dir: PathBuf) -> Self {
+        Self {
+            work_dir,
+            kill_grace: Duration::from_secs(5),
+            limits: Limits::default(),
+            live_log: true,
+        }
+    }
+}
+
+/// Runs agents as local process groups.
+pub struct ProcessExecutor {
+    store: Arc<dyn ArtifactStore>,
+    agents: Arc<AgentRegistry>,
+    config: ProcessConfig,
+    path: OsString,
+    pool: DirPool,
+    /// Program names resolved on `path`.
+    resolved: Mutex<HashMap<String, PathBuf>>,
+    env: EnvLookup,
+}
+
+/// Where the values of an agent's `key_env` and `pass_env` variables come from (by default the
+/// worker's own environment; a per-tenant secret store later).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
+
+impl ProcessExecutor {
+    pub fn new(store: Arc<dyn ArtifactStore>, agents: Arc<AgentRegistry>, config: ProcessConfig) -> Self {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+        let pool = DirPool::new(&config.work_dir, MAX_IDLE_TREES);
+        Self {
+            store,
+            agents,
+            config,
+            path,
+            pool,
+            resolved: Mutex::new(HashMap::new()),
+            env: Arc::new(|name: &str| std::env::var_os(name)),
+        }
+    }
+
+    /// Takes the agents' key and pass-through variables from `lookup` instead of the worker's
+    /// environment.
+    pub fn with_env_lookup(mut self, lookup: EnvLookup) -> Self {
+        self.env = lookup;
+        self
+    }
+
+    pub fn config(&self) -> &ProcessConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl Executor for ProcessExecutor {
+    async fn execute(&self, run: &Run, stop: StopSignal) -> Execution {
+        let span = tracing::debug_span!("execute", run_id = %run.id, agent = %run.agent);
+        async {
+            let dirs = RunDirs::new(&self.config.work_dir, run.id.as_str());
+            // A repository run's `ws` is made by the clone; others get a pooled empty tree.
+            let with_ws = run.repo.is_none();
+            if let Err(e) = self.pool.acquire(&dirs, with_ws) {
+                tracing::error!(path = %dirs.root.display(), error = %e, "cannot create the run directory");
+                workspace::remove_run_dir(&dirs.root);
+                return Execution::Finished {
+                    outcome: Outcome::failed(FailureReason::WorkspaceFailed, None),
+                    artifacts: Vec::new(),
+                };
+            }
+            let result = self.execute_in(run, stop, &dirs).await;
+            if with_ws {
+                self.pool.release(&dirs);
+            } else {
+                // A clone can be large: remove it off the async threads.
+                let root = dirs.root.clone();
+                let _ = tokio::task::spawn_blocking(move || workspace::remove_run_dir(&root)).await;
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Valid env var names only: `std::env::var_os` panics on `=` or NUL.
+fn env_name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+/// The secret values of a run: its agent's key and a password in its repository URL.
+fn run_secrets(run: &Run, agent: Option<&AgentSpec>, env: &EnvLookup) -> Secrets {
+    let key = agent
+        .and_then(|a| a.key_env.as_deref())
+        .filter(|n| env_name_ok(n))
+        .and_then(|n| env(n));
+    let url_pass = run
+        .repo
+        .as_ref()
+        .and_then(|r| workspace::url_password(&r.url))
+        .map(|p| p.as_bytes().to_vec());
+    Secrets::new(key.map(|k| k.as_bytes().to_vec()).into_iter().chain(url_pass))
+}
+
+/// Messages of the worker about a run, scrubbed, for output.log and summary.json.
+struct Notes {
+    secrets: Secrets,
+    list: Vec<String>,
+}
+
+impl Notes {
+    fn push(&mut self, msg: impl AsRef<str>) {
+        let mut s = Scrubber::new(self.secrets.clone());
+        let mut out = Vec::new();
+        let mut clean = s.push(msg.as_ref().as_bytes(), &mut out).to_vec();
+        clean.extend_from_slice(&s.finish());
+        self.list.push(String::from_utf8_lossy(&clean).into_owned());
+    }
+}
+
+/// The state of one run on its way to `finalize`.
+struct Attempt<'a> {
+    run: &'a Run,
+    dirs: &'a RunDirs,
+    spool: File,
+    notes: Notes,
+    base: Option<String>,
+    /// Whether `ws` holds a workspace worth collecting from.
+    ws_ready: bool,
+    pump: PumpReport,
+    started: Instant,
+}
+
+impl ProcessExecutor {
+    async fn execute_in(&self, run: &Run, mut stop: StopSignal, dirs: &RunDirs) -> Execution {
+        let started = Instant::now();
+        let spool = match File::create(&dirs.spool) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the output spool");
+                return Execution::Finished {
+                    outcome: Outcome::failed(FailureReason::WorkspaceFailed, None),
+                    artifacts: Vec::new(),
+                };
+            }
+        };
+        let agent = self.agents.get(&run.agent);
+        let secrets = run_secrets(run, agent, &self.env);
+        let mut a = Attempt {
+            run,
+            dirs,
+            spool,
+            notes: Notes {
+                secrets,
+                list: Vec::new(),
+            },
+            base: None,
+            ws_ready: false,
+            pump: PumpReport::default(),
+            started,
+        };
+        let Some(agent) = agent else {
+            a.notes.push(format!(
+                "unknown or disabled agent {:?}; this worker runs: {}",
+                run.agent,
+                self.agents.enabled_names().join(", ")
+            ));
+            return self
+                .finalize(a, Outcome::failed(FailureReason::UnknownAgent, None))
+                .await;
+        };
+        let timeout_secs = if run.timeout_secs == 0 {
+            agent.default_timeout_secs
+        } else {
+            run.timeout_secs
+        };
+        let deadline = started + Duration::from_secs(u64::from(timeout_secs));
+
+        // Workspace.
+        if let Some(repo) = &run.repo {
+            let cloned = tokio::select! {
+                r = tokio::time::timeout_at(deadline, workspace::clone(repo, &dirs.ws)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err("git clone did not finish within the run's timeout".to_owned()),
+                },
+                s = stop.requested() => {
+                    if s == Stop::Abandon {
+                        return Execution::Abandoned;
+                    }
+                    a.notes.push("cancelled while the repository was being cloned");
+                    return self.finalize(a, Outcome::cancelled(None)).await;
+                }
+            };
+            match cloned {
+                Ok(base) => a.base = base,
+                Err(msg) => {
+                    a.notes.push(msg);
+                    return self
+                        .finalize(a, Outcome::failed(FailureReason::WorkspaceFailed, None))
+                        .await;
+                }
+            }
+            if let Err(e) = dirs.create_artifacts_dir() {
+                a.notes.push(format!("cannot create {}: {e}", workspace::ARTIFACTS_DIR));
+            }
+        }
+        a.ws_ready = true;
+
+        // Spawn.
+        let argv = agent.argv(&run.task, run.id.as_str());
+        let Some((program, args)) = argv.split_first() else {
+            a.notes.push(format!("agent {:?} has an empty command", agent.name));
+            return self
+                .finalize(a, Outcome::failed(FailureReason::SpawnFailed, None))
+                .await;
+        };
+        let (reader, mut child) = match self.spawn(program, args, agent, run, dirs) {
+            Ok(x) => x,
+            Err(e) => {
+                a.notes.push(format!("cannot start the agent {program:?}: {e}"));
+                return self
+                    .finalize(a, Outcome::failed(FailureReason::SpawnFailed, None))
+                    .await;
+            }
+        };
+        let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw) else {
+            a.notes.push("the agent exited before it could be supervised");
+            return self
+                .finalize(a, Outcome::failed(FailureReason::SpawnFailed, None))
+                .await;
+        };
+        tracing::debug!(pid = pgid.as_raw(), "agent started");
+
+        // Supervise while pumping output.
+        let live = self.config.live_log.then(|| LiveLog {
+            store: Arc::clone(&self.store),
+            key: run_key(run),
+        });
+        let (ended, report) = {
+            let pump = output::pump(reader, &mut a.spool, a.notes.secrets.clone(), live);
+            tokio::pin!(pump);
+            let sup = group::supervise(&mut child, pgid, deadline, &mut stop, self.config.kill_grace);
+            tokio::pin!(sup);
+            let mut report = None;
+            let ended = loop {
+                tokio::select! {
+                    e = &mut sup => break e,
+                    r = &mut pump, if report.is_none() => report = Some(r),
+                }
+            };
+            let report = match report {
+                Some(r) => Some(r),
+                None => tokio::time::timeout(PUMP_DRAIN, &mut pump).await.ok(),
+            };
+            (ended, report)
+        };
+        match report {
+            Some(r) => {
+                if let Some(e) = &r.error {
+                    a.notes.push(format!("output.log is incomplete: {e}"));
+                }
+                a.pump = r;
+            }
+            None => a.notes.push(
+                "output.log may be incomplete: a process that left the agent's process group kept its output open",
+            ),
+        }
+        let outcome = match ended {
+            Ended::Exited(Some(code)) => Outcome::from_exit_code(code),
+            Ended::Exited(None) => {
+                a.notes.push("the agent's exit status could not be read");
+                Outcome::failed(FailureReason::NonZeroExit, None)
+            }
+            Ended::TimedOut(code) => {
+                a.notes
+                    .push(format!("timed out after {timeout_secs} s; the agent was stopped"));
+                Outcome::timed_out(code)
+            }
+            Ended::Stopped(Stop::Abandon, _) => {
+                tracing::info!("agent stopped: run abandoned");
+                return Execution::Abandoned;
+            }
+            Ended::Stopped(_, code) => {
+                a.notes.push("cancelled on request; the agent was stopped");
+                Outcome::cancelled(code)
+            }
+        };
+        self.finalize(a, outcome).await
+    }
+
+    /// Spawns the agent in its own process group with a clean environment, stdout and stderr on one
+    /// pipe. Returns the async read end and the child.
+    fn spawn(
+        &self,
+        program: &str,
+        args: &[String],
+        agent: &AgentSpec,
+        run: &Run,
+        dirs: &RunDirs,
+    ) -> std::io::Result<(tokio::net::unix::pipe::Receiver, tokio::process::Child)> {
+        let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let write_end2 = write_end.try_clone()?;
+        let reader = output::async_reader(read_end)?;
+        // An absolute program path keeps std on posix_spawn (vfork-fast); with a bare name and our
+        // own PATH in the child's env it would fall back to fork.
+        let resolved = self.resolve(program);
+        let mut cmd = tokio::process::Command::new(&resolved);
+        cmd.args(args).env_clear();
+        for name in agent.env_names().filter(|n| env_name_ok(n)) {
+            if let Some(v) = (self.env)(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.env("PATH", &self.path)
+            .env("HOME", &dirs.home)
+            .env("LANG", "C.UTF-8")
+            .env("TERM", "dumb")
+            .env("OUTPOST_RUN_ID", run.id.as_str())
+            .env("OUTPOST_ARTIFACTS_DIR", &dirs.artifacts)
+            .current_dir(&dirs.ws)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::from(write_end2))
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd.spawn();
+        // The command holds our copies of the write end: drop them so EOF comes when the agent's
+        // group is done with the pipe.
+        drop(cmd);
+        if child.is_err() {
+            self.forget(program);
+        }
+        Ok((reader, child?))
+    }
+
+    /// `program` as an absolute path found on the agents' PATH (cached), or as given when it has
+    /// a `/` or is not found (then the spawn fails and says so).
+    fn resolve(&self, program: &str) -> PathBuf {
+        if program.contains('/') {
+            return PathBuf::from(program);
+        }
+        if let Some(p) = self.resolved.lock().ok().and_then(|m| m.get(program).cloned()) {
+            return p;
+        }
+        let found = std::env::split_paths(&self.path)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(program))
+            .find(|p| {
+                std::fs::metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.is_file() && m.permissions().mode() & 0o111 != 0
+                })
+            });
+        match found {
+            Some(p) => {
+                if let Ok(mut m) = self.resolved.lock() {
+                    m.insert(program.to_owned(), p.clone());
+                }
+                p
+            }
+            None => PathBuf::from(program),
+        }
+    }
+
+    /// Drops a cached resolution (the binary may have moved).
+    fn forget(&self, program: &str) {
+        if let Ok(mut m) = self.resolved.lock() {
+            m.remove(program);
+        }
+    }
+
+    /// Artifact-first: stores files/..., diff.patch, output.log and summary.json, then returns the
+    /// outcome (turned into `artifact_upload_failed` if a put failed) and the manifest.
+    async fn finalize(&self, mut a: Attempt<'_>, mut outcome: Outcome) -> Execution {
+        let run = a.run;
+        let dirs = a.dirs;
+        let key = run_key(run);
+        let secrets = a.notes.secrets.clone();
+        let mut changed: Vec<String> = Vec::new();
+
+        let patch = dirs.side_file("diff.patch");
+        let mut have_patch = false;
+        if run.repo.is_some() && a.ws_ready {
+            match workspace::diff(&dirs.ws, a.base.as_deref(), &patch).await {
+                Ok(ch) => {
+                    changed = ch.files;
+                    have_patch = ch.has_patch;
+                }
+                Err(msg) => a.notes.push(format!("could not compute the diff: {msg}")),
+            }
+        } else if a.ws_ready {
+            // The workspace started empty: everything in it is the agent's.
+            changed = workspace::list_created_files(&dirs.ws);
+        }
+        let collected = if a.ws_ready {
+            artifacts::collect(&dirs.artifacts, self.config.limits)
+        } else {
+            artifacts::Collected::default()
+        };
+        for n in &collected.notes {
+            a.notes.push(n);
+        }
+
+        if !secrets.is_empty() && (have_patch || !collected.files.is_empty()) {
+            let mut paths: Vec<PathBuf> = collected.files.iter().map(|f| f.path.clone()).collect();
+            if have_patch {
+                paths.push(patch.clone());
+            }
+            let s = secrets.clone();
+            let scrubbed = tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .filter_map(|p| {
+                        scrub_file(p, &s)
+                            .err()
+                            .map(|e| format!("scrubbing {}: {e}", p.display()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|e| vec![format!("scrubbing artifacts: {e}")]);
+            if !scrubbed.is_empty() {
+                // A file that could not be scrubbed must not be stored as it is.
+                for msg in scrubbed {
+                    a.notes.push(msg);
+                }
+                return self.finish_failed_scrub(a, key).await;
+            }
+        }
+
+        let mut up = Uploader::new(&*self.store, &key);
+        for f in &collected.files {
+            up.put(&f.name, &f.path, artifacts::content_type(&f.name)).await;
+        }
+        if have_patch {
+            up.put("diff.patch", &patch, "text/x-diff; charset=utf-8").await;
+        }
+        let early_failure = !up.failures.is_empty();
+        for msg in std::mem::take(&mut up.failures) {
+            a.notes.push(msg);
+        }
+
+        write_notes(&mut a.spool, &a.notes.list, a.pump.bytes > 0);
+        drop(a.spool);
+        let log_ok = up.put(OUTPUT_LOG, &dirs.spool, LOG_CONTENT_TYPE).await;
+        if early_failure || !log_ok {
+            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code);
+        }
+        let notes: Vec<String> = a
+            .notes
+            .list
+            .iter()
+            .cloned()
+            .chain(up.failures.iter().cloned())
+            .collect();
+
+        let summary = Summary {
+            run_id: run.id.as_str(),
+            agent: &run.agent,
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            failure_reason: outcome.reason,
+            duration_ms: u64::try_from(a.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            attempts: run.attempts,
+            changed_files: &changed,
+            base_commit: a.base.as_deref(),
+            output_bytes: a.pump.bytes,
+            redactions: a.pump.redactions,
+            notes: &notes,
+        };
+        let summary_path = dirs.side_file("summary.json");
+        let summary_ok = match serde_json::to_vec_pretty(&summary) {
+            Ok(bytes) => match std::fs::write(&summary_path, bytes) {
+                Ok(()) => up.put("summary.json", &summary_path, "application/json").await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing summary.json failed");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "serialising summary.json failed");
+                false
+            }
+        };
+        if !summary_ok {
+            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code);
+        }
+        Execution::Finished {
+            outcome,
+            artifacts: manifest_order(up.stored),
+        }
+    }
+
+    /// Artifacts could not be scrubbed: store only output.log (which the pump scrubbed) and fail.
+    async fn finish_failed_scrub(&self, mut a: Attempt<'_>, key: RunKey) -> Execution {
+        write_notes(&mut a.spool, &a.notes.list, a.pump.bytes > 0);
+        drop(a.spool);
+        let mut up = Uploader::new(&*self.store, &key);
+        up.put(OUTPUT_LOG, &a.dirs.spool, LOG_CONTENT_TYPE).await;
+        Execution::Finished {
+            outcome: Outcome::failed(FailureReason::ArtifactUploadFailed, None),
+            artifacts: up.stored,
+        }
+    }
+}
+
+fn run_key(run: &Run) -> RunKey {
+    RunKey {
+        tenant: run.tenant.clone(),
+        run: run.id.clone(),
+    }
+}
+
+/// Appends the worker's notes to the spool as `[outpost] ...` lines (after a blank line when the
+/// agent wrote something).
+fn write_notes(spool: &mut File, notes: &[String], after_output: bool) {
+    if notes.is_empty() {
+        return;
+    }
+    let mut text = String::from(if after_output { "\n" } else { "" });
+    for n in notes {
+        for line in n.lines() {
+            text.push_str("[outpost] ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    if let Err(e) = spool.write_all(text.as_bytes()) {
+        tracing::warn!(error = %e, "writing notes to output.log failed");
+    }
+}
+
+/// output.log, summary.json, diff.patch, then files/... in the order they were stored.
+fn manifest_order(mut stored: Vec<Artifact>) -> Vec<Artifact> {
+    let rank = |a: &Artifact| match a.name.as_str() {
+        OUTPUT_LOG => 0,
+        "summary.json" => 1,
+        "diff.patch" => 2,
+        _ => 3,
+    };
+    stored.sort_by_key(rank);
+    stored
+}
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;

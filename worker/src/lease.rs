@@ -1,0 +1,235 @@
+//! One delivery, from claim to acknowledgement: claim the run under a lease (duplicates stop
+//! here), run it through the executor while heartbeats extend the lease and the message's
+//! visibility and watch for a cancel, then record the outcome and delete the message.
+
+use crate::executor::{stop_channel, Execution, Executor, Stop, StopHandle};
+use crate::WorkerConfig;
+use chrono::Utc;
+use outpost_shared::domain::{Run, RunId, WorkerId};
+use outpost_shared::ports::{Backend, ClaimOutcome, Delivery, QueueError, Receipt, StoreError};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// SQS's cap on a message's visibility timeout.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// Attempts of the final status write before the message is left for re-delivery.
+const FINISH_TRIES: u32 = 4;
+
+/// What every delivery task shares.
+pub struct Shared {
+    pub backend: Backend,
+    pub executor: Arc<dyn Executor>,
+    pub worker: WorkerId,
+    pub config: WorkerConfig,
+    /// Becomes `true` when a draining worker runs out of time: in-flight runs are killed and
+    /// released.
+    pub kill_all: watch::Receiver<bool>,
+}
+
+/// Handles one delivery to the end. Never panics on bad data; on errors the message is either
+/// deleted (nothing left to do) or left to come back.
+pub async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery) {
+    let run_id = delivery.message.run_id.clone();
+    let span = tracing::info_span!("run", run_id = %run_id, receive_count = delivery.receive_count);
+    async move {
+        let cfg = &shared.config;
+        let claim = shared
+            .backend
+            .runs
+            .claim(&run_id, &shared.worker, cfg.lease, cfg.max_attempts)
+            .await;
+        match claim {
+            Ok(ClaimOutcome::Claimed(run)) => run_claimed(&shared, run, &delivery.receipt).await,
+            Ok(ClaimOutcome::AlreadyFinished(run)) => {
+                tracing::debug!(status = %run.status, "duplicate delivery of a finished run");
+                delete_message(&shared, &delivery.receipt).await;
+            }
+            Ok(ClaimOutcome::Exhausted(run)) => {
+                tracing::warn!(
+                    attempts = run.attempts,
+                    "run lost its worker too often: failed worker_lost"
+                );
+                delete_message(&shared, &delivery.receipt).await;
+            }
+            Ok(ClaimOutcome::HeldElsewhere { lease_expires_at }) => {
+                // Keep the message: it recovers the run if that worker dies. Come back just after
+                // its lease would expire.
+                let left = (lease_expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                let visibility = (left + Duration::from_secs(1)).min(MAX_VISIBILITY);
+                tracing::debug!(
+                    ?visibility,
+                    "run held by another worker; message hidden until its lease ends"
+                );
+                if let Err(e) = shared
+                    .backend
+                    .queue
+                    .extend_visibility(&delivery.receipt, visibility)
+                    .await
+                {
+                    tracing::warn!(error = %e, "hiding a duplicate message failed");
+                }
+            }
+            Err(StoreError::NotFound) => {
+                tracing::warn!("message names a run that does not exist; deleting it");
+                delete_message(&shared, &delivery.receipt).await;
+            }
+            Err(e) => {
+                // Transient: the message becomes visible again after the lease and is retried.
+                tracing::warn!(error = %e, "claiming the run failed; it will be re-delivered");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn delete_message(shared: &Shared, receipt: &Receipt) {
+    match shared.backend.queue.delete(receipt).await {
+        Ok(()) | Err(QueueError::StaleReceipt) => {}
+        Err(e) => tracing::warn!(error = %e, "deleting the message failed; a duplicate will be dropped later"),
+    }
+}
+
+/// Runs a claimed run with heartbeats, then finishes it (or releases/abandons it).
+async fn run_claimed(shared: &Shared, run: Run, receipt: &Receipt) {
+    tracing::debug!(attempt = run.attempts, agent = %run.agent, "run claimed");
+    let (stop, signal) = stop_channel();
+    let lease_lost = AtomicBool::new(false);
+    let result = {
+        let exec = shared.executor.execute(&run, signal);
+        let beats = heartbeats(shared, &run.id, receipt, &stop, &lease_lost);
+        tokio::pin!(exec, beats);
+        tokio::select! {
+            r = &mut exec => r,
+            never = &mut beats => match never {},
+        }
+    };
+    match result {
+        Execution::Finished { outcome, artifacts } => finish(shared, &run.id, receipt, outcome, artifacts).await,
+        Execution::Abandoned if lease_lost.load(Ordering::Relaxed) => {
+            tracing::warn!("run abandoned: this worker lost its lease");
+        }
+        Execution::Abandoned => release(shared, &run.id, receipt).await,
+    }
+}
+
+/// Beats every `lease / 3` until dropped: extends the lease and the message's visibility, turns a
+/// cancel flag into [`Stop::Cancel`], a lost lease or the drain's kill into [`Stop::Abandon`].
+async fn heartbeats(
+    shared: &Shared,
+    id: &RunId,
+    receipt: &Receipt,
+    stop: &StopHandle,
+    lease_lost: &AtomicBool,
+) -> Infallible {
+    let cfg = &shared.config;
+    let interval = cfg.heartbeat_interval();
+    let mut kill = shared.kill_all.clone();
+    if *kill.borrow_and_update() {
+        stop.request(Stop::Abandon);
+    }
+    let mut watch_kill = true;
+    let mut next = Instant::now() + interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {
+                next = Instant::now() + interval;
+                if lease_lost.load(Ordering::Relaxed) {
+                    continue;
+                }
+                beat(shared, id, receipt, stop, lease_lost).await;
+            }
+            changed = kill.changed(), if watch_kill => {
+                if changed.is_err() {
+                    watch_kill = false;
+                } else if *kill.borrow_and_update() {
+                    tracing::warn!("drain timed out: stopping the agent and releasing the run");
+                    stop.request(Stop::Abandon);
+                    watch_kill = false;
+                }
+            }
+        }
+    }
+}
+
+async fn beat(shared: &Shared, id: &RunId, receipt: &Receipt, stop: &StopHandle, lease_lost: &AtomicBool) {
+    let lease = shared.config.lease;
+    match shared.backend.runs.heartbeat(id, &shared.worker, lease).await {
+        Ok(hb) => {
+            if hb.cancel_requested && stop.current() == Stop::Continue {
+                tracing::info!("cancel requested: stopping the agent");
+                stop.request(Stop::Cancel);
+            }
+        }
+        Err(StoreError::LeaseLost(_)) => {
+            tracing::warn!("lease lost: stopping the agent and abandoning the run");
+            lease_lost.store(true, Ordering::Relaxed);
+            stop.request(Stop::Abandon);
+            return;
+        }
+        Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat"),
+    }
+    if let Err(e) = shared.backend.queue.extend_visibility(receipt, lease).await {
+        tracing::warn!(error = %e, "extending the message's visibility failed");
+    }
+}
+
+/// Writes the outcome (retrying transient errors) and deletes the message.
+async fn finish(
+    shared: &Shared,
+    id: &RunId,
+    receipt: &Receipt,
+    outcome: outpost_shared::domain::Outcome,
+    artifacts: Vec<outpost_shared::domain::Artifact>,
+) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=FINISH_TRIES {
+        match shared
+            .backend
+            .runs
+            .finish(id, &shared.worker, outcome.clone(), artifacts.clone())
+            .await
+        {
+            Ok(run) => {
+                tracing::debug!(status = %run.status, exit_code = ?run.exit_code, reason = ?run.failure_reason, "run finished");
+                delete_message(shared, receipt).await;
+                return;
+            }
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!("lease lost before the outcome could be written; another attempt owns the run");
+                return;
+            }
+            Err(StoreError::NotFound) | Err(StoreError::Conflict { .. }) => {
+                tracing::warn!("run cannot take this outcome (gone or already final); dropping the message");
+                delete_message(shared, receipt).await;
+                return;
+            }
+            Err(e) if attempt < FINISH_TRIES => {
+                tracing::warn!(error = %e, attempt, "writing the outcome failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing the outcome failed; the message will be re-delivered");
+            }
+        }
+    }
+}
+
+/// Gives a run back: its lease expires now and its message is visible again, so the next worker
+/// to receive it claims a new attempt.
+async fn release(shared: &Shared, id: &RunId, receipt: &Receipt) {
+    match shared.backend.runs.heartbeat(id, &shared.worker, Duration::ZERO).await {
+        Ok(_) | Err(StoreError::LeaseLost(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "expiring the lease failed; it runs out by itself"),
+    }
+    if let Err(e) = shared.backend.queue.extend_visibility(receipt, Duration::ZERO).await {
+        tracing::warn!(error = %e, "making the message visible failed; it comes back by itself");
+    }
+    tracing::info!("run released for another attempt");
+}

@@ -1,0 +1,100 @@
+//! `outpost-worker`: a worker process over an embedded data directory. Composes the embedded
+//! backend, the agents registry (built-ins plus an optional operator TOML file) and a [`Worker`],
+//! and drains cleanly on SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use outpost_shared::domain::AgentRegistry;
+use outpost_shared::embedded::{self, EmbeddedOptions};
+use outpost_worker::config::default_slots;
+use outpost_worker::{Worker, WorkerConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs Outpost agent runs from the queue of an embedded data directory.
+#[derive(Debug, Parser)]
+#[command(name = "outpost-worker", version)]
+struct Args {
+    /// Data directory (the same one `outpost dev` uses).
+    #[arg(long, env = "OUTPOST_DATA")]
+    data: PathBuf,
+    /// Concurrent runs (default: 2 × available cores).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Run lease and message visibility, in seconds.
+    #[arg(long, default_value_t = 30)]
+    lease_secs: u64,
+    /// Claims before a lost run fails with worker_lost.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Operator agents TOML file (adds agents or overrides built-in ones).
+    #[arg(long)]
+    agents: Option<PathBuf>,
+    /// Enable the `shell` agent (runs the task as a sh script; for local use only).
+    #[arg(long)]
+    allow_shell: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received"),
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => tracing::info!("SIGINT received"),
+            Err(_) => std::future::pending::<()>().await,
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.json_logs);
+    anyhow::ensure!(args.lease_secs >= 1, "--lease-secs must be at least 1");
+    anyhow::ensure!(args.max_attempts >= 1, "--max-attempts must be at least 1");
+    let slots = args.slots.unwrap_or_else(default_slots);
+    anyhow::ensure!(slots >= 1, "--slots must be at least 1");
+
+    let backend = embedded::open(&args.data, EmbeddedOptions::default())
+        .with_context(|| format!("opening the data directory {}", args.data.display()))?;
+    let mut agents = AgentRegistry::builtin(args.allow_shell);
+    if let Some(file) = &args.agents {
+        agents.apply_file(file)?;
+    }
+    let config = WorkerConfig {
+        slots,
+        lease: Duration::from_secs(args.lease_secs),
+        max_attempts: args.max_attempts,
+        ..WorkerConfig::new(args.data.join("work"))
+    };
+    let worker = Worker::new(backend, Arc::new(agents), config);
+    tracing::info!(worker_id = %worker.id(), data = %args.data.display(), "outpost-worker starting");
+    worker.run(shutdown_signal()).await?;
+    Ok(())
+}
