@@ -65,7 +65,10 @@ fn outpost_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.parent().context("no parent dir")?.join("outpost");
     if !p.exists() {
-        bail!("{} not found: cargo build --release -p outpost -p outpost-bench", p.display());
+        bail!(
+            "{} not found: cargo build --release -p outpost -p outpost-bench",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -159,8 +162,11 @@ async fn http_load(
             measuring.clone(),
             stop.clone(),
         );
-        let (health_url, runs_url, auth) =
-            (format!("{url}/health"), format!("{url}/v1/runs"), format!("Bearer {key}"));
+        let (health_url, runs_url, auth) = (
+            format!("{url}/health"),
+            format!("{url}/v1/runs"),
+            format!("Bearer {key}"),
+        );
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
             let mut ids = Vec::new();
@@ -222,8 +228,18 @@ async fn http_load(
         t.await?;
     }
     let elapsed = elapsed.unwrap_or_else(|| started.elapsed()).min(duration);
-    let hist = Arc::try_unwrap(hist).ok().context("histogram still shared")?.into_inner().ok().context("poisoned")?;
-    let accepted = Arc::try_unwrap(accepted).ok().context("ids still shared")?.into_inner().ok().context("poisoned")?;
+    let hist = Arc::try_unwrap(hist)
+        .ok()
+        .context("histogram still shared")?
+        .into_inner()
+        .ok()
+        .context("poisoned")?;
+    let accepted = Arc::try_unwrap(accepted)
+        .ok()
+        .context("ids still shared")?
+        .into_inner()
+        .ok()
+        .context("poisoned")?;
     Ok(LoadResult {
         requests: requests.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
@@ -241,7 +257,16 @@ async fn durability_check(data: &Path, key: &str, clients: usize) -> anyhow::Res
     let load = {
         let (key, stop) = (key.to_owned(), stop.clone());
         tokio::spawn(async move {
-            http_load(&url, &key, clients, Duration::ZERO, Duration::from_secs(10), Load::Dispatch, stop).await
+            http_load(
+                &url,
+                &key,
+                clients,
+                Duration::ZERO,
+                Duration::from_secs(10),
+                Load::Dispatch,
+                stop,
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -300,7 +325,13 @@ async fn end_to_end(data: &Path, key: &str, clients: usize, runs: usize, slots: 
     // Wait until nothing is queued or running.
     let fleet_url = format!("{}/v1/fleet", server.url);
     loop {
-        let f: serde_json::Value = http.get(&fleet_url).header("authorization", &auth).send().await?.json().await?;
+        let f: serde_json::Value = http
+            .get(&fleet_url)
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
         let busy = f["queue"]["visible"].as_u64().unwrap_or(1)
             + f["queue"]["in_flight"].as_u64().unwrap_or(1)
             + f["running"].as_u64().unwrap_or(1);
@@ -316,7 +347,10 @@ async fn end_to_end(data: &Path, key: &str, clients: usize, runs: usize, slots: 
     drop(server);
     let backend = embedded::open(data, EmbeddedOptions::default())?;
     let tenant: TenantId = "bench".parse()?;
-    let filter = outpost_shared::ports::RunFilter { status: Some(RunStatus::Succeeded), agent: None };
+    let filter = outpost_shared::ports::RunFilter {
+        status: Some(RunStatus::Succeeded),
+        agent: None,
+    };
     let mut succeeded = 0;
     let mut cursor = None;
     loop {
@@ -365,7 +399,10 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let slots = args.slots.unwrap_or(2 * cores);
     let dir = tempfile::tempdir()?;
-    eprintln!("bench: {cores} cores, {} clients, {slots} slots, {} runs", args.clients, args.runs);
+    eprintln!(
+        "bench: {cores} cores, {} clients, {slots} slots, {} runs",
+        args.clients, args.runs
+    );
 
     // (a0) and (a): API only (no worker), fresh data dir.
     let data_a = dir.path().join("a");
@@ -374,11 +411,27 @@ async fn main() -> anyhow::Result<()> {
     let never = Arc::new(AtomicBool::new(false));
     let secs = Duration::from_secs(args.dispatch_secs);
     eprintln!("bench: (a0) GET /health floor");
-    let health =
-        http_load(&server.url, &key, args.clients, Duration::from_secs(1), secs, Load::Health, never.clone()).await?;
+    let health = http_load(
+        &server.url,
+        &key,
+        args.clients,
+        Duration::from_secs(1),
+        secs,
+        Load::Health,
+        never.clone(),
+    )
+    .await?;
     eprintln!("bench: (a) POST /v1/runs");
-    let dispatch =
-        http_load(&server.url, &key, args.clients, Duration::from_secs(1), secs, Load::Dispatch, never.clone()).await?;
+    let dispatch = http_load(
+        &server.url,
+        &key,
+        args.clients,
+        Duration::from_secs(1),
+        secs,
+        Load::Dispatch,
+        never.clone(),
+    )
+    .await?;
     drop(server);
     eprintln!("bench: (a) durability: kill -9 under load, restart, check every 202");
     let data_k = dir.path().join("k");

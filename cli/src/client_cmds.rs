@@ -49,13 +49,23 @@ pub async fn dispatch(
 ) -> anyhow::Result<ExitCode> {
     let task = if task == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("cannot read the task from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the task from stdin")?;
         s
     } else {
         task
     };
     let client = client(api)?;
-    let accepted = client.dispatch(&DispatchRequest { agent, task, repo, branch, timeout_secs: timeout }).await?;
+    let accepted = client
+        .dispatch(&DispatchRequest {
+            agent,
+            task,
+            repo,
+            branch,
+            timeout_secs: timeout,
+        })
+        .await?;
     if !wait {
         if api.json {
             print_json(&accepted)?;
@@ -124,10 +134,21 @@ async fn follow(client: &OutpostClient, id: &str, print_log: bool) -> anyhow::Re
             return Ok(client.get_run(id).await?);
         }
         if spinner {
-            eprint!("\r{} {} {} {:.0}s", SPINNER[tick % SPINNER.len()], id, chunk.status, started.elapsed().as_secs_f64());
+            eprint!(
+                "\r{} {} {} {:.0}s",
+                SPINNER[tick % SPINNER.len()],
+                id,
+                chunk.status,
+                started.elapsed().as_secs_f64()
+            );
             tick += 1;
         }
-        tokio::time::sleep(Duration::from_millis(if chunk.status == RunStatus::Queued { 200 } else { 300 })).await;
+        tokio::time::sleep(Duration::from_millis(if chunk.status == RunStatus::Queued {
+            200
+        } else {
+            300
+        }))
+        .await;
     }
 }
 
@@ -138,8 +159,18 @@ pub async fn list(
     limit: Option<u32>,
     cursor: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let status = status.map(|s| s.parse::<RunStatus>()).transpose().map_err(anyhow::Error::msg)?;
-    let page = client(api)?.list_runs(&ListRunsQuery { status, agent, limit, cursor }).await?;
+    let status = status
+        .map(|s| s.parse::<RunStatus>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let page = client(api)?
+        .list_runs(&ListRunsQuery {
+            status,
+            agent,
+            limit,
+            cursor,
+        })
+        .await?;
     if api.json {
         print_json(&page)?;
     } else {
@@ -189,7 +220,10 @@ pub async fn cancel(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     } else if run.status == RunStatus::Cancelled {
         println!("{} cancelled", run.id);
     } else {
-        println!("{} cancel requested (status {}); the worker stops it at its next heartbeat", run.id, run.status);
+        println!(
+            "{} cancel requested (status {}); the worker stops it at its next heartbeat",
+            run.id, run.status
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

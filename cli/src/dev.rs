@@ -29,9 +29,13 @@ fn print_banner(lines: &[String]) {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,outpost=info,outpost_worker=info,ingest_lambda=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,outpost=info,outpost_worker=info,ingest_lambda=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
@@ -78,8 +82,9 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
         Some(new_key(&backend, dev_tenant.clone(), false).await?)
     };
 
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let config = worker_config(data, pool);
@@ -94,13 +99,18 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
     ];
     match &fresh_key {
         Some(key) => {
-            banner.push(format!("  API key:  {} (tenant {DEV_TENANT}; shown once, save it)", key.expose()));
+            banner.push(format!(
+                "  API key:  {} (tenant {DEV_TENANT}; shown once, save it)",
+                key.expose()
+            ));
             banner.push(String::new());
             banner.push("Try it:".to_owned());
             banner.push(format!("  export OUTPOST_URL={url} OUTPOST_API_KEY={}", key.expose()));
         }
         None => {
-            banner.push(format!("  API key:  printed at first start (`outpost keys create --tenant {DEV_TENANT}` makes another)"));
+            banner.push(format!(
+                "  API key:  printed at first start (`outpost keys create --tenant {DEV_TENANT}` makes another)"
+            ));
             banner.push(String::new());
             banner.push("Try it:".to_owned());
             banner.push(format!("  export OUTPOST_URL={url} OUTPOST_API_KEY=<your key>"));
@@ -116,13 +126,17 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
     let app = router(state);
     let server_token = token.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { server_token.cancelled().await }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_token.cancelled().await })
+            .await
     });
 
     let worker = if slots > 0 {
         let worker = Worker::new(backend, agents, config);
         let worker_token = token.clone();
-        Some(tokio::spawn(async move { worker.run(async move { worker_token.cancelled().await }).await }))
+        Some(tokio::spawn(async move {
+            worker.run(async move { worker_token.cancelled().await }).await
+        }))
     } else {
         None
     };

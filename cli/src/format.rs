@@ -93,7 +93,14 @@ pub fn run_details(r: &RunView) -> String {
     kv("status", r.status.to_string());
     kv("agent", r.agent.clone());
     if let Some(repo) = &r.repo {
-        kv("repo", format!("{}{}", repo.url, repo.branch.as_ref().map(|b| format!(" @ {b}")).unwrap_or_default()));
+        kv(
+            "repo",
+            format!(
+                "{}{}",
+                repo.url,
+                repo.branch.as_ref().map(|b| format!(" @ {b}")).unwrap_or_default()
+            ),
+        );
     }
     kv("attempts", r.attempts.to_string());
     kv("timeout", format!("{}s", r.timeout_secs));
@@ -122,7 +129,13 @@ pub fn run_details(r: &RunView) -> String {
         let rows: Vec<Vec<String>> = r
             .artifacts
             .iter()
-            .map(|a| vec![format!("  {}", a.name), a.size.to_string(), a.sha256.chars().take(12).collect()])
+            .map(|a| {
+                vec![
+                    format!("  {}", a.name),
+                    a.size.to_string(),
+                    a.sha256.chars().take(12).collect(),
+                ]
+            })
             .collect();
         out.push_str(&table(&["  NAME", "BYTES", "SHA256"], &rows));
         out.push('\n');
@@ -172,7 +185,10 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]]);
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]],
+        );
         assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
     }
 

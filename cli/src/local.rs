@@ -11,7 +11,10 @@ use std::process::ExitCode;
 /// Opens (creating) the data dir's database and artifact folder.
 pub fn open_backend(data: &Path, max_receive_count: u32) -> anyhow::Result<Backend> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create data dir {}", data.display()))?;
-    let opts = EmbeddedOptions { max_receive_count, ..EmbeddedOptions::default() };
+    let opts = EmbeddedOptions {
+        max_receive_count,
+        ..EmbeddedOptions::default()
+    };
     embedded::open(data, opts).with_context(|| format!("cannot open data dir {}", data.display()))
 }
 
@@ -20,7 +23,9 @@ pub fn open_backend(data: &Path, max_receive_count: u32) -> anyhow::Result<Backe
 pub fn load_agents(data: &Path, explicit: Option<&PathBuf>) -> anyhow::Result<AgentRegistry> {
     let mut agents = AgentRegistry::builtin(true);
     let default_file = data.join("agents.toml");
-    let file = explicit.cloned().or_else(|| default_file.exists().then_some(default_file));
+    let file = explicit
+        .cloned()
+        .or_else(|| default_file.exists().then_some(default_file));
     if let Some(path) = file {
         agents.apply_file(&path)?;
     }

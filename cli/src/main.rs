@@ -20,7 +20,11 @@ use std::process::ExitCode;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7331";
 
 #[derive(Parser, Debug)]
-#[command(name = "outpost", version, about = "Run AI coding agents on a queue-driven worker fleet")]
+#[command(
+    name = "outpost",
+    version,
+    about = "Run AI coding agents on a queue-driven worker fleet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -213,16 +217,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev { listen, data, pool } => dev::run_dev(&listen, &data.data, &pool).await,
         Command::Worker { data, pool } => dev::run_worker(&data.data, &pool).await,
-        Command::Keys { command: KeysCommand::Create { tenant, test, data } } => {
-            local::create_key(&data.data, &tenant, test).await
-        }
-        Command::Dispatch { agent, repo, branch, timeout, wait, task, api } => {
-            client_cmds::dispatch(&api, agent, repo, branch, timeout, wait, task).await
-        }
+        Command::Keys {
+            command: KeysCommand::Create { tenant, test, data },
+        } => local::create_key(&data.data, &tenant, test).await,
+        Command::Dispatch {
+            agent,
+            repo,
+            branch,
+            timeout,
+            wait,
+            task,
+            api,
+        } => client_cmds::dispatch(&api, agent, repo, branch, timeout, wait, task).await,
         Command::Runs { command, api } => match command {
-            RunsCommand::List { status, agent, limit, cursor } => {
-                client_cmds::list(&api, status, agent, limit, cursor).await
-            }
+            RunsCommand::List {
+                status,
+                agent,
+                limit,
+                cursor,
+            } => client_cmds::list(&api, status, agent, limit, cursor).await,
             RunsCommand::Get { id } => client_cmds::get(&api, &id).await,
             RunsCommand::Logs { id, follow } => client_cmds::logs(&api, &id, follow).await,
             RunsCommand::Cancel { id } => client_cmds::cancel(&api, &id).await,

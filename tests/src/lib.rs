@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 fn profile_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let deps = exe.parent().context("test exe has no parent")?;
-    let dir = if deps.ends_with("deps") { deps.parent().context("deps has no parent")? } else { deps };
+    let dir = if deps.ends_with("deps") {
+        deps.parent().context("deps has no parent")?
+    } else {
+        deps
+    };
     Ok(dir.to_path_buf())
 }
 
@@ -27,7 +31,10 @@ fn find_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
     }
     let p = profile_dir()?.join(name);
     if !p.exists() {
-        bail!("{} not found: run `cargo build --workspace --bins` first (scripts/test does)", p.display());
+        bail!(
+            "{} not found: run `cargo build --workspace --bins` first (scripts/test does)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -67,7 +74,12 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { slots: 4, lease_secs: 3, max_attempts: 3, env: Vec::new() }
+        Self {
+            slots: 4,
+            lease_secs: 3,
+            max_attempts: 3,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -109,6 +121,7 @@ pub struct DevServer {
     pub api_key: String,
     pub data: PathBuf,
     pub process: KillOnDrop,
+    opts: ServerOptions,
     _dir: tempfile::TempDir,
 }
 
@@ -159,7 +172,14 @@ impl DevServer {
         let (Some(url), Some(api_key)) = (url, key) else {
             bail!("outpost dev did not print its URL and key");
         };
-        Ok(Self { url, api_key, data, process, _dir: dir })
+        Ok(Self {
+            url,
+            api_key,
+            data,
+            process,
+            opts,
+            _dir: dir,
+        })
     }
 
     pub fn client(&self) -> anyhow::Result<OutpostClient> {
@@ -194,12 +214,20 @@ impl DevServer {
         stdout.lines().last().map(str::to_owned).context("no key printed")
     }
 
-    /// Starts `outpost worker` over this server's data dir.
+    /// Starts `outpost worker` over this server's data dir (same max attempts as the server).
     pub fn start_worker(&self, slots: usize, lease_secs: u64) -> anyhow::Result<KillOnDrop> {
         let child = Command::new(outpost_bin()?)
             .args(["worker", "--data"])
             .arg(&self.data)
-            .args(["--slots", &slots.to_string(), "--lease-secs", &lease_secs.to_string(), "--kill-grace-secs", "1"])
+            .args([
+                "--slots",
+                &slots.to_string(),
+                "--lease-secs",
+                &lease_secs.to_string(),
+                "--kill-grace-secs",
+                "1",
+            ])
+            .args(["--max-attempts", &self.opts.max_attempts.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -16,10 +16,24 @@ fn stderr(o: &std::process::Output) -> String {
 #[tokio::test]
 async fn dispatch_wait_streams_the_log_and_mirrors_the_exit_code() -> anyhow::Result<()> {
     let server = DevServer::start()?;
-    let ok = server.cli(&["dispatch", "--agent", "shell", "--wait", "echo hello from shell; echo to-stderr >&2"])?;
+    let ok = server.cli(&[
+        "dispatch",
+        "--agent",
+        "shell",
+        "--wait",
+        "echo hello from shell; echo to-stderr >&2",
+    ])?;
     assert!(ok.status.success(), "{}", stderr(&ok));
-    assert!(stdout(&ok).contains("hello from shell"), "log streamed to stdout: {}", stdout(&ok));
-    assert!(stderr(&ok).contains("succeeded"), "final line on stderr: {}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains("hello from shell"),
+        "log streamed to stdout: {}",
+        stdout(&ok)
+    );
+    assert!(
+        stderr(&ok).contains("succeeded"),
+        "final line on stderr: {}",
+        stderr(&ok)
+    );
 
     let failed = server.cli(&["dispatch", "--agent", "fake", "--wait", "say nope; exit 3"])?;
     assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
@@ -38,12 +52,20 @@ async fn runs_commands_list_get_logs_and_cancel() -> anyhow::Result<()> {
     let out = server.cli(&["dispatch", "--agent", "fake", "say line one; say line two"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).split_whitespace().next().unwrap_or_default().to_owned();
-    assert!(id.starts_with("run_"), "dispatch prints the run id first: {}", stdout(&out));
+    assert!(
+        id.starts_with("run_"),
+        "dispatch prints the run id first: {}",
+        stdout(&out)
+    );
     server.wait_terminal(&id, Duration::from_secs(60)).await?;
 
     let list = server.cli(&["runs", "list"])?;
     assert!(list.status.success(), "{}", stderr(&list));
-    assert!(stdout(&list).contains(&id) && stdout(&list).contains("succeeded"), "{}", stdout(&list));
+    assert!(
+        stdout(&list).contains(&id) && stdout(&list).contains("succeeded"),
+        "{}",
+        stdout(&list)
+    );
 
     let list_json = server.cli(&["runs", "list", "--json", "--status", "succeeded"])?;
     let page: serde_json::Value = serde_json::from_str(&stdout(&list_json))?;
@@ -60,14 +82,22 @@ async fn runs_commands_list_get_logs_and_cancel() -> anyhow::Result<()> {
 
     let long = server.cli(&["dispatch", "--agent", "fake", "sleep 60"])?;
     let long_id = stdout(&long).split_whitespace().next().unwrap_or_default().to_owned();
-    server.wait_run(&long_id, Duration::from_secs(60), |r| r.status == outpost_shared::RunStatus::Running).await?;
+    server
+        .wait_run(&long_id, Duration::from_secs(60), |r| {
+            r.status == outpost_shared::RunStatus::Running
+        })
+        .await?;
     let cancel = server.cli(&["runs", "cancel", &long_id])?;
     assert!(cancel.status.success(), "{}", stderr(&cancel));
     let run = server.wait_terminal(&long_id, Duration::from_secs(30)).await?;
     assert_eq!(run.status, outpost_shared::RunStatus::Cancelled);
 
     let fleet = server.cli(&["fleet"])?;
-    assert!(stdout(&fleet).contains("claude") && stdout(&fleet).contains("queue:"), "{}", stdout(&fleet));
+    assert!(
+        stdout(&fleet).contains("claude") && stdout(&fleet).contains("queue:"),
+        "{}",
+        stdout(&fleet)
+    );
 
     let artifact = server.cli(&["runs", "artifact", &id, "output.log"])?;
     assert_eq!(stdout(&artifact), "line one\nline two\n");
@@ -108,7 +138,12 @@ async fn errors_are_one_readable_line_and_a_non_zero_exit() -> anyhow::Result<()
         .args(["fleet", "--url", "http://127.0.0.1:9", "--api-key", "op_live_x"])
         .output()?;
     assert_eq!(unreachable.status.code(), Some(1));
-    assert_eq!(stderr(&unreachable).trim_end().lines().count(), 1, "{}", stderr(&unreachable));
+    assert_eq!(
+        stderr(&unreachable).trim_end().lines().count(),
+        1,
+        "{}",
+        stderr(&unreachable)
+    );
 
     let usage = Command::new(outpost_bin()?).args(["dispatch"]).output()?;
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
@@ -146,7 +181,10 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
         .await?
         .id;
     server.wait_terminal(&id, Duration::from_secs(60)).await?;
-    assert!(server.process.terminate(Duration::from_secs(30)), "outpost dev exits cleanly on SIGTERM");
+    assert!(
+        server.process.terminate(Duration::from_secs(30)),
+        "outpost dev exits cleanly on SIGTERM"
+    );
 
     // Same data dir, new process: the run and the key are still there.
     let restarted = Command::new(outpost_bin()?)
@@ -164,7 +202,10 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
             url = Some(u.trim().to_owned());
         }
         if line.contains("API key:") {
-            assert!(line.contains("printed at first start"), "no new dev key on restart: {line}");
+            assert!(
+                line.contains("printed at first start"),
+                "no new dev key on restart: {line}"
+            );
             break;
         }
     }

@@ -9,7 +9,13 @@ use outpost_tests::{eventually, DevServer, ServerOptions};
 use std::time::Duration;
 
 fn fake(task: String) -> DispatchRequest {
-    DispatchRequest { agent: "fake".into(), task, repo: None, branch: None, timeout_secs: None }
+    DispatchRequest {
+        agent: "fake".into(),
+        task,
+        repo: None,
+        branch: None,
+        timeout_secs: None,
+    }
 }
 
 fn lines(path: &std::path::Path) -> usize {
@@ -22,14 +28,23 @@ async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
     let client = server.client()?;
     let counter = server.data.join("executions.txt");
     // Long enough that the duplicate arrives while the first delivery is still running.
-    let id = client.dispatch(&fake(format!("count {}; sleep 3; say done", counter.display()))).await?.id;
+    let id = client
+        .dispatch(&fake(format!("count {}; sleep 3; say done", counter.display())))
+        .await?
+        .id;
 
     // Send the same run's message twice more, as an at-least-once queue may, through the same
     // SQLite file the server uses.
     let backend = embedded::open(&server.data, EmbeddedOptions::default())?;
-    let msg = TaskMessage { run_id: id.parse::<RunId>()?, tenant: "dev".parse::<TenantId>()?, trace_context: None };
+    let msg = TaskMessage {
+        run_id: id.parse::<RunId>()?,
+        tenant: "dev".parse::<TenantId>()?,
+        trace_context: None,
+    };
     backend.queue.send(&msg).await?;
-    server.wait_run(&id, Duration::from_secs(30), |r| r.status == RunStatus::Running).await?;
+    server
+        .wait_run(&id, Duration::from_secs(30), |r| r.status == RunStatus::Running)
+        .await?;
     backend.queue.send(&msg).await?;
 
     let run = server.wait_terminal(&id, Duration::from_secs(60)).await?;
@@ -37,7 +52,14 @@ async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
     assert_eq!(run.attempts, 1);
     // A duplicate that arrives after the end is dropped too.
     backend.queue.send(&msg).await?;
-    let depth_clear = || async { backend.queue.depth().await.map(|d| d.visible + d.in_flight == 0).unwrap_or(false) };
+    let depth_clear = || async {
+        backend
+            .queue
+            .depth()
+            .await
+            .map(|d| d.visible + d.in_flight == 0)
+            .unwrap_or(false)
+    };
     outpost_tests::eventually_async(Duration::from_secs(60), "duplicates to be dropped", depth_clear).await?;
     assert_eq!(lines(&counter), 1, "the agent ran exactly once");
     assert_eq!(client.get_run(&id).await?.attempts, 1);
@@ -47,14 +69,26 @@ async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
 #[tokio::test]
 async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()> {
     // API only in the dev process; the work happens in separate worker processes.
-    let server = DevServer::start_with(ServerOptions { slots: 0, lease_secs: 3, ..ServerOptions::default() })?;
+    let server = DevServer::start_with(ServerOptions {
+        slots: 0,
+        lease_secs: 3,
+        ..ServerOptions::default()
+    })?;
     let client = server.client()?;
     let counter = server.data.join("attempts.txt");
     let mut first = server.start_worker(1, 3)?;
-    let id = client.dispatch(&fake(format!("count {}; sleep 4; say finished", counter.display()))).await?.id;
+    let id = client
+        .dispatch(&fake(format!("count {}; sleep 4; say finished", counter.display())))
+        .await?
+        .id;
 
-    server.wait_run(&id, Duration::from_secs(30), |r| r.status == RunStatus::Running).await?;
-    eventually(Duration::from_secs(30), "first attempt to start the agent", || lines(&counter) == 1).await?;
+    server
+        .wait_run(&id, Duration::from_secs(30), |r| r.status == RunStatus::Running)
+        .await?;
+    eventually(Duration::from_secs(30), "first attempt to start the agent", || {
+        lines(&counter) == 1
+    })
+    .await?;
     first.kill(); // SIGKILL: no drain, no release; only the lease can tell.
 
     let _second = server.start_worker(1, 3)?;
@@ -67,14 +101,24 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn a_run_whose_workers_keep_dying_fails_as_worker_lost() -> anyhow::Result<()> {
-    let server =
-        DevServer::start_with(ServerOptions { slots: 0, lease_secs: 3, max_attempts: 2, ..ServerOptions::default() })?;
+    let server = DevServer::start_with(ServerOptions {
+        slots: 0,
+        lease_secs: 3,
+        max_attempts: 2,
+        ..ServerOptions::default()
+    })?;
     let client = server.client()?;
     let counter = server.data.join("attempts.txt");
-    let id = client.dispatch(&fake(format!("count {}; sleep 20", counter.display()))).await?.id;
+    let id = client
+        .dispatch(&fake(format!("count {}; sleep 20", counter.display())))
+        .await?
+        .id;
     for attempt in 1..=2 {
         let mut w = server.start_worker(1, 3)?;
-        eventually(Duration::from_secs(60), "the agent to start", || lines(&counter) == attempt).await?;
+        eventually(Duration::from_secs(60), "the agent to start", || {
+            lines(&counter) == attempt
+        })
+        .await?;
         w.kill();
     }
     // The next worker finds the attempts exhausted.

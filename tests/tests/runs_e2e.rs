@@ -12,7 +12,13 @@ use std::time::Duration;
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn fake(task: &str) -> DispatchRequest {
-    DispatchRequest { agent: "fake".into(), task: task.into(), repo: None, branch: None, timeout_secs: None }
+    DispatchRequest {
+        agent: "fake".into(),
+        task: task.into(),
+        repo: None,
+        branch: None,
+        timeout_secs: None,
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -48,7 +54,10 @@ async fn successful_run_stores_output_summary_and_agent_files() -> anyhow::Resul
     let log = String::from_utf8(client.artifact(&run.id, "output.log").await?.to_vec())?;
     assert!(log.contains("hello from the agent"), "{log}");
     assert!(log.contains("a warning"), "stderr goes to the same log: {log}");
-    assert_eq!(client.artifact(&run.id, "files/report.md").await?.as_ref(), b"# Report\n");
+    assert_eq!(
+        client.artifact(&run.id, "files/report.md").await?.as_ref(),
+        b"# Report\n"
+    );
 
     let summary: serde_json::Value = serde_json::from_slice(&client.artifact(&run.id, "summary.json").await?)?;
     assert_eq!(summary["exit_code"], 0);
@@ -67,7 +76,10 @@ async fn non_zero_exit_fails_with_the_agents_code() -> anyhow::Result<()> {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.exit_code, Some(7));
     assert_eq!(run.failure_reason, Some(FailureReason::NonZeroExit));
-    assert!(run.artifacts.iter().any(|a| a.name == "output.log"), "artifacts are kept for failed runs too");
+    assert!(
+        run.artifacts.iter().any(|a| a.name == "output.log"),
+        "artifacts are kept for failed runs too"
+    );
     Ok(())
 }
 
@@ -82,7 +94,10 @@ async fn timeout_kills_an_agent_that_ignores_sigterm() -> anyhow::Result<()> {
     assert_eq!(run.status, RunStatus::TimedOut, "{run:?}");
     assert_eq!(run.failure_reason, Some(FailureReason::Timeout));
     let took = run.duration_ms.unwrap_or_default();
-    assert!((9_000..40_000).contains(&took), "stopped around its 10 s timeout, took {took} ms");
+    assert!(
+        (9_000..40_000).contains(&took),
+        "stopped around its 10 s timeout, took {took} ms"
+    );
     let log = client.logs(&id, 0).await?;
     assert!(String::from_utf8_lossy(&log.data).contains("stuck"));
     Ok(())
@@ -93,20 +108,28 @@ async fn cancel_while_running_stops_the_agent() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
     let id = client.dispatch(&fake("say started; sleep 120")).await?.id;
-    server.wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running).await?;
+    server
+        .wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running)
+        .await?;
     let after_cancel = client.cancel_run(&id).await?;
     assert!(after_cancel.cancel_requested);
     let run = server.wait_terminal(&id, Duration::from_secs(30)).await?;
     assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
     assert_eq!(run.failure_reason, Some(FailureReason::Cancelled));
-    assert!(run.duration_ms.unwrap_or(i64::MAX) < 60_000, "stopped long before its sleep ended");
+    assert!(
+        run.duration_ms.unwrap_or(i64::MAX) < 60_000,
+        "stopped long before its sleep ended"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn cancel_of_a_queued_run_is_immediate_and_it_never_runs() -> anyhow::Result<()> {
     use outpost_tests::ServerOptions;
-    let server = DevServer::start_with(ServerOptions { slots: 0, ..ServerOptions::default() })?;
+    let server = DevServer::start_with(ServerOptions {
+        slots: 0,
+        ..ServerOptions::default()
+    })?;
     let client = server.client()?;
     let marker = server.data.join("ran.txt");
     let id = client.dispatch(&fake(&format!("count {}", marker.display()))).await?.id;
@@ -115,7 +138,11 @@ async fn cancel_of_a_queued_run_is_immediate_and_it_never_runs() -> anyhow::Resu
     // A worker that starts now gets the message and must drop it.
     let _worker = server.start_worker(2, 3)?;
     outpost_tests::eventually_async(Duration::from_secs(30), "queue to drain", || async {
-        client.fleet().await.map(|f| f.queue.visible == 0 && f.queue.in_flight == 0).unwrap_or(false)
+        client
+            .fleet()
+            .await
+            .map(|f| f.queue.visible == 0 && f.queue.in_flight == 0)
+            .unwrap_or(false)
     })
     .await?;
     assert!(!marker.exists(), "a cancelled run's agent never starts");
@@ -132,7 +159,11 @@ async fn five_megabytes_of_output_arrive_intact() -> anyhow::Result<()> {
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
     assert_eq!(run.status, RunStatus::Succeeded);
     let expected = fake_output(n);
-    let log = run.artifacts.iter().find(|a| a.name == "output.log").expect("output.log in manifest");
+    let log = run
+        .artifacts
+        .iter()
+        .find(|a| a.name == "output.log")
+        .expect("output.log in manifest");
     assert_eq!(log.size, n as u64);
     assert_eq!(log.sha256, sha256_hex(&expected));
     let body = client.artifact(&id, "output.log").await?;
@@ -157,7 +188,10 @@ async fn five_megabytes_of_output_arrive_intact() -> anyhow::Result<()> {
 async fn log_can_be_tailed_while_the_run_is_going() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
-    let id = client.dispatch(&fake("say first line; sleep 6; say last line")).await?.id;
+    let id = client
+        .dispatch(&fake("say first line; sleep 6; say last line"))
+        .await?
+        .id;
     let deadline = std::time::Instant::now() + RUN_TIMEOUT;
     loop {
         let chunk = client.logs(&id, 0).await?;
@@ -167,7 +201,10 @@ async fn log_can_be_tailed_while_the_run_is_going() -> anyhow::Result<()> {
             assert!(!text.contains("last line"));
             break;
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "live log never showed the first line");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "live log never showed the first line"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
@@ -182,17 +219,29 @@ async fn agent_gets_a_clean_environment_and_its_key_is_scrubbed() -> anyhow::Res
     use outpost_tests::ServerOptions;
     let secret = "sk-fake-0123456789abcdef";
     let server = DevServer::start_with(ServerOptions {
-        env: vec![("FAKE_API_KEY".into(), secret.into()), ("UNRELATED_SECRET".into(), "leak-me".into())],
+        env: vec![
+            ("FAKE_API_KEY".into(), secret.into()),
+            ("UNRELATED_SECRET".into(), "leak-me".into()),
+        ],
         ..ServerOptions::default()
     })?;
     let client = server.client()?;
-    let id = client.dispatch(&fake("env FAKE_API_KEY; env UNRELATED_SECRET; env OUTPOST_RUN_ID")).await?.id;
+    let id = client
+        .dispatch(&fake("env FAKE_API_KEY; env UNRELATED_SECRET; env OUTPOST_RUN_ID"))
+        .await?
+        .id;
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
     assert_eq!(run.status, RunStatus::Succeeded);
     let log = String::from_utf8(client.artifact(&id, "output.log").await?.to_vec())?;
-    assert!(log.contains("FAKE_API_KEY=[REDACTED]"), "the agent got its key, and the log hides it: {log}");
+    assert!(
+        log.contains("FAKE_API_KEY=[REDACTED]"),
+        "the agent got its key, and the log hides it: {log}"
+    );
     assert!(!log.contains(secret));
-    assert!(log.contains("UNRELATED_SECRET is unset"), "only named env vars reach the agent: {log}");
+    assert!(
+        log.contains("UNRELATED_SECRET is unset"),
+        "only named env vars reach the agent: {log}"
+    );
     assert!(log.contains(&format!("OUTPOST_RUN_ID={id}")));
     Ok(())
 }
@@ -202,21 +251,57 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
     let cases: Vec<(DispatchRequest, u16, &str)> = vec![
-        (DispatchRequest { agent: "nope".into(), ..fake("x") }, 422, "unknown_agent"),
+        (
+            DispatchRequest {
+                agent: "nope".into(),
+                ..fake("x")
+            },
+            422,
+            "unknown_agent",
+        ),
         (fake(""), 422, "validation_failed"),
         (fake(&"x".repeat(50_001)), 422, "validation_failed"),
-        (DispatchRequest { timeout_secs: Some(5), ..fake("x") }, 422, "validation_failed"),
-        (DispatchRequest { timeout_secs: Some(90_000), ..fake("x") }, 422, "validation_failed"),
-        (DispatchRequest { repo: Some("http://example.com/x.git".into()), ..fake("x") }, 422, "validation_failed"),
         (
-            DispatchRequest { repo: Some("file:///tmp/x".into()), branch: Some("a..b".into()), ..fake("x") },
+            DispatchRequest {
+                timeout_secs: Some(5),
+                ..fake("x")
+            },
+            422,
+            "validation_failed",
+        ),
+        (
+            DispatchRequest {
+                timeout_secs: Some(90_000),
+                ..fake("x")
+            },
+            422,
+            "validation_failed",
+        ),
+        (
+            DispatchRequest {
+                repo: Some("http://example.com/x.git".into()),
+                ..fake("x")
+            },
+            422,
+            "validation_failed",
+        ),
+        (
+            DispatchRequest {
+                repo: Some("file:///tmp/x".into()),
+                branch: Some("a..b".into()),
+                ..fake("x")
+            },
             422,
             "validation_failed",
         ),
     ];
     for (req, status, code) in cases {
         match client.dispatch(&req).await {
-            Err(ClientError::Api { status: s, code: c, message }) => {
+            Err(ClientError::Api {
+                status: s,
+                code: c,
+                message,
+            }) => {
                 assert_eq!((s, c.as_str()), (status, code), "{message}");
                 assert!(!message.is_empty());
             }
@@ -239,7 +324,13 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
     assert_eq!(body["error"]["code"], "invalid_json");
 
     let big = serde_json::json!({"agent": "fake", "task": "x".repeat(300 * 1024)}).to_string();
-    let resp = http.post(&url).header("authorization", &auth).header("content-type", "application/json").body(big).send().await?;
+    let resp = http
+        .post(&url)
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 413);
     let body: serde_json::Value = resp.json().await?;
     assert_eq!(body["error"]["code"], "payload_too_large");
@@ -249,10 +340,18 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
     let body: serde_json::Value = resp.json().await?;
     assert_eq!(body["error"]["code"], "unauthorized");
 
-    let resp = http.get(&url).header("authorization", "Bearer op_live_wrong").send().await?;
+    let resp = http
+        .get(&url)
+        .header("authorization", "Bearer op_live_wrong")
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 401);
 
-    let resp = http.get(format!("{}/v1/nowhere", server.url)).header("authorization", &auth).send().await?;
+    let resp = http
+        .get(format!("{}/v1/nowhere", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 404);
     let body: serde_json::Value = resp.json().await?;
     assert_eq!(body["error"]["code"], "not_found");
