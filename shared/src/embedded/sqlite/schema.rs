@@ -1,0 +1,97 @@
+//! The SQLite schema and its migration, run once when a database is opened.
+//!
+//! `PRAGMA user_version` records the schema version; opening a file made by a newer build fails
+//! rather than guessing. Timestamps are integer milliseconds since the Unix epoch.
+
+use crate::embedded::EmbeddedError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id               TEXT PRIMARY KEY NOT NULL,
+    tenant           TEXT NOT NULL,
+    agent            TEXT NOT NULL,
+    task             TEXT NOT NULL,
+    repo             TEXT,              -- JSON RepoSpec
+    timeout_secs     INTEGER NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    exit_code        INTEGER,
+    failure_reason   TEXT,
+    artifacts        TEXT NOT NULL,     -- JSON [Artifact]
+    worker_id        TEXT,
+    lease_expires_at INTEGER,
+    cancel_requested INTEGER NOT NULL
+);
+-- Listing: newest first per tenant, optionally by status or agent.
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, id);
+CREATE INDEX IF NOT EXISTS runs_by_tenant_status ON runs (tenant, status, id);
+CREATE INDEX IF NOT EXISTS runs_by_tenant_agent ON runs (tenant, agent, id);
+-- count_running without a scan.
+CREATE INDEX IF NOT EXISTS runs_running ON runs (id) WHERE status = 'running';
+
+CREATE TABLE IF NOT EXISTS queue (
+    seq           INTEGER PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    tenant        TEXT NOT NULL,
+    trace_context TEXT,
+    sent_at       INTEGER NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,                 -- token of the latest delivery
+    dead          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_live ON queue (visible_at, seq) WHERE dead = 0;
+CREATE INDEX IF NOT EXISTS queue_dead ON queue (visible_at, seq) WHERE dead = 1;
+
+CREATE TABLE IF NOT EXISTS tenants (
+    id         TEXT PRIMARY KEY NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    hash           TEXT PRIMARY KEY NOT NULL,
+    tenant         TEXT NOT NULL REFERENCES tenants (id),
+    display_prefix TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    revoked_at     INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant);
+
+CREATE TABLE IF NOT EXISTS workers (
+    id         TEXT PRIMARY KEY NOT NULL,
+    hostname   TEXT NOT NULL,
+    slots      INTEGER NOT NULL,
+    busy       INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+);
+";
+
+/// Brings the database to [`VERSION`], in one transaction (safe when several processes open the
+/// same file at once: the write lock serialises them and every statement is idempotent).
+pub fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(EmbeddedError::Schema)?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(EmbeddedError::Schema)?;
+    if found > VERSION {
+        return Err(EmbeddedError::SchemaTooNew {
+            found,
+            supported: VERSION,
+        });
+    }
+    if found < VERSION {
+        tx.execute_batch(SCHEMA_V1).map_err(EmbeddedError::Schema)?;
+        tx.pragma_update(None, "user_version", VERSION)
+            .map_err(EmbeddedError::Schema)?;
+    }
+    tx.commit().map_err(EmbeddedError::Schema)
+}
