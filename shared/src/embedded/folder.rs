@@ -5,9 +5,12 @@
 //! - `put_file` renames the source into place (atomic, and free on the same file system), or
 //!   copies it to a temporary file under `{root}/.outpost-tmp/` and renames that. Either way a
 //!   reader sees the old content or the new, never a mix.
-//! - The content type given to `put_file` is kept in a sidecar under
-//!   `{root}/.outpost-meta/{tenant}/{run}/{sha256 of name}.json` (a flat name, so no artifact name
-//!   can collide with it). Live logs have none and read as `text/plain; charset=utf-8`.
+//! - The content type given to `put_file` is kept in the stored file's extended attribute
+//!   `user.outpost.content_type`, so storing a file creates no other file (on this kind of disk a
+//!   new inode is the dearest part of storing). On a file system without user xattrs it goes to a
+//!   sidecar under `{root}/.outpost-meta/{tenant}/{run}/{sha256 of name}.json` instead (a flat
+//!   name, so no artifact name can collide with it). Live logs have none and read as
+//!   `text/plain; charset=utf-8`.
 //! - `append_log` writes at the given offset; offset 0 starts the log afresh (a new attempt), any
 //!   other offset must not be past the end; rewriting already-written bytes (a retry) is fine.
 //! - Limits of a file system: a name cannot be both a file and a folder (`a` and `a/b`), and each
@@ -30,6 +33,8 @@ use tokio::io::AsyncReadExt;
 pub const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 const META_DIR: &str = ".outpost-meta";
+/// Extended attribute holding a stored file's content type.
+const CONTENT_TYPE_XATTR: &str = "user.outpost.content_type";
 const TMP_DIR: &str = ".outpost-tmp";
 const COPY_BUFFER: usize = 256 * 1024;
 
@@ -227,7 +232,9 @@ impl ArtifactStore for LocalArtifactStore {
                 size,
                 sha256,
             };
-            write_meta(&meta, &meta_tmp, &meta_path).map_err(backend)?;
+            if xattr::set(&dest, CONTENT_TYPE_XATTR, meta.content_type.as_bytes()).is_err() {
+                write_meta(&meta, &meta_tmp, &meta_path).map_err(backend)?;
+            }
             Ok(Artifact {
                 name: meta.name,
                 size: meta.size,
@@ -274,11 +281,18 @@ impl ArtifactStore for LocalArtifactStore {
             return Ok(None);
         }
         let size = meta.len();
-        let content_type = match tokio::fs::read(self.meta_path(key, name)).await {
-            Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
-                .map(|m| m.content_type)
-                .unwrap_or_else(|_| LOG_CONTENT_TYPE.to_owned()),
-            Err(_) => LOG_CONTENT_TYPE.to_owned(),
+        let from_xattr = xattr::get(&path, CONTENT_TYPE_XATTR)
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok());
+        let content_type = match from_xattr {
+            Some(ct) => ct,
+            None => match tokio::fs::read(self.meta_path(key, name)).await {
+                Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
+                    .map(|m| m.content_type)
+                    .unwrap_or_else(|_| LOG_CONTENT_TYPE.to_owned()),
+                Err(_) => LOG_CONTENT_TYPE.to_owned(),
+            },
         };
         // Only the bytes present now, even if a live log grows while it streams.
         let stream = tokio_util::io::ReaderStream::with_capacity(file.take(size), 64 * 1024).boxed();
