@@ -46,6 +46,9 @@ struct Args {
     /// Also write the table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Folder under which the bench makes its data dirs (default: the system temp dir).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
 }
 
 /// A running `outpost dev`, killed on drop.
@@ -341,7 +344,7 @@ async fn end_to_end(data: &Path, key: &str, clients: usize, runs: usize, slots: 
         if started.elapsed() > Duration::from_secs(600) {
             bail!("runs did not finish in 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let elapsed = started.elapsed();
     drop(server);
@@ -398,7 +401,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let slots = args.slots.unwrap_or(2 * cores);
-    let dir = tempfile::tempdir()?;
+    let dir = match &args.data_root {
+        Some(root) => tempfile::tempdir_in(root)?,
+        None => tempfile::tempdir()?,
+    };
     eprintln!(
         "bench: {cores} cores, {} clients, {slots} slots, {} runs",
         args.clients, args.runs
@@ -464,7 +470,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{table}");
     println!(
-        "machine: {cores} cores; (a) {dn} dispatches in {ds:.1} s; (b) {runs} runs.",
+        "machine: {cores} cores; data under {root}; (a) {dn} dispatches in {ds:.1} s; (b) {runs} runs.",
+        root = dir.path().display(),
         dn = dispatch.requests,
         ds = dispatch.elapsed.as_secs_f64(),
         runs = args.runs

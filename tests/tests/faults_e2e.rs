@@ -1,5 +1,6 @@
 //! End-to-end fault tests: a duplicate delivery of a run runs its agent once, and a run whose
-//! worker process is killed (SIGKILL, so its lease simply expires) is finished by another worker.
+//! worker process is killed (SIGKILL, so its lease simply expires) is finished by another worker,
+//! which also stops the agent the dead worker left running.
 
 use outpost_shared::api::DispatchRequest;
 use outpost_shared::embedded::{self, EmbeddedOptions};
@@ -16,6 +17,17 @@ fn fake(task: String) -> DispatchRequest {
         branch: None,
         timeout_secs: None,
     }
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+fn process_running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 fn lines(path: &std::path::Path) -> usize {
@@ -77,10 +89,9 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
     let client = server.client()?;
     let counter = server.data.join("attempts.txt");
     let mut first = server.start_worker(1, 3)?;
-    let id = client
-        .dispatch(&fake(format!("count {}; sleep 4; say finished", counter.display())))
-        .await?
-        .id;
+    // The first attempt hangs; the second finishes at once.
+    let script = format!("count {0}; sleep-first {0} 120; say finished", counter.display());
+    let id = client.dispatch(&fake(script)).await?.id;
 
     server
         .wait_run(&id, Duration::from_secs(30), |r| r.status == RunStatus::Running)
@@ -95,7 +106,18 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
     let run = server.wait_terminal(&id, Duration::from_secs(90)).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.attempts, 2, "the second worker's claim is the second attempt");
-    assert!(lines(&counter) >= 2);
+    assert_eq!(lines(&counter), 2);
+    // The first attempt's agent outlived its worker; the second attempt stopped it.
+    let first_pid = std::fs::read_to_string(&counter)?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    eventually(Duration::from_secs(30), "the orphaned first agent to be gone", || {
+        !process_running(&first_pid)
+    })
+    .await?;
     Ok(())
 }
 

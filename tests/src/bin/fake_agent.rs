@@ -15,6 +15,7 @@
 //! | `artifact NAME TEXT` | writes TEXT to `$OUTPOST_ARTIFACTS_DIR/NAME` |
 //! | `count FILE` | appends one line to FILE (an absolute path): counts executions |
 //! | `sleep SECS` | sleeps (fractions allowed) |
+//! | `sleep-first FILE SECS` | sleeps only while FILE has at most one line (the first attempt) |
 //! | `ignore-term` | from now on SIGTERM is ignored |
 //! | `child SECS` | starts a grandchild `sleep SECS` in the background and prints its pid |
 //! | `exit N` | exits with code N (default 0 at the end of the script) |
@@ -105,6 +106,20 @@ async fn run_script(prompt: &str) -> i32 {
                 }
                 _ => Err(format!("sleep: bad seconds {rest:?}")),
             },
+            "sleep-first" => {
+                let (file, secs) = rest.rsplit_once(' ').unwrap_or((rest, ""));
+                let lines = std::fs::read_to_string(file).map(|t| t.lines().count()).unwrap_or(0);
+                match secs.parse::<f64>() {
+                    Ok(s) if s >= 0.0 => {
+                        if lines <= 1 {
+                            let _ = out.flush();
+                            tokio::time::sleep(Duration::from_secs_f64(s)).await;
+                        }
+                        Ok(())
+                    }
+                    _ => Err(format!("sleep-first: bad seconds {secs:?}")),
+                }
+            }
             "ignore-term" => {
                 // Registering a handler replaces the default action (terminate) for SIGTERM.
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

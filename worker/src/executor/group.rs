@@ -4,8 +4,10 @@
 use super::{Stop, StopSignal};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{getpgid, getpgrp, Pid};
+use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::process::Child;
@@ -38,6 +40,39 @@ pub fn signal_group(pgid: Pid, signal: Signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "signalling process group failed"),
     }
+}
+
+/// Kills (SIGKILL) the process groups of every process whose working directory is inside `root`,
+/// except this worker's own group: the agents of an earlier attempt of a run whose worker died
+/// (SIGKILL, OOM) before it could stop them. Their lease expired, so they can only burn the
+/// tenant's key and write into a workspace about to be reused. Returns how many groups it killed.
+/// Linux only (`/proc`); elsewhere it finds nothing.
+pub fn stop_leftover_agents(root: &Path) -> usize {
+    let Ok(root) = std::fs::canonicalize(root) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let own = getpgrp();
+    let mut groups = BTreeSet::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let inside = std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
+        if inside {
+            if let Ok(pgid) = getpgid(Some(Pid::from_raw(pid))) {
+                if pgid != own {
+                    groups.insert(pgid);
+                }
+            }
+        }
+    }
+    for &pgid in &groups {
+        signal_group(pgid, Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Whether any process of group `pgid` is left.
@@ -99,4 +134,45 @@ pub async fn terminate(child: &mut Child, pgid: Pid, grace: Duration) -> Option<
             .and_then(Result::ok);
     }
     status.and_then(exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    fn sleeper(cwd: &Path) -> std::process::Child {
+        Command::new("sh")
+            .args(["-c", "sleep 60 & sleep 60"])
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh")
+    }
+
+    #[test]
+    fn leftover_agents_inside_a_run_dir_are_killed_and_others_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run_root = dir.path().join("run_1");
+        let other_root = dir.path().join("run_2");
+        std::fs::create_dir_all(run_root.join("ws")).expect("mkdir");
+        std::fs::create_dir_all(&other_root).expect("mkdir");
+        let mut leftover = sleeper(&run_root.join("ws"));
+        let mut bystander = sleeper(&other_root);
+
+        assert_eq!(stop_leftover_agents(&run_root), 1);
+        let status = leftover.wait().expect("wait");
+        assert_eq!(exit_code(status), Some(128 + 9), "killed by SIGKILL");
+        assert!(
+            bystander.try_wait().expect("try_wait").is_none(),
+            "a process elsewhere keeps running"
+        );
+
+        let pgid = Pid::from_raw(i32::try_from(bystander.id()).expect("pid"));
+        signal_group(pgid, Signal::SIGKILL);
+        let _ = bystander.wait();
+        assert_eq!(stop_leftover_agents(&dir.path().join("missing")), 0);
+    }
 }

@@ -113,6 +113,16 @@ impl Executor for ProcessExecutor {
             let dirs = RunDirs::new(&self.config.work_dir, run.id.as_str());
             // A repository run's `ws` is made by the clone; others get a pooled empty tree.
             let with_ws = run.repo.is_none();
+            if run.attempts > 1 && dirs.root.symlink_metadata().is_ok() {
+                // An earlier attempt ran here and its worker died without stopping its agent.
+                let root = dirs.root.clone();
+                let stopped = tokio::task::spawn_blocking(move || group::stop_leftover_agents(&root))
+                    .await
+                    .unwrap_or(0);
+                if stopped > 0 {
+                    tracing::warn!(groups = stopped, "stopped agents left running by an earlier attempt");
+                }
+            }
             if let Err(e) = self.pool.acquire(&dirs, with_ws) {
                 tracing::error!(path = %dirs.root.display(), error = %e, "cannot create the run directory");
                 workspace::remove_run_dir(&dirs.root);
