@@ -6,11 +6,12 @@ use crate::PoolArgs;
 use anyhow::Context;
 use ingest_lambda::{router, ApiConfig, AppState};
 use outpost_shared::TenantId;
-use outpost_worker::{Worker, WorkerConfig};
+use outpost_worker::{Worker, WorkerConfig, WorkerError};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The tenant `outpost dev` creates on first start.
@@ -140,14 +141,83 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
     } else {
         None
     };
+    supervise(token, server, worker).await
+}
 
-    shutdown_signal(token.clone()).await;
+/// Waits for a signal, or for the server or the worker to stop by itself (an error), then shuts
+/// both down: the server stops accepting, the worker drains its in-flight runs. The first error
+/// is returned after the other part has stopped.
+async fn supervise(
+    token: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    worker: Option<JoinHandle<Result<(), WorkerError>>>,
+) -> anyhow::Result<ExitCode> {
+    let mut server = Some(server);
+    let mut worker = worker;
+    let mut first_error: Option<anyhow::Error> = None;
+    let worker_done = async {
+        match worker.as_mut() {
+            Some(w) => w.await,
+            None => std::future::pending().await,
+        }
+    };
+    let server_done = async {
+        match server.as_mut() {
+            Some(s) => s.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal(token.clone()) => {}
+        r = server_done => {
+            server = None;
+            first_error = Some(server_error(r));
+        }
+        r = worker_done => {
+            worker = None;
+            first_error = Some(worker_error(r));
+        }
+    }
+    token.cancel();
     tracing::info!("shutting down: draining in-flight runs");
     if let Some(w) = worker {
-        w.await.context("worker task panicked")??;
+        if let Err(e) = w
+            .await
+            .map_err(anyhow::Error::new)
+            .and_then(|r| r.map_err(anyhow::Error::new))
+        {
+            first_error.get_or_insert(e);
+        }
     }
-    server.await.context("server task panicked")??;
-    Ok(ExitCode::SUCCESS)
+    if let Some(s) = server {
+        if let Err(e) = s
+            .await
+            .map_err(anyhow::Error::new)
+            .and_then(|r| r.map_err(anyhow::Error::new))
+        {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn server_error(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("the API server stopped unexpectedly"),
+        Ok(Err(e)) => anyhow::Error::new(e).context("the API server failed"),
+        Err(e) => anyhow::Error::new(e).context("the API server task panicked"),
+    }
+}
+
+fn worker_error(r: Result<Result<(), WorkerError>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("the worker pool stopped unexpectedly"),
+        Ok(Err(e)) => anyhow::Error::new(e).context("the worker pool failed"),
+        Err(e) => anyhow::Error::new(e).context("the worker task panicked"),
+    }
 }
 
 pub async fn run_worker(data: &Path, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
