@@ -197,7 +197,20 @@ async fn finish(
         {
             Ok(run) => {
                 tracing::debug!(status = %run.status, exit_code = ?run.exit_code, reason = ?run.failure_reason, "run finished");
-                delete_message(shared, receipt).await;
+                // The run is final: its slot is free now. Deleting the message needs no slot, so
+                // it goes on beside the next run (if it is lost, the re-delivery of a finished
+                // run is dropped as a duplicate).
+                let queue = Arc::clone(&shared.backend.queue);
+                let receipt = receipt.clone();
+                tokio::spawn(
+                    async move {
+                        match queue.delete(&receipt).await {
+                            Ok(()) | Err(QueueError::StaleReceipt) => {}
+                            Err(e) => tracing::warn!(error = %e, "deleting the message failed; a duplicate will be dropped later"),
+                        }
+                    }
+                    .in_current_span(),
+                );
                 return;
             }
             Err(StoreError::LeaseLost(_)) => {
