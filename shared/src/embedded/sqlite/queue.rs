@@ -16,13 +16,13 @@ use crate::domain::{RunId, TenantId};
 use crate::ports::queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
 use async_trait::async_trait;
 use rand::RngCore;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How many of the oldest visible messages one receive considers.
-const RECEIVE_WINDOW: i64 = 256;
+/// Most tenants one receive looks at (each costs an index seek); past it, the rest wait a turn.
+const MAX_TENANTS_PER_RECEIVE: usize = 1000;
 /// Most messages one receive returns (as SQS).
 const MAX_BATCH: usize = 10;
 /// How often a long poll looks again for messages it was not told about.
@@ -173,6 +173,56 @@ fn visible(conn: &Connection, lane: Lane, now: i64, limit: i64) -> Result<Vec<Ca
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The next tenant (in name order) after `?1` with live messages: one index seek.
+pub(super) const NEXT_LIVE_TENANT_SQL: &str =
+    "SELECT tenant FROM queue WHERE dead = 0 AND tenant > ?1 ORDER BY tenant LIMIT 1";
+
+/// A tenant's oldest visible live messages: one index range.
+pub(super) const TENANT_VISIBLE_SQL: &str = "SELECT seq, run_id, receive_count, visible_at FROM queue \
+     WHERE dead = 0 AND tenant = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq LIMIT ?3";
+
+/// For each tenant with live messages (found by index seeks, in name order), its oldest visible
+/// messages, at most `per_tenant` each; tenants ordered by their oldest message. Reads
+/// O(tenants + picked) index entries however long one tenant's backlog is, and every tenant's
+/// head is seen, so a quiet tenant never waits behind a busy one's backlog.
+fn live_candidates(conn: &Connection, now: i64, per_tenant: usize) -> Result<Vec<Candidate>, DbError> {
+    let mut next_tenant = conn.prepare_cached(NEXT_LIVE_TENANT_SQL)?;
+    let mut oldest = conn.prepare_cached(TENANT_VISIBLE_SQL)?;
+    let limit = i64::try_from(per_tenant).unwrap_or(i64::MAX);
+    let mut heads: Vec<(i64, i64, Vec<Candidate>)> = Vec::new();
+    let mut after = String::new();
+    for _ in 0..MAX_TENANTS_PER_RECEIVE {
+        let tenant: Option<String> = next_tenant.query_row(params![after], |row| row.get(0)).optional()?;
+        let Some(tenant) = tenant else { break };
+        let mut first = None;
+        let rows = oldest.query_map(params![tenant, now, limit], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, u32>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut mine = Vec::new();
+        for row in rows {
+            let (seq, run_id, receive_count, visible_at) = row?;
+            first.get_or_insert((visible_at, seq));
+            mine.push(Candidate {
+                seq,
+                tenant: tenant.clone(),
+                run_id,
+                receive_count,
+            });
+        }
+        if let Some((visible_at, seq)) = first {
+            heads.push((visible_at, seq, mine));
+        }
+        after = tenant;
+    }
+    heads.sort_by_key(|(visible_at, seq, _)| (*visible_at, *seq));
+    Ok(heads.into_iter().flat_map(|(_, _, c)| c).collect())
+}
+
 /// One receive on the live lane, in a write transaction.
 fn receive_tx(
     conn: &Connection,
@@ -182,7 +232,7 @@ fn receive_tx(
 ) -> Result<Vec<Delivery>, DbError> {
     let now = now_ms();
     loop {
-        let candidates = visible(conn, Lane::Live, now, RECEIVE_WINDOW)?;
+        let candidates = live_candidates(conn, now, max)?;
         if candidates.is_empty() {
             return Ok(Vec::new());
         }

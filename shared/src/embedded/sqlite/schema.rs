@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS queue (
     dead          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_live ON queue (visible_at, seq) WHERE dead = 0;
+-- Fair receives: each tenant's oldest visible messages by index seek, whatever the backlog.
+CREATE INDEX IF NOT EXISTS queue_live_tenant ON queue (tenant, visible_at, seq) WHERE dead = 0;
 CREATE INDEX IF NOT EXISTS queue_dead ON queue (visible_at, seq) WHERE dead = 1;
 
 CREATE TABLE IF NOT EXISTS tenants (

@@ -1,7 +1,7 @@
 //! Tests of what is specific to the SQLite adapter: several handles (as several processes) on one
 //! file, crash durability, index use, cursor decoding.
 
-use super::queue::{any_visible_sql, visible_sql, Lane};
+use super::queue::{any_visible_sql, visible_sql, Lane, NEXT_LIVE_TENANT_SQL, TENANT_VISIBLE_SQL};
 use super::runs::{decode_cursor, list_sql};
 use super::{open_database, SqliteQueue, SqliteStore};
 use crate::domain::{NewRun, Outcome, Run, RunId, TenantId, WorkerId};
@@ -234,6 +234,12 @@ async fn hot_queries_use_indexes() {
             }
         }
     }
+    for sql in [NEXT_LIVE_TENANT_SQL, TENANT_VISIBLE_SQL] {
+        let p = plan(&store, sql.to_owned()).await;
+        assert!(!p.contains("SCAN queue"), "fair receive scans: {p}");
+        assert!(!p.contains("TEMP B-TREE"), "fair receive sorts: {p}");
+        assert!(p.contains("queue_live_tenant"), "fair receive uses the tenant index: {p}");
+    }
     for lane in [Lane::Live, Lane::Dead] {
         for sql in [visible_sql(lane), any_visible_sql(lane)] {
             let p = plan(&store, sql.clone()).await;
@@ -310,4 +316,32 @@ async fn finish_keeps_the_worker_and_started_at_of_the_last_attempt() {
         .expect("finish");
     assert_eq!(done.worker_id, Some(w));
     assert_eq!(done.started_at, claimed.started_at);
+}
+
+#[tokio::test]
+async fn a_quiet_tenant_is_served_next_even_behind_a_long_backlog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, queue) = open(dir.path());
+    let message = |tenant: &str| TaskMessage {
+        run_id: RunId::generate(),
+        tenant: tenant.parse::<TenantId>().expect("tenant"),
+        trace_context: None,
+    };
+    for _ in 0..1500 {
+        queue.send(&message("busy")).await.expect("send");
+    }
+    queue.send(&message("quiet")).await.expect("send");
+    let got = queue
+        .receive(2, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("receive");
+    let tenants: Vec<&str> = got.iter().map(|d| d.message.tenant.as_str()).collect();
+    assert_eq!(tenants, ["busy", "quiet"], "oldest tenant first, then the next tenant's head");
+    // Alone, a tenant gets its messages oldest first.
+    let next = queue
+        .receive(3, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("receive");
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|d| d.message.tenant.as_str() == "busy"));
 }
