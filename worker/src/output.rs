@@ -23,6 +23,8 @@ pub const FLUSH_BYTES: usize = 64 * 1024;
 pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 
 const READ_BUF: usize = 64 * 1024;
+/// First size of the read buffer.
+const FIRST_READ_BUF: usize = 4 * 1024;
 
 /// Where the live log goes; `None` disables live appends (tests, or the store is failing).
 pub struct LiveLog {
@@ -54,7 +56,9 @@ pub fn async_reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
 pub async fn pump(mut reader: pipe::Receiver, spool: &mut File, secrets: Secrets, live: Option<LiveLog>) -> PumpReport {
     let mut report = PumpReport::default();
     let mut scrubber = Scrubber::new(secrets);
-    let mut buf = vec![0u8; READ_BUF];
+    // Starts small (most agents' output arrives in small writes, and a quiet agent's run should
+    // not pay for zeroing 64 KiB) and grows to READ_BUF once a read fills it.
+    let mut buf = vec![0u8; FIRST_READ_BUF];
     let mut scrubbed = Vec::new();
     let mut live = live.map(|l| LiveState {
         log: l,
@@ -90,6 +94,7 @@ pub async fn pump(mut reader: pipe::Receiver, spool: &mut File, secrets: Secrets
                 break;
             }
         };
+        let grow = n == buf.len() && buf.len() < READ_BUF;
         let clean = scrubber.push(&buf[..n], &mut scrubbed);
         if let Err(e) = spool.write_all(clean) {
             report.error = Some(format!("writing output.log: {e}"));
@@ -105,6 +110,9 @@ pub async fn pump(mut reader: pipe::Receiver, spool: &mut File, secrets: Secrets
             } else if l.deadline.is_none() && !l.pending.is_empty() {
                 l.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + FLUSH_AFTER)));
             }
+        }
+        if grow {
+            buf.resize(READ_BUF, 0);
         }
     }
     let tail = scrubber.finish();

@@ -105,9 +105,14 @@ fn ensure_parent(path: &Path) -> io::Result<()> {
 }
 
 /// Size and hex SHA-256 of everything `reader` yields, copying it to `sink` if given.
-fn hash_stream(mut reader: impl Read, mut sink: Option<&mut File>) -> io::Result<(u64, String)> {
+fn hash_stream(mut reader: impl Read, len_hint: u64, mut sink: Option<&mut File>) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; COPY_BUFFER];
+    // Sized to the file (plus one byte to see the end in one read): most artifacts are small, and
+    // a large buffer per call costs an mmap, page faults and a memset every time.
+    let cap = usize::try_from(len_hint.saturating_add(1))
+        .unwrap_or(COPY_BUFFER)
+        .clamp(1, COPY_BUFFER);
+    let mut buf = vec![0u8; cap];
     let mut size = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
@@ -130,8 +135,9 @@ fn hash_stream(mut reader: impl Read, mut sink: Option<&mut File>) -> io::Result
 fn copy_into_place(src: &Path, tmp: &Path, dest: &Path) -> io::Result<(u64, String)> {
     let result = (|| {
         let input = File::open(src)?;
+        let len = input.metadata()?.len();
         let mut out = File::create(tmp)?;
-        let summary = hash_stream(input, Some(&mut out))?;
+        let summary = hash_stream(input, len, Some(&mut out))?;
         out.sync_data()?;
         fs::rename(tmp, dest)?;
         Ok(summary)
@@ -146,7 +152,11 @@ fn copy_into_place(src: &Path, tmp: &Path, dest: &Path) -> io::Result<(u64, Stri
 fn store_file(src: &Path, tmp: &Path, dest: &Path) -> io::Result<(u64, String)> {
     ensure_parent(dest)?;
     match fs::rename(src, dest) {
-        Ok(()) => hash_stream(File::open(dest)?, None),
+        Ok(()) => {
+            let file = File::open(dest)?;
+            let len = file.metadata()?.len();
+            hash_stream(file, len, None)
+        }
         // Another file system (or anything else rename refuses): copy instead.
         Err(_) => copy_into_place(src, tmp, dest),
     }

@@ -238,7 +238,10 @@ async fn hot_queries_use_indexes() {
         let p = plan(&store, sql.to_owned()).await;
         assert!(!p.contains("SCAN queue"), "fair receive scans: {p}");
         assert!(!p.contains("TEMP B-TREE"), "fair receive sorts: {p}");
-        assert!(p.contains("queue_live_tenant"), "fair receive uses the tenant index: {p}");
+        assert!(
+            p.contains("queue_live_tenant"),
+            "fair receive uses the tenant index: {p}"
+        );
     }
     for lane in [Lane::Live, Lane::Dead] {
         for sql in [visible_sql(lane), any_visible_sql(lane)] {
@@ -336,7 +339,11 @@ async fn a_quiet_tenant_is_served_next_even_behind_a_long_backlog() {
         .await
         .expect("receive");
     let tenants: Vec<&str> = got.iter().map(|d| d.message.tenant.as_str()).collect();
-    assert_eq!(tenants, ["busy", "quiet"], "oldest tenant first, then the next tenant's head");
+    assert_eq!(
+        tenants,
+        ["busy", "quiet"],
+        "oldest tenant first, then the next tenant's head"
+    );
     // Alone, a tenant gets its messages oldest first.
     let next = queue
         .receive(3, Duration::from_secs(60), Duration::ZERO)
