@@ -40,16 +40,12 @@ fn init_tracing() {
 }
 
 fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     WorkerConfig {
-        slots: pool.slots.unwrap_or(2 * cores),
+        slots: pool.slots.unwrap_or_else(outpost_worker::config::default_slots),
         lease: Duration::from_secs(pool.lease_secs.max(3)),
         max_attempts: pool.max_attempts.max(1),
         kill_grace: Duration::from_secs(pool.kill_grace_secs),
-        work_dir: data.join("work"),
-        receive_wait: Duration::from_secs(20),
-        drain_timeout: Duration::from_secs(25),
-        dead_letter_interval: Duration::from_secs(5),
+        ..WorkerConfig::new(data.join("work"))
     }
 }
 
