@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use axum::http::StatusCode;
 use outpost_shared::api::DispatchRequest;
-use outpost_shared::domain::validation::{check_branch, check_repo_url};
+use outpost_shared::domain::validation::check_repo;
 use outpost_shared::{AgentRegistry, DispatchLimits, RepoSpec, ValidationError};
 
 /// Longest part of a client's input quoted back in an error message.
@@ -38,11 +38,9 @@ pub fn validate_dispatch(
     limits.check_task(&req.task)?;
     let repo = match (req.repo, req.branch) {
         (Some(url), branch) => {
-            check_repo_url(&url)?;
-            if let Some(b) = &branch {
-                check_branch(b)?;
-            }
-            Some(RepoSpec { url, branch })
+            let repo = RepoSpec { url, branch };
+            check_repo(&repo)?;
+            Some(repo)
         }
         (None, Some(_)) => {
             return Err(ValidationError::new("branch", "needs a repo: a branch is checked out of the repo").into())
