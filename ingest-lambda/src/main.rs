@@ -1,8 +1,8 @@
 //! `ingest-lambda`: serves the Outpost API over the embedded backend (SQLite + a folder) for
 //! local use; later the AWS Lambda entry point.
 //!
-//! Logs go to stderr, filtered by `RUST_LOG` (default `info`; request spans and their timings are
-//! at `debug`: `RUST_LOG=info,tower_http=debug`).
+//! Logs go to stderr, filtered by `OUTPOST_LOG` (as the other binaries; default `info`; request
+//! spans and their timings are at `debug`: `OUTPOST_LOG=info,tower_http=debug`).
 
 use anyhow::Context;
 use clap::Parser;
@@ -34,7 +34,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
