@@ -30,13 +30,7 @@ fn print_banner(lines: &[String]) {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,outpost=info,outpost_worker=info,ingest_lambda=info")
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    outpost_shared::telemetry::init_logs("warn,outpost=info,outpost_worker=info,ingest_lambda=info", false);
 }
 
 fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
@@ -49,20 +43,11 @@ fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM, and cancels `token`.
+/// Resolves on SIGINT or SIGTERM or when `token` is cancelled, and cancels `token`.
 async fn shutdown_signal(token: CancellationToken) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-        _ = token.cancelled() => {}
+        () = outpost_shared::telemetry::shutdown_signal() => {}
+        () = token.cancelled() => {}
     }
     token.cancel();
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod domain;
 pub mod embedded;
 pub mod ports;
+pub mod telemetry;
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;

@@ -39,43 +39,10 @@ struct Args {
     json_logs: bool,
 }
 
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = term => tracing::info!("SIGTERM received"),
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => tracing::info!("SIGINT received"),
-            Err(_) => std::future::pending::<()>().await,
-        },
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.json_logs);
+    outpost_shared::telemetry::init_logs("info", args.json_logs);
     anyhow::ensure!(args.lease_secs >= 1, "--lease-secs must be at least 1");
     anyhow::ensure!(args.max_attempts >= 1, "--max-attempts must be at least 1");
     let slots = args.slots.unwrap_or_else(default_slots);
@@ -95,6 +62,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let worker = Worker::new(backend, Arc::new(agents), config);
     tracing::info!(worker_id = %worker.id(), data = %args.data.display(), "outpost-worker starting");
-    worker.run(shutdown_signal()).await?;
+    worker.run(outpost_shared::telemetry::shutdown_signal()).await?;
     Ok(())
 }
