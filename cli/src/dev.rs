@@ -57,16 +57,17 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
     let backend = open_backend(data, pool.max_receive_count)?;
     let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
 
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // The dev key is made only once the address is ours, so a failed start never stores a key
+    // that nobody was shown.
     let dev_tenant: TenantId = DEV_TENANT.parse()?;
     let fresh_key = if backend.keys.tenant_has_keys(&dev_tenant).await? {
         None
     } else {
         Some(new_key(&backend, dev_tenant.clone(), false).await?)
     };
-
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let config = worker_config(data, pool);

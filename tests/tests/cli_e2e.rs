@@ -216,3 +216,38 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
     assert_eq!(run.status, outpost_shared::RunStatus::Succeeded);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dev_start_that_cannot_listen_stores_no_unseen_key() -> anyhow::Result<()> {
+    let server = DevServer::start()?;
+    let taken = server.url.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let failed = Command::new(outpost_bin()?)
+        .args(["dev", "--listen", &taken, "--data"])
+        .arg(&data)
+        .output()?;
+    assert_eq!(failed.status.code(), Some(1));
+    let err = stderr(&failed);
+    assert!(err.contains("cannot listen"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+
+    // The next start on that data dir still shows a fresh dev key: none was made and lost.
+    let mut next = outpost_tests::KillOnDrop(
+        Command::new(outpost_bin()?)
+            .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?,
+    );
+    let out = next.0.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let key_line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("API key:"))
+        .ok_or_else(|| anyhow::anyhow!("no API key line"))?;
+    std::thread::spawn(move || for _ in lines {});
+    assert!(key_line.contains("op_live_"), "a new key is shown: {key_line}");
+    Ok(())
+}
