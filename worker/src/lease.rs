@@ -6,7 +6,7 @@ use crate::executor::{stop_channel, Execution, Executor, Stop, StopHandle};
 use crate::WorkerConfig;
 use chrono::Utc;
 use outpost_shared::domain::{Run, RunId, WorkerId};
-use outpost_shared::ports::{Backend, ClaimOutcome, Delivery, QueueError, Receipt, StoreError};
+use outpost_shared::ports::{Backend, ClaimOutcome, Delivery, QueueError, Receipt, StoreError, TaskQueue};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,14 +47,14 @@ pub async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery) {
             Ok(ClaimOutcome::Claimed(run)) => run_claimed(&shared, run, &delivery.receipt).await,
             Ok(ClaimOutcome::AlreadyFinished(run)) => {
                 tracing::debug!(status = %run.status, "duplicate delivery of a finished run");
-                delete_message(&shared, &delivery.receipt).await;
+                delete_message(&*shared.backend.queue, &delivery.receipt).await;
             }
             Ok(ClaimOutcome::Exhausted(run)) => {
                 tracing::warn!(
                     attempts = run.attempts,
                     "run lost its worker too often: failed worker_lost"
                 );
-                delete_message(&shared, &delivery.receipt).await;
+                delete_message(&*shared.backend.queue, &delivery.receipt).await;
             }
             Ok(ClaimOutcome::HeldElsewhere { lease_expires_at }) => {
                 // Keep the message: it recovers the run if that worker dies. Come back just after
@@ -76,7 +76,7 @@ pub async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery) {
             }
             Err(StoreError::NotFound) => {
                 tracing::warn!("message names a run that does not exist; deleting it");
-                delete_message(&shared, &delivery.receipt).await;
+                delete_message(&*shared.backend.queue, &delivery.receipt).await;
             }
             Err(e) => {
                 // Transient: the message becomes visible again after the lease and is retried.
@@ -88,8 +88,8 @@ pub async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery) {
     .await
 }
 
-async fn delete_message(shared: &Shared, receipt: &Receipt) {
-    match shared.backend.queue.delete(receipt).await {
+async fn delete_message(queue: &dyn TaskQueue, receipt: &Receipt) {
+    match queue.delete(receipt).await {
         Ok(()) | Err(QueueError::StaleReceipt) => {}
         Err(e) => tracing::warn!(error = %e, "deleting the message failed; a duplicate will be dropped later"),
     }
@@ -202,15 +202,7 @@ async fn finish(
                 // run is dropped as a duplicate).
                 let queue = Arc::clone(&shared.backend.queue);
                 let receipt = receipt.clone();
-                tokio::spawn(
-                    async move {
-                        match queue.delete(&receipt).await {
-                            Ok(()) | Err(QueueError::StaleReceipt) => {}
-                            Err(e) => tracing::warn!(error = %e, "deleting the message failed; a duplicate will be dropped later"),
-                        }
-                    }
-                    .in_current_span(),
-                );
+                tokio::spawn(async move { delete_message(&*queue, &receipt).await }.in_current_span());
                 return;
             }
             Err(StoreError::LeaseLost(_)) => {
@@ -219,7 +211,7 @@ async fn finish(
             }
             Err(StoreError::NotFound) | Err(StoreError::Conflict { .. }) => {
                 tracing::warn!("run cannot take this outcome (gone or already final); dropping the message");
-                delete_message(shared, receipt).await;
+                delete_message(&*shared.backend.queue, receipt).await;
                 return;
             }
             Err(e) if attempt < FINISH_TRIES => {
