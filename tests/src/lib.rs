@@ -263,14 +263,7 @@ impl DevServer {
 
 /// Polls a condition with a deadline (no fixed sleeps in tests).
 pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    eventually_async(timeout, what, || std::future::ready(cond())).await
 }
 
 /// Writes the fake agent's `print n` output: `n` bytes of numbered lines, so content is checkable.
