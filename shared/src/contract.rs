@@ -150,6 +150,8 @@ macro_rules! contract_suite {
             artifacts_are_scoped_per_tenant_and_run,
             keys_insert_and_lookup,
             workers_report_list_and_remove,
+            secrets_put_get_list_delete,
+            secrets_are_scoped_per_tenant,
             dispatch_to_finish_flow,
         );
     };
@@ -178,10 +180,12 @@ pub mod cases {
     use crate::ports::keys::{hash_key, CreatedKey};
     use crate::ports::queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage};
     use crate::ports::runs::{ClaimOutcome, Cursor, RunFilter, StoreError};
+    use crate::ports::secrets::{SecretError, SecretName};
     use crate::ports::workers::WorkerInfo;
     use crate::ports::Backend;
     use chrono::{DateTime, Utc};
     use futures_util::StreamExt;
+    use secrecy::{ExposeSecret, SecretString};
     use sha2::{Digest, Sha256};
     use std::collections::HashSet;
     use std::future::Future;
@@ -1590,6 +1594,97 @@ pub mod cases {
             Some(acme)
         );
         assert!(b.keys.tenant_has_keys(&globex).await.expect("has keys"));
+    }
+
+    // ---- secrets -----------------------------------------------------------------------------------
+
+    fn secret_name(name: &str) -> SecretName {
+        name.parse().expect("secret name")
+    }
+
+    fn secret(value: &str) -> SecretString {
+        SecretString::from(value.to_owned())
+    }
+
+    pub async fn secrets_put_get_list_delete(f: Factory) {
+        let fx = fixture(&f).await;
+        let s = &fx.backend.secrets;
+        let acme = tenant("acme");
+        let key = secret_name("ANTHROPIC_API_KEY");
+        assert!(s.get_secret(&acme, &key).await.expect("get").is_none());
+        assert!(s.list_secrets(&acme).await.expect("list").is_empty());
+        assert!(!s.delete_secret(&acme, &key).await.expect("delete missing"));
+
+        let before = now_ms() - chrono::Duration::seconds(5);
+        s.put_secret(&acme, &key, &secret("sk-one")).await.expect("put");
+        s.put_secret(&acme, &secret_name("GIT_TOKEN"), &secret("ghp_x"))
+            .await
+            .expect("put");
+        let got = s.get_secret(&acme, &key).await.expect("get").expect("stored");
+        assert_eq!(got.expose_secret(), "sk-one");
+
+        // Replacing keeps one entry with the new value; values with any bytes survive.
+        let odd = "sk two\n=\"quoted\" ünïcode ${HOME}";
+        s.put_secret(&acme, &key, &secret(odd)).await.expect("replace");
+        let got = s.get_secret(&acme, &key).await.expect("get").expect("stored");
+        assert_eq!(got.expose_secret(), odd);
+
+        let list = s.list_secrets(&acme).await.expect("list");
+        let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["ANTHROPIC_API_KEY", "GIT_TOKEN"]);
+        for info in &list {
+            assert!(info.updated_at >= before, "updated_at {} is in the past", info.updated_at);
+            assert!(info.updated_at <= Utc::now() + chrono::Duration::seconds(5));
+        }
+
+        // Values outside 1..=4096 bytes are refused and change nothing.
+        let too_big = "x".repeat(crate::ports::secrets::MAX_SECRET_BYTES + 1);
+        assert!(matches!(
+            s.put_secret(&acme, &key, &secret(&too_big)).await,
+            Err(SecretError::BadValue)
+        ));
+        assert!(matches!(
+            s.put_secret(&acme, &key, &secret("")).await,
+            Err(SecretError::BadValue)
+        ));
+        let got = s.get_secret(&acme, &key).await.expect("get").expect("stored");
+        assert_eq!(got.expose_secret(), odd);
+
+        assert!(s.delete_secret(&acme, &key).await.expect("delete"));
+        assert!(s.get_secret(&acme, &key).await.expect("get").is_none());
+        assert!(!s.delete_secret(&acme, &key).await.expect("delete again"));
+        let names: Vec<String> = s
+            .list_secrets(&acme)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|i| i.name.to_string())
+            .collect();
+        assert_eq!(names, ["GIT_TOKEN"]);
+    }
+
+    pub async fn secrets_are_scoped_per_tenant(f: Factory) {
+        let fx = fixture(&f).await;
+        let s = &fx.backend.secrets;
+        let (acme, globex, acme2) = (tenant("acme"), tenant("globex"), tenant("acme-2"));
+        let key = secret_name("KEY");
+        s.put_secret(&acme, &key, &secret("acme-value")).await.expect("put");
+        s.put_secret(&acme2, &key, &secret("acme2-value")).await.expect("put");
+        assert!(s.get_secret(&globex, &key).await.expect("get").is_none());
+        assert!(s.list_secrets(&globex).await.expect("list").is_empty());
+        assert!(!s.delete_secret(&globex, &key).await.expect("delete"));
+        // A tenant whose name is another's prefix sees only its own.
+        assert_eq!(s.list_secrets(&acme).await.expect("list").len(), 1);
+        assert_eq!(
+            s.get_secret(&acme, &key).await.expect("get").expect("stored").expose_secret(),
+            "acme-value"
+        );
+        assert_eq!(
+            s.get_secret(&acme2, &key).await.expect("get").expect("stored").expose_secret(),
+            "acme2-value"
+        );
+        assert!(s.delete_secret(&acme2, &key).await.expect("delete"));
+        assert!(s.get_secret(&acme, &key).await.expect("get").is_some());
     }
 
     pub async fn workers_report_list_and_remove(f: Factory) {

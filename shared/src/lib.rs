@@ -12,6 +12,9 @@ pub mod embedded;
 pub mod ports;
 pub mod telemetry;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 

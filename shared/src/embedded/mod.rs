@@ -12,9 +12,11 @@
 //! ```
 
 pub mod folder;
+pub mod secrets;
 pub mod sqlite;
 
 pub use folder::LocalArtifactStore;
+pub use secrets::LocalSecretStore;
 pub use sqlite::{SqliteQueue, SqliteStore};
 
 use crate::ports::Backend;
@@ -25,6 +27,8 @@ use std::sync::Arc;
 pub const DATABASE_FILE: &str = "outpost.db";
 /// Name of the artifacts folder inside the data directory.
 pub const ARTIFACTS_DIR: &str = "artifacts";
+/// Name of the tenants' secrets folder inside the data directory.
+pub const SECRETS_DIR: &str = "secrets";
 
 /// Settings of the embedded backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +72,7 @@ pub enum EmbeddedError {
 }
 
 /// Opens (creating if needed) `{data_dir}/outpost.db` and `{data_dir}/artifacts/`, returning all
-/// five ports.
+/// six ports.
 pub fn open(data_dir: &Path, opts: EmbeddedOptions) -> Result<Backend, EmbeddedError> {
     let create_err = |path: &Path| {
         let path = path.to_owned();
@@ -78,6 +82,8 @@ pub fn open(data_dir: &Path, opts: EmbeddedOptions) -> Result<Backend, EmbeddedE
     let (store, queue) = sqlite::open_database(&data_dir.join(DATABASE_FILE), &opts)?;
     let artifacts_dir = data_dir.join(ARTIFACTS_DIR);
     let artifacts = LocalArtifactStore::new(&artifacts_dir).map_err(create_err(&artifacts_dir))?;
+    let secrets_dir = data_dir.join(SECRETS_DIR);
+    let secrets = LocalSecretStore::new(&secrets_dir).map_err(create_err(&secrets_dir))?;
     let store = Arc::new(store);
     tracing::debug!(data_dir = %data_dir.display(), "embedded backend open");
     Ok(Backend {
@@ -86,5 +92,6 @@ pub fn open(data_dir: &Path, opts: EmbeddedOptions) -> Result<Backend, EmbeddedE
         artifacts: Arc::new(artifacts),
         keys: store.clone(),
         workers: store,
+        secrets: Arc::new(secrets),
     })
 }

@@ -85,4 +85,17 @@ pub trait ArtifactStore: Send + Sync + 'static {
 
     /// The whole stored file, streamed. `None` if not stored.
     async fn open(&self, key: &RunKey, name: &str) -> Result<Option<ArtifactBody>, ArtifactError>;
+
+    /// A URL that serves the stored file to anyone holding it for `expires_in` (S3 presigned GET),
+    /// or `None` when this store has no such URLs (the API then links its own artifact route).
+    /// Made without a request to the store: it does not check that the file exists.
+    async fn presigned_url(
+        &self,
+        key: &RunKey,
+        name: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<String>, ArtifactError> {
+        let _ = (key, name, expires_in);
+        Ok(None)
+    }
 }

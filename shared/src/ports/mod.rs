@@ -1,4 +1,5 @@
-//! Ports: the traits every backend implements (embedded: SQLite + folder; AWS: DynamoDB, SQS, S3).
+//! Ports: the traits every backend implements (embedded: SQLite + folder; AWS: DynamoDB, SQS, S3,
+//! SSM Parameter Store).
 //!
 //! The semantics are written down here once, and the contract suite (`crate::contract`, feature
 //! `contract-tests`) checks every adapter against them.
@@ -7,12 +8,14 @@ pub mod artifacts;
 pub mod keys;
 pub mod queue;
 pub mod runs;
+pub mod secrets;
 pub mod workers;
 
 pub use artifacts::{ArtifactBody, ArtifactError, ArtifactStore, LogChunk, RunKey};
 pub use keys::{ApiKeyStore, CreatedKey, KeyError};
 pub use queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
 pub use runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
+pub use secrets::{SecretError, SecretInfo, SecretName, SecretStore};
 pub use workers::{WorkerInfo, WorkerRegistry};
 
 /// A boxed error from a backend (SQLite, an AWS SDK call, the file system).
@@ -28,4 +31,5 @@ pub struct Backend {
     pub artifacts: Arc<dyn ArtifactStore>,
     pub keys: Arc<dyn ApiKeyStore>,
     pub workers: Arc<dyn WorkerRegistry>,
+    pub secrets: Arc<dyn SecretStore>,
 }
