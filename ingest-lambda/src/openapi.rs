@@ -2,12 +2,12 @@
 //! `ToSchema` wire types of `outpost_shared::api`, with a bearer security scheme required by
 //! every operation except health and the document itself.
 
-use crate::handlers::{artifacts, fleet, logs, runs, system, TAG_FLEET, TAG_RUNS, TAG_SYSTEM};
+use crate::handlers::{artifacts, fleet, logs, runs, secrets, system, TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM};
 use outpost_shared::api::{
-    AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health, QueueView,
-    RunLinks, RunList, RunView,
+    AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health, PutSecretRequest,
+    QueueView, RunLinks, RunList, RunView, SecretList,
 };
-use outpost_shared::ports::WorkerInfo;
+use outpost_shared::ports::{SecretInfo, WorkerInfo};
 use outpost_shared::{FailureReason, RepoSpec, RunStatus};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -31,6 +31,9 @@ pub const SECURITY_SCHEME: &str = "bearer";
         logs::logs,
         artifacts::list_artifacts,
         artifacts::get_artifact,
+        secrets::put_secret,
+        secrets::list_secrets,
+        secrets::delete_secret,
         fleet::fleet,
         system::health,
         system::openapi_json,
@@ -49,6 +52,9 @@ pub const SECURITY_SCHEME: &str = "bearer";
         AgentView,
         QueueView,
         WorkerInfo,
+        PutSecretRequest,
+        SecretList,
+        SecretInfo,
         Health,
         ErrorBody,
         ErrorDetail,
@@ -57,6 +63,7 @@ pub const SECURITY_SCHEME: &str = "bearer";
     security(("bearer" = [])),
     tags(
         (name = TAG_RUNS, description = "Dispatch runs and follow them"),
+        (name = TAG_SECRETS, description = "The tenant's own keys (BYOK), handed to its agents; values never come back"),
         (name = TAG_FLEET, description = "Agents, queue and workers"),
         (name = TAG_SYSTEM, description = "Health and this document"),
     )

@@ -2,10 +2,10 @@
 //! request tracing.
 
 use crate::error::json_errors;
-use crate::handlers::{artifacts, fleet, logs, runs, system};
+use crate::handlers::{artifacts, fleet, logs, runs, secrets, system};
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
@@ -21,6 +21,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/logs", get(logs::logs))
         .route("/v1/runs/{id}/artifacts", get(artifacts::list_artifacts))
         .route("/v1/runs/{id}/artifacts/{*name}", get(artifacts::get_artifact))
+        .route("/v1/secrets", get(secrets::list_secrets))
+        .route("/v1/secrets/{name}", put(secrets::put_secret).delete(secrets::delete_secret))
         .route("/v1/fleet", get(fleet::fleet))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)

@@ -19,6 +19,8 @@ pub struct ApiConfig {
     pub limits: DispatchLimits,
     /// `GET /v1/fleet` lists workers that reported within this window.
     pub worker_seen_within: Duration,
+    /// Lifetime of the presigned artifact URLs in `GET /v1/runs/{id}` (on stores that make them).
+    pub presign_expiry: Duration,
 }
 
 impl Default for ApiConfig {
@@ -26,6 +28,7 @@ impl Default for ApiConfig {
         Self {
             limits: DispatchLimits::default(),
             worker_seen_within: Duration::from_secs(30),
+            presign_expiry: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -389,6 +389,8 @@ async fn openapi_document_lists_every_path() {
         ("/v1/runs/{id}/logs", vec!["get"]),
         ("/v1/runs/{id}/artifacts", vec!["get"]),
         ("/v1/runs/{id}/artifacts/{name}", vec!["get"]),
+        ("/v1/secrets", vec!["get"]),
+        ("/v1/secrets/{name}", vec!["put", "delete"]),
         ("/v1/fleet", vec!["get"]),
         ("/health", vec!["get"]),
         ("/v1/openapi.json", vec!["get"]),

@@ -198,6 +198,27 @@ pub struct FleetStatus {
     pub slots_busy: u32,
 }
 
+/// `PUT /v1/secrets/{name}` body: the value of one of the tenant's secrets (BYOK). Handed to the
+/// tenant's agents as the environment variable `name`; never returned by the API.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretRequest {
+    /// 1 to 4096 bytes.
+    pub value: String,
+}
+
+impl std::fmt::Debug for PutSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecretRequest").field("value", &"[redacted]").finish()
+    }
+}
+
+/// `GET /v1/secrets` answer: names and times only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<crate::ports::SecretInfo>,
+}
+
 /// `GET /health` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {

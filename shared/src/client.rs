@@ -5,10 +5,11 @@
 //! in an error or a log line.
 
 use crate::api::{
-    ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, FleetStatus, Health, ListRunsQuery, LogRead, RunList,
-    RunView, HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS,
+    ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, FleetStatus, Health, ListRunsQuery, LogRead,
+    PutSecretRequest, RunList, RunView, SecretList, HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS,
 };
 use crate::domain::RunStatus;
+use crate::ports::SecretInfo;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -176,6 +177,26 @@ impl OutpostClient {
     pub async fn fleet(&self) -> Result<FleetStatus, ClientError> {
         let url = self.url(&["v1", "fleet"]);
         self.json(self.request(Method::GET, url.clone()), &url).await
+    }
+
+    /// `PUT /v1/secrets/{name}`: sets one of the tenant's secrets.
+    pub async fn put_secret(&self, name: &str, value: &str) -> Result<SecretInfo, ClientError> {
+        let url = self.url(&["v1", "secrets", name]);
+        let body = PutSecretRequest { value: value.to_owned() };
+        self.json(self.request(Method::PUT, url.clone()).json(&body), &url).await
+    }
+
+    /// `GET /v1/secrets`: the tenant's secret names and times.
+    pub async fn list_secrets(&self) -> Result<SecretList, ClientError> {
+        let url = self.url(&["v1", "secrets"]);
+        self.json(self.request(Method::GET, url.clone()), &url).await
+    }
+
+    /// `DELETE /v1/secrets/{name}`.
+    pub async fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "secrets", name]);
+        self.send(self.request(Method::DELETE, url.clone()), &url).await?;
+        Ok(())
     }
 
     /// The base URL with `parts` appended as percent-encoded path segments.

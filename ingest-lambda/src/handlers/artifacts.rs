@@ -20,13 +20,16 @@ use axum::Json;
 use outpost_shared::api::{ArtifactView, ErrorBody};
 use outpost_shared::ports::artifacts::check_artifact_name;
 use outpost_shared::ports::RunKey;
+use outpost_shared::Run;
 
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}/artifacts",
     tag = TAG_RUNS,
     summary = "List a run's artifacts",
-    description = "The manifest the worker wrote when the run finished (empty before then).",
+    description = "The manifest the worker wrote when the run finished (empty before then). Each `url` is a \
+                   presigned object-store URL on AWS (valid for the configured expiry) or this API's own \
+                   download path on the embedded backend.",
     params(("id" = String, Path, description = "Run id (`run_<ULID>`)")),
     responses(
         (status = 200, description = "The manifest", body = Vec<ArtifactView>),
@@ -41,13 +44,34 @@ pub async fn list_artifacts(
     RunPath(id): RunPath,
 ) -> Result<Json<Vec<ArtifactView>>, ApiError> {
     let run = load_run(&state, &tenant, &id).await?;
-    let id = run.id.as_str();
-    Ok(Json(
-        run.artifacts
-            .iter()
-            .map(|a| ArtifactView::from_artifact(id, a))
-            .collect(),
-    ))
+    Ok(Json(artifact_views(&state, &run).await))
+}
+
+/// The manifest of `run` as the API shows it: each entry links a presigned URL when the store
+/// makes them (S3), else the API's own download route. A store that fails to presign one entry
+/// costs that entry its presigned link, not the answer.
+pub(crate) async fn artifact_views(state: &AppState, run: &Run) -> Vec<ArtifactView> {
+    let key = RunKey {
+        tenant: run.tenant.clone(),
+        run: run.id.clone(),
+    };
+    let expiry = state.config().presign_expiry;
+    let mut views = Vec::with_capacity(run.artifacts.len());
+    for artifact in &run.artifacts {
+        let mut view = ArtifactView::from_artifact(run.id.as_str(), artifact);
+        match state
+            .backend()
+            .artifacts
+            .presigned_url(&key, &artifact.name, expiry)
+            .await
+        {
+            Ok(Some(url)) => view.url = url,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(run_id = %run.id, error = %e, "could not presign an artifact URL"),
+        }
+        views.push(view);
+    }
+    views
 }
 
 #[utoipa::path(

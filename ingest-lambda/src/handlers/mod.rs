@@ -5,10 +5,13 @@ pub mod artifacts;
 pub mod fleet;
 pub mod logs;
 pub mod runs;
+pub mod secrets;
 pub mod system;
 
 /// Tag of the run endpoints in the OpenAPI document.
 pub const TAG_RUNS: &str = "runs";
+/// Tag of the tenant's secrets (BYOK).
+pub const TAG_SECRETS: &str = "secrets";
 /// Tag of the fleet endpoint.
 pub const TAG_FLEET: &str = "fleet";
 /// Tag of health and the document itself.

@@ -167,7 +167,9 @@ pub async fn get_run(
     RunPath(id): RunPath,
 ) -> Result<Json<RunView>, ApiError> {
     let run = load_run(&state, &tenant, &id).await?;
-    Ok(Json(RunView::from(&run)))
+    let mut view = RunView::from(&run);
+    view.artifacts = crate::handlers::artifacts::artifact_views(&state, &run).await;
+    Ok(Json(view))
 }
 
 /// A run of `tenant`, or 404 (also when another tenant owns it).
