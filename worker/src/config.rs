@@ -23,6 +23,10 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How often dead letters are drained (default 5 s).
     pub dead_letter_interval: Duration,
+    /// How long a tenant's secrets are reused before they are read again (default 30 s).
+    pub secrets_ttl: Duration,
+    /// How often the worker reports itself to the fleet registry (default 5 s).
+    pub presence_interval: Duration,
 }
 
 impl WorkerConfig {
@@ -56,6 +60,8 @@ impl Default for WorkerConfig {
             receive_wait: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(25),
             dead_letter_interval: Duration::from_secs(5),
+            secrets_ttl: crate::tenant_secrets::DEFAULT_TTL,
+            presence_interval: crate::presence::REPORT_INTERVAL,
         }
     }
 }

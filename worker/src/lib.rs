@@ -5,7 +5,7 @@
 //! Layout: [`config`] (settings), [`pool`] (the [`Worker`] and its receive loop), [`lease`] (claim
 //! handling and heartbeats of one delivery), [`dead_letters`] (the DLQ drain), [`presence`]
 //! (fleet reports), [`executor`] (the `Executor` trait and the process executor), [`workspace`]
-//! (run folders and git), [`dirpool`] (reused empty run trees), [`output`] (the output pump), [`scrub`] (secret scrubbing) and
+//! (run folders and git), [`dirpool`] (reused empty run trees), [`output`] (the output pump), [`scrub`] (secret scrubbing), [`tenant_secrets`] (tenants' BYOK keys for their agents) and
 //! [`artifacts`] (collection and upload).
 
 pub mod artifacts;
@@ -19,6 +19,7 @@ pub mod output;
 pub mod pool;
 pub mod presence;
 pub mod scrub;
+pub mod tenant_secrets;
 pub mod workspace;
 
 pub use config::WorkerConfig;

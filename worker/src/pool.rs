@@ -7,6 +7,7 @@ use crate::dead_letters;
 use crate::executor::{Executor, ProcessConfig, ProcessExecutor};
 use crate::lease::{self, Shared};
 use crate::presence;
+use crate::tenant_secrets::TenantSecrets;
 use crate::{WorkerConfig, WorkerError};
 use chrono::Utc;
 use outpost_shared::domain::{AgentRegistry, WorkerId};
@@ -38,7 +39,9 @@ impl Worker {
     pub fn new(backend: Backend, agents: Arc<AgentRegistry>, config: WorkerConfig) -> Self {
         let mut pc = ProcessConfig::new(config.work_dir.clone());
         pc.kill_grace = config.kill_grace;
-        let executor = ProcessExecutor::new(Arc::clone(&backend.artifacts), agents, pc);
+        let secrets = TenantSecrets::new(Arc::clone(&backend.secrets), config.secrets_ttl);
+        let executor =
+            ProcessExecutor::new(Arc::clone(&backend.artifacts), agents, pc).with_tenant_secrets(Arc::new(secrets));
         Self::with_executor(backend, Arc::new(executor), config)
     }
 
@@ -92,6 +95,7 @@ impl Worker {
             cfg.slots,
             Arc::clone(&busy),
             Utc::now(),
+            cfg.presence_interval,
         ));
         let dlq = tokio::spawn(dead_letters::drain_loop(
             self.backend.clone(),

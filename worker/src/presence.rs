@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often a worker reports itself.
+/// How often a worker reports itself by default.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// This machine's host name, for the fleet listing.
@@ -28,10 +28,11 @@ pub async fn report_loop(
     slots: usize,
     busy: Arc<AtomicUsize>,
     started_at: DateTime<Utc>,
+    interval: Duration,
 ) {
     let hostname = hostname();
     let slots32 = u32::try_from(slots).unwrap_or(u32::MAX);
-    let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -51,6 +51,8 @@ impl Env {
             kill_grace: Duration::from_millis(500),
             work_dir: self.tmp.path().join("work"),
             receive_wait: Duration::from_millis(500),
+            secrets_ttl: Duration::ZERO,
+            presence_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             dead_letter_interval: Duration::from_millis(200),
         }

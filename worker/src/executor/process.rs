@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
 use outpost_shared::domain::{AgentRegistry, AgentSpec, Artifact, FailureReason, Outcome, Run};
-use outpost_shared::ports::{ArtifactStore, RunKey};
+use crate::tenant_secrets::{SecretSet, TenantSecrets};
+use outpost_shared::ports::{ArtifactStore, RunKey, SecretName};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
@@ -72,10 +74,12 @@ pub struct ProcessExecutor {
     /// Program names resolved on `path`.
     resolved: Mutex<HashMap<String, PathBuf>>,
     env: EnvLookup,
+    /// The tenants' own secrets, given to their agents; `None` gives agents only `env`'s values.
+    tenant_secrets: Option<Arc<TenantSecrets>>,
 }
 
-/// Where the values of an agent's `key_env` and `pass_env` variables come from (by default the
-/// worker's own environment; a per-tenant secret store later).
+/// Where the values of an agent's `key_env` and `pass_env` variables come from when the run's
+/// tenant has no secret of that name (by default the worker's own environment).
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
 
 impl ProcessExecutor {
@@ -90,7 +94,15 @@ impl ProcessExecutor {
             pool,
             resolved: Mutex::new(HashMap::new()),
             env: Arc::new(|name: &str| std::env::var_os(name)),
+            tenant_secrets: None,
         }
+    }
+
+    /// Gives each run's agent its tenant's secrets as environment variables (see
+    /// [`crate::tenant_secrets`]).
+    pub fn with_tenant_secrets(mut self, secrets: Arc<TenantSecrets>) -> Self {
+        self.tenant_secrets = Some(secrets);
+        self
     }
 
     /// Takes the agents' key and pass-through variables from `lookup` instead of the worker's
@@ -151,18 +163,33 @@ fn env_name_ok(name: &str) -> bool {
     !name.is_empty() && !name.contains(['=', '\0'])
 }
 
-/// The secret values of a run: its agent's key and a password in its repository URL.
-fn run_secrets(run: &Run, agent: Option<&AgentSpec>, env: &EnvLookup) -> Secrets {
+/// The secret values of a run: its agent's key, its tenant's secrets and a password in its
+/// repository URL.
+fn run_secrets(run: &Run, agent: Option<&AgentSpec>, env: &EnvLookup, tenant: &[(SecretName, SecretString)]) -> Secrets {
     let key = agent
         .and_then(|a| a.key_env.as_deref())
         .filter(|n| env_name_ok(n))
-        .and_then(|n| env(n));
+        .and_then(|n| tenant_value(tenant, n).or_else(|| env(n)));
     let url_pass = run
         .repo
         .as_ref()
         .and_then(|r| workspace::url_password(&r.url))
         .map(|p| p.as_bytes().to_vec());
-    Secrets::new(key.map(|k| k.as_bytes().to_vec()).into_iter().chain(url_pass))
+    let tenant_values = tenant.iter().map(|(_, v)| v.expose_secret().as_bytes().to_vec());
+    Secrets::new(
+        key.map(|k| k.as_bytes().to_vec())
+            .into_iter()
+            .chain(url_pass)
+            .chain(tenant_values),
+    )
+}
+
+/// The tenant's value of the variable `name`, if it set one.
+fn tenant_value(tenant: &[(SecretName, SecretString)], name: &str) -> Option<OsString> {
+    tenant
+        .iter()
+        .find(|(n, _)| n.as_str() == name)
+        .map(|(_, v)| OsString::from(v.expose_secret()))
 }
 
 /// Messages of the worker about a run, scrubbed, for output.log and summary.json.
@@ -208,7 +235,14 @@ impl ProcessExecutor {
             }
         };
         let agent = self.agents.get(&run.agent);
-        let secrets = run_secrets(run, agent, &self.env);
+        let (tenant_env, tenant_env_error) = match &self.tenant_secrets {
+            None => (SecretSet::default(), None),
+            Some(ts) => match ts.for_tenant(&run.tenant).await {
+                Ok(set) => (set, None),
+                Err(e) => (SecretSet::default(), Some(e)),
+            },
+        };
+        let secrets = run_secrets(run, agent, &self.env, &tenant_env);
         let mut a = Attempt {
             run,
             dirs,
@@ -222,6 +256,14 @@ impl ProcessExecutor {
             pump: PumpReport::default(),
             started,
         };
+        if let Some(e) = tenant_env_error {
+            // Running without the tenant's own keys could bill the operator's instead: fail.
+            tracing::warn!(tenant = %run.tenant, error = %e, "cannot read the tenant's secrets");
+            a.notes.push(format!("cannot read the tenant's secrets: {e}"));
+            return self
+                .finalize(a, Outcome::failed(FailureReason::WorkspaceFailed, None))
+                .await;
+        }
         let Some(agent) = agent else {
             a.notes.push(format!(
                 "unknown or disabled agent {:?}; this worker runs: {}",
@@ -277,7 +319,7 @@ impl ProcessExecutor {
                 .finalize(a, Outcome::failed(FailureReason::SpawnFailed, None))
                 .await;
         };
-        let (reader, mut child) = match self.spawn(program, args, agent, run, dirs) {
+        let (reader, mut child) = match self.spawn(program, args, agent, run, dirs, &tenant_env) {
             Ok(x) => x,
             Err(e) => {
                 a.notes.push(format!("cannot start the agent {program:?}: {e}"));
@@ -360,6 +402,7 @@ impl ProcessExecutor {
         agent: &AgentSpec,
         run: &Run,
         dirs: &RunDirs,
+        tenant_env: &[(SecretName, SecretString)],
     ) -> std::io::Result<(tokio::net::unix::pipe::Receiver, tokio::process::Child)> {
         let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         let write_end2 = write_end.try_clone()?;
@@ -373,6 +416,10 @@ impl ProcessExecutor {
             if let Some(v) = (self.env)(name) {
                 cmd.env(name, v);
             }
+        }
+        // The tenant's own values win over the worker's.
+        for (name, value) in tenant_env {
+            cmd.env(name.as_str(), value.expose_secret());
         }
         cmd.env("PATH", &self.path)
             .env("HOME", &dirs.home)
