@@ -250,3 +250,49 @@ pub async fn fleet(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `outpost secrets set NAME`: the value comes from stdin (one trailing newline is dropped).
+pub async fn secret_set(api: &ApiArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let client = client(api)?;
+    if std::io::stdin().is_terminal() {
+        eprintln!("Enter the value of {name}, then Ctrl-D:");
+    }
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("cannot read the secret value from stdin")?;
+    let value = value.strip_suffix('\n').unwrap_or(&value);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    let info = client.put_secret(name, value).await?;
+    if api.json {
+        print_json(&info)?;
+    } else {
+        println!("Set secret {} ({} bytes).", info.name, value.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `outpost secrets list`.
+pub async fn secret_list(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let list = client(api)?.list_secrets().await?;
+    if api.json {
+        print_json(&list)?;
+    } else if list.secrets.is_empty() {
+        println!("No secrets set.");
+    } else {
+        println!("{:<40} UPDATED", "NAME");
+        for s in &list.secrets {
+            println!("{:<40} {}", s.name, s.updated_at.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `outpost secrets delete NAME`.
+pub async fn secret_delete(api: &ApiArgs, name: &str) -> anyhow::Result<ExitCode> {
+    client(api)?.delete_secret(name).await?;
+    if !api.json {
+        println!("Deleted secret {name}.");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -2,6 +2,7 @@
 //! `outpost worker` (a worker process over the same data dir).
 
 use crate::local::{load_agents, new_key, open_backend};
+use crate::DataArgs;
 use crate::PoolArgs;
 use anyhow::Context;
 use ingest_lambda::{router, ApiConfig, AppState};
@@ -52,9 +53,11 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_dev(listen: &str, data_args: &DataArgs, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let backend = open_backend(data, pool.max_receive_count)?;
+    let data = data_args.data.as_path();
+    let opened = open_backend(data_args, pool.max_receive_count).await?;
+    let backend = opened.backend;
     let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -76,7 +79,7 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
     let mut banner = vec![
         "Outpost dev is running".to_owned(),
         format!("  URL:      {url}"),
-        format!("  Data:     {}", data.display()),
+        format!("  Backend:  {}", opened.description),
         format!("  Workers:  {slots} slots in this process"),
         format!("  Agents:   {}", agents.enabled_names().join(", ")),
     ];
@@ -105,7 +108,11 @@ pub async fn run_dev(listen: &str, data: &Path, pool: &PoolArgs) -> anyhow::Resu
     print_banner(&banner);
 
     let token = CancellationToken::new();
-    let state = AppState::new(backend.clone(), agents.clone(), ApiConfig::default());
+    let mut api_config = ApiConfig::default();
+    if let Some(expiry) = opened.presign_expiry {
+        api_config.presign_expiry = expiry;
+    }
+    let state = AppState::new(backend.clone(), agents.clone(), api_config);
     let app = router(state);
     let server_token = token.clone();
     let server = tokio::spawn(async move {
@@ -202,14 +209,15 @@ fn worker_error(r: Result<Result<(), WorkerError>, tokio::task::JoinError>) -> a
     }
 }
 
-pub async fn run_worker(data: &Path, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_worker(data_args: &DataArgs, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let backend = open_backend(data, pool.max_receive_count)?;
+    let data = data_args.data.as_path();
+    let opened = open_backend(data_args, pool.max_receive_count).await?;
     let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
     let config = worker_config(data, pool);
     anyhow::ensure!(config.slots > 0, "--slots must be at least 1 for a worker process");
-    let worker = Worker::new(backend, agents, config);
-    println!("Outpost worker {} is running over {}", worker.id(), data.display());
+    let worker = Worker::new(opened.backend, agents, config);
+    println!("Outpost worker {} is running ({})", worker.id(), opened.description);
     let token = CancellationToken::new();
     let worker_token = token.clone();
     let handle = tokio::spawn(async move { worker.run(async move { worker_token.cancelled().await }).await });

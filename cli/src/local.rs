@@ -1,21 +1,27 @@
-//! Commands that work on an embedded data dir directly (no API): key creation and the shared
-//! opening of the data dir and agents registry.
+//! Commands that work on a backend directly (no API): key creation, AWS provisioning, and the
+//! shared opening of the backend (embedded data dir or AWS) and the agents registry.
 
+use crate::DataArgs;
 use anyhow::Context;
-use outpost_shared::embedded::{self, EmbeddedOptions};
+use outpost_shared::deployment::{self, BackendKind, OpenedBackend};
+use outpost_shared::embedded::EmbeddedOptions;
 use outpost_shared::ports::{keys::CreatedKey, Backend};
 use outpost_shared::{AgentRegistry, ApiKeyKind, TenantId};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Opens (creating) the data dir's database and artifact folder.
-pub fn open_backend(data: &Path, max_receive_count: u32) -> anyhow::Result<Backend> {
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create data dir {}", data.display()))?;
+/// Opens the backend `data` selects: the embedded data dir (created if needed), or AWS from the
+/// environment.
+pub async fn open_backend(data: &DataArgs, max_receive_count: u32) -> anyhow::Result<OpenedBackend> {
+    if data.backend == BackendKind::Embedded {
+        std::fs::create_dir_all(&data.data)
+            .with_context(|| format!("cannot create data dir {}", data.data.display()))?;
+    }
     let opts = EmbeddedOptions {
         max_receive_count,
         ..EmbeddedOptions::default()
     };
-    embedded::open(data, opts).with_context(|| format!("cannot open data dir {}", data.display()))
+    Ok(deployment::open_backend(data.backend, &data.data, opts).await?)
 }
 
 /// Built-in agents (with `shell`, as the embedded deployment allows it) plus the operator file:
@@ -41,11 +47,31 @@ pub async fn new_key(backend: &Backend, tenant: TenantId, test: bool) -> anyhow:
 }
 
 /// `outpost keys create`: prints a short note, then the key as the last line of stdout.
-pub async fn create_key(data: &Path, tenant: &str, test: bool) -> anyhow::Result<ExitCode> {
+pub async fn create_key(data: &DataArgs, tenant: &str, test: bool) -> anyhow::Result<ExitCode> {
     let tenant: TenantId = tenant.parse()?;
-    let backend = open_backend(data, 5)?;
-    let key = new_key(&backend, tenant.clone(), test).await?;
+    let opened = open_backend(data, 5).await?;
+    let key = new_key(&opened.backend, tenant.clone(), test).await?;
     println!("Created an API key for tenant {tenant}. It is shown once; only its hash is stored:");
     println!("{}", key.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `outpost aws provision`: creates the table, queues and bucket of a deployment through the AWS
+/// SDK (for emulators and quick trials; production uses the template in `infra/`), then prints
+/// the variables that select it.
+pub async fn aws_provision(name: &str, max_receive_count: u32) -> anyhow::Result<ExitCode> {
+    use outpost_shared::aws::provision::{provision, ProvisionOptions};
+    let clients = outpost_shared::aws::AwsClients::from_env(None).await;
+    let opts = ProvisionOptions {
+        name: name.to_owned(),
+        max_receive_count,
+    };
+    let settings = provision(&clients, &opts).await?;
+    println!("# Created. Select this deployment with:");
+    println!("export OUTPOST_BACKEND=aws");
+    println!("export OUTPOST_TABLE={}", settings.table);
+    println!("export OUTPOST_QUEUE_URL={}", settings.queue_url);
+    println!("export OUTPOST_DLQ_URL={}", settings.dead_letter_queue_url);
+    println!("export OUTPOST_BUCKET={}", settings.bucket);
     Ok(ExitCode::SUCCESS)
 }

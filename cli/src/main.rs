@@ -1,9 +1,10 @@
 //! `outpost`: the command line of Outpost.
 //!
-//! `outpost dev` runs the whole embedded deployment in one process (API + worker pool over SQLite
-//! and a local folder); `outpost worker` adds a worker process to the same data dir; `outpost keys`
-//! manages API keys in the data dir; every other command is a client of a running API
-//! (`--url`/`OUTPOST_URL`, `--api-key`/`OUTPOST_API_KEY`).
+//! `outpost dev` runs the whole deployment in one process (API + worker pool, over SQLite and a
+//! local folder by default, or over AWS with `--backend aws`); `outpost worker` adds a worker
+//! process; `outpost keys` manages API keys; `outpost aws provision` creates AWS resources; every
+//! other command is a client of a running API (`--url`/`OUTPOST_URL`,
+//! `--api-key`/`OUTPOST_API_KEY`).
 //!
 //! Errors print one line on stderr and exit non-zero: 1 for failures, 2 for usage errors.
 
@@ -13,6 +14,7 @@ mod format;
 mod local;
 
 use clap::{Args, Parser, Subcommand};
+use outpost_shared::deployment::BackendKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,12 +46,16 @@ pub struct ApiArgs {
     pub json: bool,
 }
 
-/// Options shared by the commands that open an embedded data dir.
+/// Options shared by the commands that open a backend directly.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Data directory (SQLite database, artifacts, workspaces).
+    /// Data directory (SQLite database, artifacts; workspaces and agents.toml on either backend).
     #[arg(long, env = "OUTPOST_DATA", default_value = ".outpost")]
     pub data: PathBuf,
+    /// Backend: `embedded` (the data directory) or `aws` (DynamoDB, SQS, S3, SSM named by
+    /// OUTPOST_TABLE, OUTPOST_QUEUE_URL, OUTPOST_DLQ_URL, OUTPOST_BUCKET; AWS_ENDPOINT_URL for an emulator).
+    #[arg(long, env = "OUTPOST_BACKEND", default_value = "embedded")]
+    pub backend: BackendKind,
 }
 
 /// Worker pool options.
@@ -94,10 +100,22 @@ enum Command {
         #[command(flatten)]
         pool: PoolArgs,
     },
-    /// Manage API keys in an embedded data dir.
+    /// Manage API keys (in the data dir, or on AWS with `--backend aws`).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Set, list and delete your tenant's own secrets (BYOK keys handed to your agents).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// AWS deployment helpers.
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
     },
     /// Queue a task for an agent.
     Dispatch {
@@ -146,6 +164,33 @@ enum KeysCommand {
         test: bool,
         #[command(flatten)]
         data: DataArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretsCommand {
+    /// Set a secret; the value is read from stdin (so it stays out of shell history).
+    Set {
+        /// An environment variable name, e.g. ANTHROPIC_API_KEY.
+        name: String,
+    },
+    /// List secret names and when each was set (never values).
+    List,
+    /// Delete a secret.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AwsCommand {
+    /// Create a deployment's table, queues and bucket through the AWS SDK (for emulators such as
+    /// moto, or a quick trial; production uses infra/), then print the variables that select it.
+    Provision {
+        /// Prefix of the resource names (`{name}-runs`, `{name}-tasks`, `{name}-artifacts`).
+        #[arg(long, default_value = "outpost")]
+        name: String,
+        /// Deliveries of a task before SQS moves it to the dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receive_count: u32,
     },
 }
 
@@ -215,11 +260,22 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Dev { listen, data, pool } => dev::run_dev(&listen, &data.data, &pool).await,
-        Command::Worker { data, pool } => dev::run_worker(&data.data, &pool).await,
+        Command::Dev { listen, data, pool } => dev::run_dev(&listen, &data, &pool).await,
+        Command::Worker { data, pool } => dev::run_worker(&data, &pool).await,
         Command::Keys {
             command: KeysCommand::Create { tenant, test, data },
-        } => local::create_key(&data.data, &tenant, test).await,
+        } => local::create_key(&data, &tenant, test).await,
+        Command::Secrets { command, api } => match command {
+            SecretsCommand::Set { name } => client_cmds::secret_set(&api, &name).await,
+            SecretsCommand::List => client_cmds::secret_list(&api).await,
+            SecretsCommand::Delete { name } => client_cmds::secret_delete(&api, &name).await,
+        },
+        Command::Aws {
+            command: AwsCommand::Provision {
+                name,
+                max_receive_count,
+            },
+        } => local::aws_provision(&name, max_receive_count).await,
         Command::Dispatch {
             agent,
             repo,

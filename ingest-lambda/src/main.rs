@@ -1,27 +1,41 @@
-//! `ingest-lambda`: serves the Outpost API over the embedded backend (SQLite + a folder) for
-//! local use; later the AWS Lambda entry point.
+//! `ingest-lambda`: the Outpost API as an AWS Lambda function behind API Gateway (HTTP API,
+//! payload v2), or as a plain HTTP server for local use and tests.
 //!
-//! Logs go to stderr, filtered by `OUTPOST_LOG` (as the other binaries; default `info`; request
-//! spans and their timings are at `debug`: `OUTPOST_LOG=info,tower_http=debug`).
+//! - In Lambda (`AWS_LAMBDA_RUNTIME_API` is set, as the Lambda service does): the axum router is
+//!   served through `lambda_http`; the backend defaults to `aws`, and the one set of AWS clients is
+//!   made at init and reused by every invocation of this instance. Logs are JSON.
+//! - Elsewhere: `--listen` (default 127.0.0.1:8080) over `--backend embedded --data DIR` or
+//!   `--backend aws` (names from `OUTPOST_TABLE`, `OUTPOST_QUEUE_URL`, `OUTPOST_DLQ_URL`,
+//!   `OUTPOST_BUCKET`; endpoint from `AWS_ENDPOINT_URL`).
+//!
+//! Logs go to stderr, filtered by `OUTPOST_LOG` (default `info`).
 
 use anyhow::Context;
 use clap::Parser;
 use ingest_lambda::{router, ApiConfig, AppState};
+use outpost_shared::deployment::{open_backend, BackendKind};
+use outpost_shared::embedded::EmbeddedOptions;
 use outpost_shared::AgentRegistry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Serve the Outpost API over the embedded backend.
+/// The variable the Lambda service sets for its runtime API.
+const LAMBDA_RUNTIME_VAR: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// Serve the Outpost API (in AWS Lambda, or over plain HTTP).
 #[derive(Debug, Parser)]
 #[command(name = "ingest-lambda", version, about)]
 struct Args {
-    /// Address to listen on.
+    /// Backend: `embedded` or `aws` (default: `aws` inside Lambda, `embedded` elsewhere).
+    #[arg(long, env = "OUTPOST_BACKEND")]
+    backend: Option<BackendKind>,
+    /// Address to listen on (not in Lambda).
     #[arg(long, default_value = "127.0.0.1:8080", env = "OUTPOST_LISTEN")]
     listen: SocketAddr,
     /// Data directory of the embedded backend (SQLite file and artifacts).
-    #[arg(long, env = "OUTPOST_DATA")]
-    data: PathBuf,
+    #[arg(long, env = "OUTPOST_DATA", required_if_eq("backend", "embedded"))]
+    data: Option<PathBuf>,
     /// Operator agents file (TOML) adding to or overriding the built-in agents.
     #[arg(long, env = "OUTPOST_AGENTS")]
     agents: Option<PathBuf>,
@@ -32,24 +46,41 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    outpost_shared::telemetry::init_logs("info", false);
+    let in_lambda = std::env::var_os(LAMBDA_RUNTIME_VAR).is_some();
+    outpost_shared::telemetry::init_logs("info", in_lambda);
     let args = Args::parse();
+    let kind = args
+        .backend
+        .unwrap_or(if in_lambda { BackendKind::Aws } else { BackendKind::Embedded });
 
     let mut agents = AgentRegistry::builtin(args.allow_shell);
     if let Some(path) = &args.agents {
         agents.apply_file(path)?;
     }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create data directory {}", args.data.display()))?;
-    let backend = outpost_shared::embedded::open(&args.data, Default::default())
-        .with_context(|| format!("cannot open the embedded backend in {}", args.data.display()))?;
-    let state = AppState::new(backend, Arc::new(agents), ApiConfig::default());
+    let data = match (&args.data, kind) {
+        (Some(d), _) => d.clone(),
+        (None, BackendKind::Embedded) => anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend"),
+        (None, BackendKind::Aws) => PathBuf::new(),
+    };
+    let opened = open_backend(kind, &data, EmbeddedOptions::default()).await?;
+    let mut config = ApiConfig::default();
+    if let Some(expiry) = opened.presign_expiry {
+        config.presign_expiry = expiry;
+    }
+    tracing::info!(backend = %opened.description, "backend open");
+    let app = router(AppState::new(opened.backend, Arc::new(agents), config));
 
+    if in_lambda {
+        tracing::info!("serving through the Lambda runtime API");
+        return lambda_http::run(app)
+            .await
+            .map_err(|e| anyhow::anyhow!("Lambda runtime failed: {e}"));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, data = %args.data.display(), "Outpost API listening");
-    axum::serve(listener, router(state))
+    tracing::info!(addr = %listener.local_addr()?, "Outpost API listening");
+    axum::serve(listener, app)
         .with_graceful_shutdown(outpost_shared::telemetry::shutdown_signal())
         .await
         .context("server failed")?;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod deployment;
 pub mod domain;
 pub mod embedded;
 pub mod ports;
