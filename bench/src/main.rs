@@ -14,6 +14,11 @@
 //!   parallelism and nothing else.
 //!
 //! Run: `cargo build --release -p outpost -p outpost-bench && ./target/release/outpost-bench`.
+//!
+//! With `--aws` it measures the AWS-mode table instead, against moto server (see [`aws_mode`]):
+//! `./target/release/outpost-bench --aws`.
+
+mod aws_mode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -49,6 +54,19 @@ struct Args {
     /// Folder under which the bench makes its data dirs (default: the system temp dir).
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// Measure the AWS-mode table (against moto) instead of the embedded one.
+    #[arg(long)]
+    aws: bool,
+    /// moto endpoint for `--aws` (default: OUTPOST_TEST_AWS_ENDPOINT, else one started with
+    /// scripts/moto).
+    #[arg(long)]
+    aws_endpoint: Option<String>,
+    /// Runs of the AWS requests-per-run measure.
+    #[arg(long, default_value_t = 40)]
+    aws_runs: usize,
+    /// Samples of the AWS dispatch latency measure.
+    #[arg(long, default_value_t = 200)]
+    aws_samples: usize,
 }
 
 /// A running `outpost dev`, killed on drop.
@@ -401,6 +419,20 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let slots = args.slots.unwrap_or(2 * cores);
+    if args.aws {
+        let table = aws_mode::run(&aws_mode::AwsBenchArgs {
+            endpoint: args.aws_endpoint.clone(),
+            runs: args.aws_runs,
+            samples: args.aws_samples,
+            slots: args.slots.unwrap_or(8),
+        })
+        .await?;
+        println!("{table}");
+        if let Some(out) = args.out {
+            std::fs::write(out, &table)?;
+        }
+        return Ok(());
+    }
     let dir = match &args.data_root {
         Some(root) => tempfile::tempdir_in(root)?,
         None => tempfile::tempdir()?,

@@ -5,6 +5,8 @@
 //! The binaries are found next to the test executable (`target/debug/`); `scripts/test` builds
 //! them first (`cargo build --workspace --bins`). `OUTPOST_BIN` / `FAKE_AGENT_BIN` override.
 
+pub mod aws;
+
 use anyhow::{bail, Context};
 use outpost_shared::api::RunView;
 use outpost_shared::client::OutpostClient;
@@ -25,7 +27,7 @@ fn profile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-fn find_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
