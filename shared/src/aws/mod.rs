@@ -211,11 +211,11 @@ mod tests {
         assert_eq!(s.table, "outpost");
         assert_eq!(s.secrets_prefix, DEFAULT_SECRETS_PREFIX);
         assert_eq!(s.presign_expiry, DEFAULT_PRESIGN_EXPIRY);
-        for skip in 0..ALL.len() {
+        for (skip, (missing, _)) in ALL.iter().enumerate() {
             let partial: Vec<_> = ALL.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, p)| *p).collect();
             match settings(&partial) {
-                Err(AwsSetupError::MissingSetting(name)) => assert_eq!(name, ALL[skip].0),
-                other => panic!("expected a missing {}, got {other:?}", ALL[skip].0),
+                Err(AwsSetupError::MissingSetting(name)) => assert_eq!(name, *missing),
+                other => panic!("expected a missing {missing}, got {other:?}"),
             }
         }
     }
