@@ -1,8 +1,10 @@
 //! Counting the AWS requests a process sends, by service and operation: an SDK interceptor that
-//! sees every HTTP attempt (retries included), for the benchmark's requests-per-run table.
+//! sees every HTTP attempt that got a response (retries included), for the benchmark's
+//! requests-per-run table. It counts after transmission, so presigning a URL (which runs the
+//! request pipeline up to, not through, transmission) is not counted.
 
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -50,9 +52,9 @@ impl Intercept for RequestCounter {
         "OutpostRequestCounter"
     }
 
-    fn read_before_transmit(
+    fn read_after_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _context: &BeforeDeserializationInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
