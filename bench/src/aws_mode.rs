@@ -21,7 +21,7 @@ use outpost_shared::ports::Backend;
 use outpost_shared::{AgentRegistry, ApiKeyKind, RunId, TenantId};
 use outpost_worker::{Worker, WorkerConfig};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,13 +40,13 @@ pub struct AwsBenchArgs {
     pub slots: usize,
 }
 
-/// moto started by the bench, stopped on drop.
-struct Moto(Child);
+/// moto started by the bench (by pid: `scripts/moto` started it in its own session), stopped on
+/// drop.
+struct Moto(u32);
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
     }
 }
 
@@ -66,13 +66,8 @@ fn start_moto() -> anyhow::Result<(Option<Moto>, String)> {
     let (Some(pid), Some(endpoint)) = (parts.next(), parts.next()) else {
         bail!("scripts/moto printed {line:?}");
     };
-    let pid: i32 = pid.parse()?;
-    // Adopt the server: `kill` it by pid on drop (it is not our child, so wrap a `kill` command).
-    let guard = Command::new("sh")
-        .args(["-c", &format!("trap 'kill {pid}' EXIT TERM; while kill -0 {pid} 2>/dev/null; do sleep 1; done")])
-        .stdin(Stdio::null())
-        .spawn()?;
-    Ok((Some(Moto(guard)), endpoint.to_owned()))
+    let pid: u32 = pid.parse()?;
+    Ok((Some(Moto(pid)), endpoint.to_owned()))
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {

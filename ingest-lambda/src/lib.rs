@@ -16,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod lambda;
 pub mod openapi;
 pub mod routes;
 pub mod state;

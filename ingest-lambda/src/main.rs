@@ -12,6 +12,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use ingest_lambda::lambda::lambda_router;
 use ingest_lambda::{router, ApiConfig, AppState};
 use outpost_shared::deployment::{open_backend, BackendKind};
 use outpost_shared::embedded::EmbeddedOptions;
@@ -49,9 +50,11 @@ async fn main() -> anyhow::Result<()> {
     let in_lambda = std::env::var_os(LAMBDA_RUNTIME_VAR).is_some();
     outpost_shared::telemetry::init_logs("info", in_lambda);
     let args = Args::parse();
-    let kind = args
-        .backend
-        .unwrap_or(if in_lambda { BackendKind::Aws } else { BackendKind::Embedded });
+    let kind = args.backend.unwrap_or(if in_lambda {
+        BackendKind::Aws
+    } else {
+        BackendKind::Embedded
+    });
 
     let mut agents = AgentRegistry::builtin(args.allow_shell);
     if let Some(path) = &args.agents {
@@ -59,7 +62,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let data = match (&args.data, kind) {
         (Some(d), _) => d.clone(),
-        (None, BackendKind::Embedded) => anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend"),
+        (None, BackendKind::Embedded) => {
+            anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend")
+        }
         (None, BackendKind::Aws) => PathBuf::new(),
     };
     let opened = open_backend(kind, &data, EmbeddedOptions::default()).await?;
@@ -68,11 +73,11 @@ async fn main() -> anyhow::Result<()> {
         config.presign_expiry = expiry;
     }
     tracing::info!(backend = %opened.description, "backend open");
-    let app = router(AppState::new(opened.backend, Arc::new(agents), config));
+    let state = AppState::new(opened.backend, Arc::new(agents), config);
 
     if in_lambda {
         tracing::info!("serving through the Lambda runtime API");
-        return lambda_http::run(app)
+        return lambda_http::run(lambda_router(state))
             .await
             .map_err(|e| anyhow::anyhow!("Lambda runtime failed: {e}"));
     }
@@ -80,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "Outpost API listening");
-    axum::serve(listener, app)
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(outpost_shared::telemetry::shutdown_signal())
         .await
         .context("server failed")?;

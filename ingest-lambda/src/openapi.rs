@@ -4,8 +4,8 @@
 
 use crate::handlers::{artifacts, fleet, logs, runs, secrets, system, TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM};
 use outpost_shared::api::{
-    AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health, PutSecretRequest,
-    QueueView, RunLinks, RunList, RunView, SecretList,
+    AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health,
+    PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList,
 };
 use outpost_shared::ports::{SecretInfo, WorkerInfo};
 use outpost_shared::{FailureReason, RepoSpec, RunStatus};

@@ -22,7 +22,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/artifacts", get(artifacts::list_artifacts))
         .route("/v1/runs/{id}/artifacts/{*name}", get(artifacts::get_artifact))
         .route("/v1/secrets", get(secrets::list_secrets))
-        .route("/v1/secrets/{name}", put(secrets::put_secret).delete(secrets::delete_secret))
+        .route(
+            "/v1/secrets/{name}",
+            put(secrets::put_secret).delete(secrets::delete_secret),
+        )
         .route("/v1/fleet", get(fleet::fleet))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)

@@ -209,7 +209,9 @@ pub struct PutSecretRequest {
 
 impl std::fmt::Debug for PutSecretRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PutSecretRequest").field("value", &"[redacted]").finish()
+        f.debug_struct("PutSecretRequest")
+            .field("value", &"[redacted]")
+            .finish()
     }
 }
 

@@ -182,8 +182,11 @@ impl OutpostClient {
     /// `PUT /v1/secrets/{name}`: sets one of the tenant's secrets.
     pub async fn put_secret(&self, name: &str, value: &str) -> Result<SecretInfo, ClientError> {
         let url = self.url(&["v1", "secrets", name]);
-        let body = PutSecretRequest { value: value.to_owned() };
-        self.json(self.request(Method::PUT, url.clone()).json(&body), &url).await
+        let body = PutSecretRequest {
+            value: value.to_owned(),
+        };
+        self.json(self.request(Method::PUT, url.clone()).json(&body), &url)
+            .await
     }
 
     /// `GET /v1/secrets`: the tenant's secret names and times.

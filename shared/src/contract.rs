@@ -1633,7 +1633,11 @@ pub mod cases {
         let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["ANTHROPIC_API_KEY", "GIT_TOKEN"]);
         for info in &list {
-            assert!(info.updated_at >= before, "updated_at {} is in the past", info.updated_at);
+            assert!(
+                info.updated_at >= before,
+                "updated_at {} is in the past",
+                info.updated_at
+            );
             assert!(info.updated_at <= Utc::now() + chrono::Duration::seconds(5));
         }
 
@@ -1676,11 +1680,19 @@ pub mod cases {
         // A tenant whose name is another's prefix sees only its own.
         assert_eq!(s.list_secrets(&acme).await.expect("list").len(), 1);
         assert_eq!(
-            s.get_secret(&acme, &key).await.expect("get").expect("stored").expose_secret(),
+            s.get_secret(&acme, &key)
+                .await
+                .expect("get")
+                .expect("stored")
+                .expose_secret(),
             "acme-value"
         );
         assert_eq!(
-            s.get_secret(&acme2, &key).await.expect("get").expect("stored").expose_secret(),
+            s.get_secret(&acme2, &key)
+                .await
+                .expect("get")
+                .expect("stored")
+                .expose_secret(),
             "acme2-value"
         );
         assert!(s.delete_secret(&acme2, &key).await.expect("delete"));

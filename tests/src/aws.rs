@@ -16,11 +16,6 @@ pub fn worker_bin() -> anyhow::Result<PathBuf> {
     find_bin("OUTPOST_WORKER_BIN", "outpost-worker")
 }
 
-/// Path of the `ingest-lambda` binary.
-pub fn ingest_lambda_bin() -> anyhow::Result<PathBuf> {
-    find_bin("INGEST_LAMBDA_BIN", "ingest-lambda")
-}
-
 /// Fresh AWS resources on the emulator plus a folder for agents files and workspaces.
 pub struct AwsDeployment {
     pub endpoint: String,

@@ -6,6 +6,7 @@
 //! them first (`cargo build --workspace --bins`). `OUTPOST_BIN` / `FAKE_AGENT_BIN` override.
 
 pub mod aws;
+pub mod lambda_gateway;
 
 use anyhow::{bail, Context};
 use outpost_shared::api::RunView;

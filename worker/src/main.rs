@@ -70,7 +70,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(slots >= 1, "--slots must be at least 1");
 
     let (data, work_dir) = match (args.backend, &args.data) {
-        (BackendKind::Embedded, None) => anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend"),
+        (BackendKind::Embedded, None) => {
+            anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend")
+        }
         (BackendKind::Embedded, Some(d)) => (d.clone(), args.work_dir.clone().unwrap_or_else(|| d.join("work"))),
         (BackendKind::Aws, d) => (
             d.clone().unwrap_or_default(),

@@ -147,7 +147,10 @@ impl AwsClients {
 
 /// All six ports on AWS, over `clients`, for the resources named in `settings`.
 pub fn backend(clients: &AwsClients, settings: &AwsSettings) -> Backend {
-    let store = Arc::new(dynamo::DynamoStore::new(clients.dynamodb.clone(), settings.table.clone()));
+    let store = Arc::new(dynamo::DynamoStore::new(
+        clients.dynamodb.clone(),
+        settings.table.clone(),
+    ));
     Backend {
         runs: store.clone(),
         queue: Arc::new(sqs::SqsQueue::new(
@@ -176,7 +179,10 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
-    Box::new(SdkCallError { message, source: Box::new(err) })
+    Box::new(SdkCallError {
+        message,
+        source: Box::new(err),
+    })
 }
 
 /// An SDK error with its full message.
@@ -212,7 +218,12 @@ mod tests {
         assert_eq!(s.secrets_prefix, DEFAULT_SECRETS_PREFIX);
         assert_eq!(s.presign_expiry, DEFAULT_PRESIGN_EXPIRY);
         for (skip, (missing, _)) in ALL.iter().enumerate() {
-            let partial: Vec<_> = ALL.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, p)| *p).collect();
+            let partial: Vec<_> = ALL
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, p)| *p)
+                .collect();
             match settings(&partial) {
                 Err(AwsSetupError::MissingSetting(name)) => assert_eq!(name, *missing),
                 other => panic!("expected a missing {missing}, got {other:?}"),
@@ -228,7 +239,10 @@ mod tests {
         for bad in ["0", "604801", "soon"] {
             let mut pairs = ALL.to_vec();
             pairs.push(("OUTPOST_PRESIGN_SECONDS", bad));
-            assert!(matches!(settings(&pairs), Err(AwsSetupError::BadSetting { .. })), "{bad}");
+            assert!(
+                matches!(settings(&pairs), Err(AwsSetupError::BadSetting { .. })),
+                "{bad}"
+            );
         }
     }
 }

@@ -19,7 +19,9 @@ pub struct ProvisionOptions {
 pub async fn provision(clients: &AwsClients, opts: &ProvisionOptions) -> Result<AwsSettings, AwsSetupError> {
     let name = opts.name.as_str();
     let name_ok = (3..=40).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !name_ok {

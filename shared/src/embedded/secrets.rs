@@ -139,7 +139,11 @@ mod tests {
         let file = dir.path().join("secrets/acme/KEY");
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(file.parent().expect("parent")).expect("meta").permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(file.parent().expect("parent"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
     }
 }

@@ -116,7 +116,10 @@ mod tests {
             assert!(ok.parse::<SecretName>().is_ok(), "{ok}");
         }
         for bad in ["", "1A", "A-B", "A B", "a/b", "ü", &"A".repeat(129)] {
-            assert!(matches!(bad.parse::<SecretName>(), Err(SecretError::BadName(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<SecretName>(), Err(SecretError::BadName(_))),
+                "{bad}"
+            );
         }
     }
 

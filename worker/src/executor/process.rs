@@ -11,12 +11,12 @@ use crate::artifacts::{self, Limits, Summary, Uploader};
 use crate::dirpool::DirPool;
 use crate::output::{self, LiveLog, PumpReport, OUTPUT_LOG};
 use crate::scrub::{scrub_file, Scrubber, Secrets};
+use crate::tenant_secrets::{SecretSet, TenantSecrets};
 use crate::workspace::{self, RunDirs};
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
 use outpost_shared::domain::{AgentRegistry, AgentSpec, Artifact, FailureReason, Outcome, Run};
-use crate::tenant_secrets::{SecretSet, TenantSecrets};
 use outpost_shared::ports::{ArtifactStore, RunKey, SecretName};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -165,7 +165,12 @@ fn env_name_ok(name: &str) -> bool {
 
 /// The secret values of a run: its agent's key, its tenant's secrets and a password in its
 /// repository URL.
-fn run_secrets(run: &Run, agent: Option<&AgentSpec>, env: &EnvLookup, tenant: &[(SecretName, SecretString)]) -> Secrets {
+fn run_secrets(
+    run: &Run,
+    agent: Option<&AgentSpec>,
+    env: &EnvLookup,
+    tenant: &[(SecretName, SecretString)],
+) -> Secrets {
     let key = agent
         .and_then(|a| a.key_env.as_deref())
         .filter(|n| env_name_ok(n))

@@ -1,0 +1,240 @@
+//! End-to-end on the AWS backend, on moto server: the real `ingest-lambda` binary served as a
+//! Lambda function behind the API Gateway emulator (`outpost_tests::lambda_gateway`, payload
+//! v2 through the Lambda runtime API), the real `outpost-worker --backend aws`, the fake agent,
+//! artifacts in the emulator's S3 fetched through presigned URLs, state in DynamoDB, tasks in
+//! SQS, tenants' secrets in SSM Parameter Store.
+
+use outpost_shared::api::{DispatchRequest, RunView};
+use outpost_shared::client::{ClientError, OutpostClient};
+use outpost_shared::{FailureReason, RunStatus};
+use outpost_tests::aws::AwsDeployment;
+use outpost_tests::lambda_gateway::{ingest_lambda_bin, LambdaFunction, LambdaGateway};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn fake(task: &str) -> DispatchRequest {
+    DispatchRequest {
+        agent: "fake".into(),
+        task: task.into(),
+        repo: None,
+        branch: None,
+        timeout_secs: None,
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The API of `deployment` as a Lambda function with `instances` instances behind the gateway.
+async fn api_gateway(deployment: &AwsDeployment, instances: usize) -> anyhow::Result<LambdaGateway> {
+    LambdaGateway::start(LambdaFunction {
+        program: ingest_lambda_bin()?,
+        args: vec!["--agents".into(), deployment.agents_file.display().to_string()],
+        env: deployment.env(),
+        instances,
+    })
+    .await
+}
+
+async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<RunView> {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let run = client.get_run(id).await?;
+        if run.status.is_terminal() {
+            return Ok(run);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "run {id} did not finish: {run:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_dispatched_through_the_lambda_runs_on_an_aws_worker_with_artifacts_in_s3() -> anyhow::Result<()> {
+    let aws = AwsDeployment::provision(5).await?;
+    let key = aws.create_key("acme")?;
+    let gateway = api_gateway(&aws, 2).await?;
+    let _worker = aws.start_worker(2, 10)?;
+    let client = OutpostClient::new(gateway.url(), Some(key))?;
+
+    let accepted = client
+        .dispatch(&fake(
+            "say hello from the fleet; print 40000; artifact report.md # Report; artifact deep/data.json {\"ok\":true}; exit 0",
+        ))
+        .await?;
+    assert_eq!(accepted.status, RunStatus::Queued);
+    let run = wait_terminal(&client, &accepted.id).await?;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.exit_code, Some(0));
+    assert_eq!(run.attempts, 1);
+
+    let names: Vec<&str> = run.artifacts.iter().map(|a| a.name.as_str()).collect();
+    for expected in ["output.log", "summary.json", "files/report.md", "files/deep/data.json"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    // Every artifact link is a presigned S3 URL on the emulator that serves exactly the manifest's
+    // bytes, without the API key.
+    let http = reqwest::Client::new();
+    for a in &run.artifacts {
+        assert!(
+            a.url.starts_with(&aws.endpoint) && a.url.contains("X-Amz-Signature="),
+            "{}: not a presigned URL: {}",
+            a.name,
+            a.url
+        );
+        let resp = http.get(&a.url).send().await?;
+        assert_eq!(resp.status().as_u16(), 200, "{}", a.name);
+        let body = resp.bytes().await?;
+        assert_eq!(body.len() as u64, a.size, "{}", a.name);
+        assert_eq!(sha256_hex(&body), a.sha256, "{}", a.name);
+    }
+    // The same bytes through the API (Lambda) route, and the log through the logs route.
+    assert_eq!(
+        client.artifact(&run.id, "files/report.md").await?.as_ref(),
+        b"# Report\n"
+    );
+    let log = client.artifact(&run.id, "output.log").await?;
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("hello from the fleet"), "{text:.200}");
+    assert!(log.len() > 40_000, "the whole output is stored: {} bytes", log.len());
+    let page = client.logs(&run.id, 0).await?;
+    assert_eq!(page.size, log.len() as u64);
+    assert_eq!(page.status, RunStatus::Succeeded);
+
+    // The objects really are in the bucket, under the documented layout, encrypted.
+    let head = aws
+        .clients
+        .s3
+        .head_object()
+        .bucket(&aws.settings.bucket)
+        .key(format!("runs/acme/{}/files/report.md", run.id))
+        .send()
+        .await?;
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("AES256"),
+        "artifacts are encrypted at rest"
+    );
+
+    // The message was acknowledged and the listing sees the run.
+    let list = client.list_runs(&Default::default()).await?;
+    assert_eq!(list.runs.first().map(|r| r.id.as_str()), Some(run.id.as_str()));
+    let fleet = client.fleet().await?;
+    assert_eq!(fleet.queue.visible + fleet.queue.in_flight, 0, "{fleet:?}");
+    assert!(
+        fleet.workers.iter().any(|w| w.slots == 2),
+        "the AWS worker reports itself: {fleet:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_cancels_and_tenant_isolation_on_aws() -> anyhow::Result<()> {
+    let aws = AwsDeployment::provision(5).await?;
+    let key = aws.create_key("acme")?;
+    let other_key = aws.create_key("globex")?;
+    let gateway = api_gateway(&aws, 1).await?;
+    let _worker = aws.start_worker(2, 10)?;
+    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let other = OutpostClient::new(gateway.url(), Some(other_key))?;
+
+    let failing = client.dispatch(&fake("say about to fail; exit 3")).await?;
+    let sleeping = client.dispatch(&fake("say sleeping; sleep 60")).await?;
+
+    let run = wait_terminal(&client, &failing.id).await?;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.failure_reason, Some(FailureReason::NonZeroExit));
+    assert_eq!(run.exit_code, Some(3));
+
+    // Another tenant sees nothing of acme's runs.
+    match other.get_run(&sleeping.id).await {
+        Err(ClientError::Api { status, .. }) => assert_eq!(status, 404),
+        other => panic!("expected 404 for another tenant, got {other:?}"),
+    }
+    assert!(other.list_runs(&Default::default()).await?.runs.is_empty());
+
+    // Cancel while running: the worker stops the agent at its next heartbeat.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while client.get_run(&sleeping.id).await?.status != RunStatus::Running {
+        anyhow::ensure!(Instant::now() < deadline, "the sleeping run never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.cancel_run(&sleeping.id).await?;
+    let run = wait_terminal(&client, &sleeping.id).await?;
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenants_secret_reaches_its_agent_and_never_comes_back() -> anyhow::Result<()> {
+    let aws = AwsDeployment::provision(5).await?;
+    let key = aws.create_key("acme")?;
+    let gateway = api_gateway(&aws, 1).await?;
+    let _worker = aws.start_worker(1, 10)?;
+    let client = OutpostClient::new(gateway.url(), Some(key))?;
+
+    let secret = "sk-tenant-own-0123456789";
+    client.put_secret("FAKE_API_KEY", secret).await?;
+    let list = client.list_secrets().await?;
+    let names: Vec<&str> = list.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["FAKE_API_KEY"]);
+    let raw = serde_json::to_string(&list)?;
+    assert!(!raw.contains(secret), "the list never carries values: {raw}");
+
+    // Stored as a SecureString under the tenant's path.
+    let param = aws
+        .clients
+        .ssm
+        .get_parameter()
+        .name(format!("{}/acme/FAKE_API_KEY", aws.settings.secrets_prefix))
+        .send()
+        .await?;
+    let param = param.parameter().expect("parameter");
+    assert_eq!(param.r#type().map(|t| t.as_str()), Some("SecureString"));
+
+    // The agent gets it (its length proves the value) while the log shows only [REDACTED].
+    let run = client
+        .dispatch(&fake("env FAKE_API_KEY; write key.txt x; exit 0"))
+        .await?;
+    let run = wait_terminal(&client, &run.id).await?;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    let log = String::from_utf8(client.artifact(&run.id, "output.log").await?.to_vec())?;
+    assert!(log.contains("FAKE_API_KEY=[REDACTED]"), "{log}");
+    assert!(!log.contains(secret), "{log}");
+
+    client.delete_secret("FAKE_API_KEY").await?;
+    assert!(client.list_secrets().await?.secrets.is_empty());
+    match client.delete_secret("FAKE_API_KEY").await {
+        Err(ClientError::Api { status, .. }) => assert_eq!(status, 404),
+        other => panic!("expected 404 deleting a missing secret, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_aws_worker_drains_on_sigterm() -> anyhow::Result<()> {
+    let aws = AwsDeployment::provision(5).await?;
+    let key = aws.create_key("acme")?;
+    let gateway = api_gateway(&aws, 1).await?;
+    let mut worker = aws.start_worker(1, 10)?;
+    let client = OutpostClient::new(gateway.url(), Some(key))?;
+
+    let run = client.dispatch(&fake("say working; sleep 2; say done; exit 0")).await?;
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while client.get_run(&run.id).await?.status != RunStatus::Running {
+        anyhow::ensure!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGTERM: stop receiving, finish the run in flight, exit on its own.
+    assert!(
+        worker.terminate(Duration::from_secs(30)),
+        "the worker did not exit by itself after SIGTERM"
+    );
+    let run = client.get_run(&run.id).await?;
+    assert_eq!(run.status, RunStatus::Succeeded, "the in-flight run finished: {run:?}");
+    let fleet = client.fleet().await?;
+    assert!(fleet.workers.is_empty(), "a drained worker leaves the fleet: {fleet:?}");
+    Ok(())
+}
