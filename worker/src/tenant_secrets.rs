@@ -4,13 +4,14 @@
 //!
 //! Reads go through a short-lived per-tenant cache, so a busy tenant costs the secret store one
 //! read per [`TenantSecrets::ttl`] per worker rather than one per run; a changed secret reaches
-//! new runs within that time.
+//! new runs within that time. Concurrent runs of one tenant that find the cache cold wait for one
+//! read rather than each making their own.
 
 use outpost_shared::domain::TenantId;
 use outpost_shared::ports::{SecretError, SecretName, SecretStore};
 use secrecy::SecretString;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a tenant's secrets are reused by default.
@@ -21,11 +22,15 @@ const MAX_TENANTS: usize = 1_024;
 /// One tenant's secrets, by name.
 pub type SecretSet = Arc<Vec<(SecretName, SecretString)>>;
 
+/// One tenant's cache entry: its secrets and when they were read. The async lock makes the
+/// tenant's concurrent misses share one read.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, SecretSet)>>>;
+
 /// A caching reader of tenants' secrets.
 pub struct TenantSecrets {
     store: Arc<dyn SecretStore>,
     ttl: Duration,
-    cache: Mutex<HashMap<TenantId, (Instant, SecretSet)>>,
+    cache: Mutex<HashMap<TenantId, (Instant, Slot)>>,
 }
 
 impl TenantSecrets {
@@ -43,8 +48,12 @@ impl TenantSecrets {
 
     /// Every secret of `tenant` with its value (from the cache when fresh).
     pub async fn for_tenant(&self, tenant: &TenantId) -> Result<SecretSet, SecretError> {
-        if let Some(set) = self.cached(tenant) {
-            return Ok(set);
+        let slot = self.slot(tenant);
+        let mut entry = slot.lock().await;
+        if let Some((at, set)) = entry.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(Arc::clone(set));
+            }
         }
         let names = self.store.list_secrets(tenant).await?;
         let mut values = Vec::with_capacity(names.len());
@@ -55,21 +64,26 @@ impl TenantSecrets {
             }
         }
         let set: SecretSet = Arc::new(values);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_TENANTS {
-                if let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(t, _)| t.clone()) {
-                    cache.remove(&oldest);
-                }
-            }
-            cache.insert(tenant.clone(), (Instant::now(), Arc::clone(&set)));
-        }
+        *entry = Some((Instant::now(), Arc::clone(&set)));
         Ok(set)
     }
 
-    fn cached(&self, tenant: &TenantId) -> Option<SecretSet> {
-        let cache = self.cache.lock().ok()?;
-        let (at, set) = cache.get(tenant)?;
-        (at.elapsed() < self.ttl).then(|| Arc::clone(set))
+    /// The cache slot of `tenant`, made if new (the least recently used one goes when full).
+    fn slot(&self, tenant: &TenantId) -> Slot {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if let Some((used, slot)) = cache.get_mut(tenant) {
+            *used = now;
+            return Arc::clone(slot);
+        }
+        if cache.len() >= MAX_TENANTS {
+            if let Some(oldest) = cache.iter().min_by_key(|(_, (used, _))| *used).map(|(t, _)| t.clone()) {
+                cache.remove(&oldest);
+            }
+        }
+        let slot = Slot::default();
+        cache.insert(tenant.clone(), (now, Arc::clone(&slot)));
+        slot
     }
 }
 
@@ -115,5 +129,54 @@ mod tests {
         let set = fresh.for_tenant(&acme).await.expect("read");
         let names: Vec<&str> = set.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["A_KEY", "C_KEY"]);
+    }
+
+    /// Counts list calls of an inner store.
+    struct CountingStore {
+        inner: LocalSecretStore,
+        lists: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SecretStore for CountingStore {
+        async fn put_secret(&self, t: &TenantId, n: &SecretName, v: &SecretString) -> Result<(), SecretError> {
+            self.inner.put_secret(t, n, v).await
+        }
+        async fn get_secret(&self, t: &TenantId, n: &SecretName) -> Result<Option<SecretString>, SecretError> {
+            self.inner.get_secret(t, n).await
+        }
+        async fn list_secrets(&self, t: &TenantId) -> Result<Vec<outpost_shared::ports::SecretInfo>, SecretError> {
+            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Slow enough that concurrent callers overlap.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.inner.list_secrets(t).await
+        }
+        async fn delete_secret(&self, t: &TenantId, n: &SecretName) -> Result<bool, SecretError> {
+            self.inner.delete_secret(t, n).await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_tenant_share_one_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(CountingStore {
+            inner: LocalSecretStore::new(dir.path()).expect("store"),
+            lists: Default::default(),
+        });
+        let acme: TenantId = "acme".parse().expect("tenant");
+        let other: TenantId = "other".parse().expect("tenant");
+        let cached = Arc::new(TenantSecrets::new(store.clone(), Duration::from_secs(3600)));
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (cached, tenant) = (Arc::clone(&cached), if i < 6 { acme.clone() } else { other.clone() });
+            tasks.push(tokio::spawn(async move {
+                cached.for_tenant(&tenant).await.map(|s| s.len())
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("join").expect("read"), 0);
+        }
+        // One read per tenant, not one per caller.
+        assert_eq!(store.lists.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

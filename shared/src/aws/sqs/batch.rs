@@ -22,8 +22,10 @@ use tokio::time::Instant;
 
 /// Most entries of one DeleteMessageBatch (the SQS limit).
 pub(super) const MAX_BATCH: usize = 10;
-/// How long the first delete of a batch waits for company.
-pub(super) const LINGER: Duration = Duration::from_millis(15);
+/// How long the first delete of a batch waits for company. Workers acknowledge a run after its
+/// final status is written and the message stays invisible for a whole lease, so a later delete
+/// costs nothing but lets more runs share one request.
+pub(super) const LINGER: Duration = Duration::from_millis(50);
 /// Deletes waiting for the task before callers are held back.
 const CHANNEL_CAPACITY: usize = 1024;
 
