@@ -5,7 +5,7 @@
 //! The emulator comes from `OUTPOST_TEST_AWS_ENDPOINT` (`scripts/test` starts it).
 
 use crate::{fake_agent_bin, find_bin, outpost_bin, KillOnDrop};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use outpost_shared::aws::testing::{emulator_clients, emulator_endpoint, fresh_settings};
 use outpost_shared::aws::{AwsClients, AwsSettings};
 use std::path::PathBuf;
@@ -85,11 +85,7 @@ impl AwsDeployment {
             .args(["keys", "create", "--tenant", tenant])
             .stdin(Stdio::null())
             .output()?;
-        if !out.status.success() {
-            bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let stdout = String::from_utf8(out.stdout)?;
-        stdout.lines().last().map(str::to_owned).context("no key printed")
+        crate::key_from_output(out)
     }
 
     /// Starts `outpost-worker --backend aws` with the fake agent registered.

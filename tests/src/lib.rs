@@ -9,7 +9,7 @@ pub mod aws;
 pub mod lambda_gateway;
 
 use anyhow::{bail, Context};
-use outpost_shared::api::RunView;
+use outpost_shared::api::{DispatchRequest, RunView};
 use outpost_shared::client::OutpostClient;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -210,11 +210,7 @@ impl DevServer {
             .args(["keys", "create", "--tenant", tenant, "--data"])
             .arg(&self.data)
             .output()?;
-        if !out.status.success() {
-            bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let stdout = String::from_utf8(out.stdout)?;
-        stdout.lines().last().map(str::to_owned).context("no key printed")
+        key_from_output(out)
     }
 
     /// Starts `outpost worker` over this server's data dir (same max attempts as the server).
@@ -262,6 +258,32 @@ impl DevServer {
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> anyhow::Result<RunView> {
         self.wait_run(id, timeout, |r| r.status.is_terminal()).await
     }
+}
+
+/// A dispatch of the fake agent with the script `task` (see `src/bin/fake_agent.rs`).
+pub fn fake_task(task: impl Into<String>) -> DispatchRequest {
+    DispatchRequest {
+        agent: "fake".into(),
+        task: task.into(),
+        repo: None,
+        branch: None,
+        timeout_secs: None,
+    }
+}
+
+/// Hex SHA-256, as artifact manifests carry it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The key printed by `outpost keys create` (the last line of its stdout).
+pub fn key_from_output(out: Output) -> anyhow::Result<String> {
+    if !out.status.success() {
+        bail!("keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    stdout.lines().last().map(str::to_owned).context("no key printed")
 }
 
 /// Polls a condition with a deadline (no fixed sleeps in tests).

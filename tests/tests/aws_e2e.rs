@@ -4,29 +4,15 @@
 //! artifacts in the emulator's S3 fetched through presigned URLs, state in DynamoDB, tasks in
 //! SQS, tenants' secrets in SSM Parameter Store.
 
-use outpost_shared::api::{DispatchRequest, RunView};
+use outpost_shared::api::RunView;
 use outpost_shared::client::{ClientError, OutpostClient};
 use outpost_shared::{FailureReason, RunStatus};
 use outpost_tests::aws::AwsDeployment;
 use outpost_tests::lambda_gateway::{ingest_lambda_bin, LambdaFunction, LambdaGateway};
-use sha2::{Digest, Sha256};
+use outpost_tests::{fake_task, sha256_hex};
 use std::time::{Duration, Instant};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn fake(task: &str) -> DispatchRequest {
-    DispatchRequest {
-        agent: "fake".into(),
-        task: task.into(),
-        repo: None,
-        branch: None,
-        timeout_secs: None,
-    }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// The API of `deployment` as a Lambda function with `instances` instances behind the gateway.
 async fn api_gateway(deployment: &AwsDeployment, instances: usize) -> anyhow::Result<LambdaGateway> {
@@ -39,16 +25,21 @@ async fn api_gateway(deployment: &AwsDeployment, instances: usize) -> anyhow::Re
     .await
 }
 
-async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<RunView> {
+/// Polls the run through the API until its status satisfies `done`.
+async fn wait_status(client: &OutpostClient, id: &str, done: impl Fn(RunStatus) -> bool) -> anyhow::Result<RunView> {
     let deadline = Instant::now() + RUN_TIMEOUT;
     loop {
         let run = client.get_run(id).await?;
-        if run.status.is_terminal() {
+        if done(run.status) {
             return Ok(run);
         }
-        anyhow::ensure!(Instant::now() < deadline, "run {id} did not finish: {run:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        anyhow::ensure!(Instant::now() < deadline, "run {id} did not reach the state: {run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<RunView> {
+    wait_status(client, id, RunStatus::is_terminal).await
 }
 
 #[tokio::test]
@@ -60,7 +51,7 @@ async fn a_run_dispatched_through_the_lambda_runs_on_an_aws_worker_with_artifact
     let client = OutpostClient::new(gateway.url(), Some(key))?;
 
     let accepted = client
-        .dispatch(&fake(
+        .dispatch(&fake_task(
             "say hello from the fleet; print 40000; artifact report.md # Report; artifact deep/data.json {\"ok\":true}; exit 0",
         ))
         .await?;
@@ -140,8 +131,8 @@ async fn failures_cancels_and_tenant_isolation_on_aws() -> anyhow::Result<()> {
     let client = OutpostClient::new(gateway.url(), Some(key))?;
     let other = OutpostClient::new(gateway.url(), Some(other_key))?;
 
-    let failing = client.dispatch(&fake("say about to fail; exit 3")).await?;
-    let sleeping = client.dispatch(&fake("say sleeping; sleep 60")).await?;
+    let failing = client.dispatch(&fake_task("say about to fail; exit 3")).await?;
+    let sleeping = client.dispatch(&fake_task("say sleeping; sleep 60")).await?;
 
     let run = wait_terminal(&client, &failing.id).await?;
     assert_eq!(run.status, RunStatus::Failed);
@@ -156,11 +147,7 @@ async fn failures_cancels_and_tenant_isolation_on_aws() -> anyhow::Result<()> {
     assert!(other.list_runs(&Default::default()).await?.runs.is_empty());
 
     // Cancel while running: the worker stops the agent at its next heartbeat.
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while client.get_run(&sleeping.id).await?.status != RunStatus::Running {
-        anyhow::ensure!(Instant::now() < deadline, "the sleeping run never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_status(&client, &sleeping.id, |s| s == RunStatus::Running).await?;
     client.cancel_run(&sleeping.id).await?;
     let run = wait_terminal(&client, &sleeping.id).await?;
     assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
@@ -196,7 +183,7 @@ async fn a_tenants_secret_reaches_its_agent_and_never_comes_back() -> anyhow::Re
 
     // The agent gets it (its length proves the value) while the log shows only [REDACTED].
     let run = client
-        .dispatch(&fake("env FAKE_API_KEY; write key.txt x; exit 0"))
+        .dispatch(&fake_task("env FAKE_API_KEY; write key.txt x; exit 0"))
         .await?;
     let run = wait_terminal(&client, &run.id).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -221,12 +208,10 @@ async fn the_aws_worker_drains_on_sigterm() -> anyhow::Result<()> {
     let mut worker = aws.start_worker(1, 10)?;
     let client = OutpostClient::new(gateway.url(), Some(key))?;
 
-    let run = client.dispatch(&fake("say working; sleep 2; say done; exit 0")).await?;
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while client.get_run(&run.id).await?.status != RunStatus::Running {
-        anyhow::ensure!(Instant::now() < deadline, "the run never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = client
+        .dispatch(&fake_task("say working; sleep 2; say done; exit 0"))
+        .await?;
+    wait_status(&client, &run.id, |s| s == RunStatus::Running).await?;
     // SIGTERM: stop receiving, finish the run in flight, exit on its own.
     assert!(
         worker.terminate(Duration::from_secs(30)),

@@ -2,22 +2,11 @@
 //! worker process is killed (SIGKILL, so its lease simply expires) is finished by another worker,
 //! which also stops the agent the dead worker left running.
 
-use outpost_shared::api::DispatchRequest;
 use outpost_shared::embedded::{self, EmbeddedOptions};
 use outpost_shared::ports::TaskMessage;
 use outpost_shared::{RunId, RunStatus, TenantId};
-use outpost_tests::{eventually, DevServer, ServerOptions};
+use outpost_tests::{eventually, fake_task, DevServer, ServerOptions};
 use std::time::Duration;
-
-fn fake(task: String) -> DispatchRequest {
-    DispatchRequest {
-        agent: "fake".into(),
-        task,
-        repo: None,
-        branch: None,
-        timeout_secs: None,
-    }
-}
 
 /// Whether a process with this pid exists and is not a zombie.
 fn process_running(pid: &str) -> bool {
@@ -41,7 +30,7 @@ async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
     let counter = server.data.join("executions.txt");
     // Long enough that the duplicate arrives while the first delivery is still running.
     let id = client
-        .dispatch(&fake(format!("count {}; sleep 3; say done", counter.display())))
+        .dispatch(&fake_task(format!("count {}; sleep 3; say done", counter.display())))
         .await?
         .id;
 
@@ -91,7 +80,7 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
     let mut first = server.start_worker(1, 3)?;
     // The first attempt hangs; the second finishes at once.
     let script = format!("count {0}; sleep-first {0} 120; say finished", counter.display());
-    let id = client.dispatch(&fake(script)).await?.id;
+    let id = client.dispatch(&fake_task(script)).await?.id;
 
     server
         .wait_run(&id, Duration::from_secs(30), |r| r.status == RunStatus::Running)
@@ -132,7 +121,7 @@ async fn a_run_whose_workers_keep_dying_fails_as_worker_lost() -> anyhow::Result
     let client = server.client()?;
     let counter = server.data.join("attempts.txt");
     let id = client
-        .dispatch(&fake(format!("count {}; sleep 20", counter.display())))
+        .dispatch(&fake_task(format!("count {}; sleep 20", counter.display())))
         .await?
         .id;
     for attempt in 1..=2 {

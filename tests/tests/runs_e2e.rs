@@ -5,32 +5,17 @@
 use outpost_shared::api::DispatchRequest;
 use outpost_shared::client::ClientError;
 use outpost_shared::{FailureReason, RunStatus};
-use outpost_tests::{fake_output, DevServer};
-use sha2::{Digest, Sha256};
+use outpost_tests::{fake_output, fake_task, sha256_hex, DevServer};
 use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn fake(task: &str) -> DispatchRequest {
-    DispatchRequest {
-        agent: "fake".into(),
-        task: task.into(),
-        repo: None,
-        branch: None,
-        timeout_secs: None,
-    }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 #[tokio::test]
 async fn successful_run_stores_output_summary_and_agent_files() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
     let accepted = client
-        .dispatch(&fake("say hello from the agent; write notes.txt in workspace; artifact report.md # Report; artifact deep/data.json {\"ok\":true}; stderr a warning; exit 0"))
+        .dispatch(&fake_task("say hello from the agent; write notes.txt in workspace; artifact report.md # Report; artifact deep/data.json {\"ok\":true}; stderr a warning; exit 0"))
         .await?;
     assert_eq!(accepted.status, RunStatus::Queued);
     assert!(accepted.id.starts_with("run_"));
@@ -71,7 +56,7 @@ async fn successful_run_stores_output_summary_and_agent_files() -> anyhow::Resul
 async fn non_zero_exit_fails_with_the_agents_code() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
-    let id = client.dispatch(&fake("say about to fail; exit 7")).await?.id;
+    let id = client.dispatch(&fake_task("say about to fail; exit 7")).await?.id;
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.exit_code, Some(7));
@@ -87,7 +72,7 @@ async fn non_zero_exit_fails_with_the_agents_code() -> anyhow::Result<()> {
 async fn timeout_kills_an_agent_that_ignores_sigterm() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
-    let mut req = fake("ignore-term; say stuck; child 300; sleep 300");
+    let mut req = fake_task("ignore-term; say stuck; child 300; sleep 300");
     req.timeout_secs = Some(10);
     let id = client.dispatch(&req).await?.id;
     let run = server.wait_terminal(&id, Duration::from_secs(60)).await?;
@@ -107,7 +92,7 @@ async fn timeout_kills_an_agent_that_ignores_sigterm() -> anyhow::Result<()> {
 async fn cancel_while_running_stops_the_agent() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
-    let id = client.dispatch(&fake("say started; sleep 120")).await?.id;
+    let id = client.dispatch(&fake_task("say started; sleep 120")).await?.id;
     server
         .wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running)
         .await?;
@@ -132,7 +117,10 @@ async fn cancel_of_a_queued_run_is_immediate_and_it_never_runs() -> anyhow::Resu
     })?;
     let client = server.client()?;
     let marker = server.data.join("ran.txt");
-    let id = client.dispatch(&fake(&format!("count {}", marker.display()))).await?.id;
+    let id = client
+        .dispatch(&fake_task(format!("count {}", marker.display())))
+        .await?
+        .id;
     let run = client.cancel_run(&id).await?;
     assert_eq!(run.status, RunStatus::Cancelled);
     // A worker that starts now gets the message and must drop it.
@@ -155,7 +143,7 @@ async fn five_megabytes_of_output_arrive_intact() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
     let n = 5 * 1024 * 1024 + 17;
-    let id = client.dispatch(&fake(&format!("print {n}"))).await?.id;
+    let id = client.dispatch(&fake_task(format!("print {n}"))).await?.id;
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
     assert_eq!(run.status, RunStatus::Succeeded);
     let expected = fake_output(n);
@@ -189,7 +177,7 @@ async fn log_can_be_tailed_while_the_run_is_going() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
     let id = client
-        .dispatch(&fake("say first line; sleep 6; say last line"))
+        .dispatch(&fake_task("say first line; sleep 6; say last line"))
         .await?
         .id;
     let deadline = std::time::Instant::now() + RUN_TIMEOUT;
@@ -227,7 +215,7 @@ async fn agent_gets_a_clean_environment_and_its_key_is_scrubbed() -> anyhow::Res
     })?;
     let client = server.client()?;
     let id = client
-        .dispatch(&fake("env FAKE_API_KEY; env UNRELATED_SECRET; env OUTPOST_RUN_ID"))
+        .dispatch(&fake_task("env FAKE_API_KEY; env UNRELATED_SECRET; env OUTPOST_RUN_ID"))
         .await?
         .id;
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
@@ -254,17 +242,17 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
         (
             DispatchRequest {
                 agent: "nope".into(),
-                ..fake("x")
+                ..fake_task("x")
             },
             422,
             "unknown_agent",
         ),
-        (fake(""), 422, "validation_failed"),
-        (fake(&"x".repeat(50_001)), 422, "validation_failed"),
+        (fake_task(""), 422, "validation_failed"),
+        (fake_task("x".repeat(50_001)), 422, "validation_failed"),
         (
             DispatchRequest {
                 timeout_secs: Some(5),
-                ..fake("x")
+                ..fake_task("x")
             },
             422,
             "validation_failed",
@@ -272,7 +260,7 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
         (
             DispatchRequest {
                 timeout_secs: Some(90_000),
-                ..fake("x")
+                ..fake_task("x")
             },
             422,
             "validation_failed",
@@ -280,7 +268,7 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
         (
             DispatchRequest {
                 repo: Some("http://example.com/x.git".into()),
-                ..fake("x")
+                ..fake_task("x")
             },
             422,
             "validation_failed",
@@ -289,7 +277,7 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
             DispatchRequest {
                 repo: Some("file:///tmp/x".into()),
                 branch: Some("a..b".into()),
-                ..fake("x")
+                ..fake_task("x")
             },
             422,
             "validation_failed",
@@ -364,7 +352,10 @@ async fn other_tenants_runs_are_not_found() -> anyhow::Result<()> {
     let mine = server.client()?;
     let other_key = server.create_key("other-team")?;
     let other = server.client_with_key(&other_key)?;
-    let id = mine.dispatch(&fake("say private; artifact secret.txt mine")).await?.id;
+    let id = mine
+        .dispatch(&fake_task("say private; artifact secret.txt mine"))
+        .await?
+        .id;
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
     assert_eq!(run.status, RunStatus::Succeeded);
 
