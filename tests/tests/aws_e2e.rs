@@ -223,3 +223,69 @@ async fn the_aws_worker_drains_on_sigterm() -> anyhow::Result<()> {
     assert!(fleet.workers.is_empty(), "a drained worker leaves the fleet: {fleet:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dead_lettered_task_fails_its_run_as_worker_lost() -> anyhow::Result<()> {
+    // One delivery allowed: the second receive moves the message to the DLQ (SQS redrive).
+    let aws = AwsDeployment::provision(1).await?;
+    let key = aws.create_key("acme")?;
+    let gateway = api_gateway(&aws, 1).await?;
+    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let run = client.dispatch(&fake_task("say never runs")).await?;
+
+    // A consumer that takes the message and dies without deleting it (no worker is running).
+    let sqs = &aws.clients.sqs;
+    let first = sqs
+        .receive_message()
+        .queue_url(&aws.settings.queue_url)
+        .visibility_timeout(0)
+        .wait_time_seconds(1)
+        .send()
+        .await?;
+    assert_eq!(first.messages().len(), 1, "the dispatched task is on the queue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Receiving past maxReceiveCount is what moves the message to the DLQ.
+        let again = sqs
+            .receive_message()
+            .queue_url(&aws.settings.queue_url)
+            .visibility_timeout(0)
+            .wait_time_seconds(0)
+            .send()
+            .await?;
+        assert!(
+            again.messages().is_empty(),
+            "a message past maxReceiveCount is not delivered"
+        );
+        let dlq = sqs
+            .get_queue_attributes()
+            .queue_url(&aws.settings.dead_letter_queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?;
+        let dead = dlq
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if dead == 1 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the task never reached the DLQ");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(client.get_run(&run.id).await?.status, RunStatus::Queued);
+
+    // A worker's dead-letter drain fails the run; the agent never starts.
+    let _worker = aws.start_worker(1, 10)?;
+    let failed = wait_terminal(&client, &run.id).await?;
+    assert_eq!(failed.status, RunStatus::Failed, "{failed:?}");
+    assert_eq!(failed.failure_reason, Some(FailureReason::WorkerLost));
+    assert_eq!(failed.attempts, 0, "no worker ever claimed it");
+    let fleet = client.fleet().await?;
+    assert_eq!(
+        fleet.queue.dead, 0,
+        "the dead letter was deleted once handled: {fleet:?}"
+    );
+    Ok(())
+}
