@@ -198,6 +198,34 @@ pub struct FleetStatus {
     pub slots_busy: u32,
 }
 
+/// `POST /v1/runs/{id}/promote` body (may be empty `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// Branch to create and push (default `outpost/{run-id}`), checked with git's branch rules.
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+/// `POST /v1/runs/{id}/promote` answer: where the run's changes now are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PromoteResult {
+    pub run_id: String,
+    /// The branch pushed to the run's repository.
+    pub branch: String,
+    /// The commit on `branch` holding the run's changes.
+    pub commit: String,
+    /// The commit the agent started from (the branch's parent commit).
+    pub base_commit: String,
+    /// A web page comparing the base with the branch, when the remote's host is known (GitHub,
+    /// GitLab, Bitbucket).
+    pub compare_url: Option<String>,
+    /// `false` when the branch already held this very commit (a repeated promote changes nothing).
+    pub pushed: bool,
+    /// The pull request opened for the branch, when asked for and possible.
+    pub pull_request_url: Option<String>,
+}
+
 /// `PUT /v1/secrets/{name}` body: the value of one of the tenant's secrets (BYOK). Handed to the
 /// tenant's agents as the environment variable `name`; never returned by the API.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]

@@ -6,7 +6,8 @@
 
 use crate::api::{
     ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, FleetStatus, Health, ListRunsQuery, LogRead,
-    PutSecretRequest, RunList, RunView, SecretList, HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS,
+    PromoteRequest, PromoteResult, PutSecretRequest, RunList, RunView, SecretList, HEADER_LOG_SIZE, HEADER_NEXT_OFFSET,
+    HEADER_RUN_STATUS,
 };
 use crate::domain::RunStatus;
 use crate::ports::SecretInfo;
@@ -177,6 +178,12 @@ impl OutpostClient {
     pub async fn fleet(&self) -> Result<FleetStatus, ClientError> {
         let url = self.url(&["v1", "fleet"]);
         self.json(self.request(Method::GET, url.clone()), &url).await
+    }
+
+    /// `POST /v1/runs/{id}/promote`: pushes the run's changes to a new branch of its repository.
+    pub async fn promote(&self, id: &str, req: &PromoteRequest) -> Result<PromoteResult, ClientError> {
+        let url = self.url(&["v1", "runs", id, "promote"]);
+        self.json(self.request(Method::POST, url.clone()).json(req), &url).await
     }
 
     /// `PUT /v1/secrets/{name}`: sets one of the tenant's secrets.
