@@ -1,9 +1,9 @@
-//! Commands that are clients of a running API: dispatch (with `--wait`), runs, fleet.
+//! Commands that are clients of a running API: dispatch (with `--wait`), runs, promote, fleet.
 
 use crate::format;
 use crate::ApiArgs;
 use anyhow::Context;
-use outpost_shared::api::{DispatchRequest, ListRunsQuery, RunView};
+use outpost_shared::api::{DispatchRequest, ListRunsQuery, PromoteRequest, RunView};
 use outpost_shared::client::OutpostClient;
 use outpost_shared::{FailureReason, RunStatus};
 use std::io::{IsTerminal, Read, Write};
@@ -236,6 +236,25 @@ pub async fn artifact(api: &ApiArgs, id: &str, name: &str, output: Option<PathBu
             let mut out = std::io::stdout();
             out.write_all(&bytes)?;
             out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn promote(api: &ApiArgs, id: &str, branch: Option<String>) -> anyhow::Result<ExitCode> {
+    let r = client(api)?.promote(id, &PromoteRequest { branch }).await?;
+    if api.json {
+        print_json(&r)?;
+    } else {
+        let state = if r.pushed { "pushed" } else { "already up to date" };
+        println!("branch   {} ({state})", r.branch);
+        println!("commit   {}", r.commit);
+        println!("base     {}", r.base_commit);
+        if let Some(url) = &r.compare_url {
+            println!("compare  {url}");
+        }
+        if let Some(url) = &r.pull_request_url {
+            println!("pull     {url}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@
 //! local folder by default, or over AWS with `--backend aws`); `outpost worker` adds a worker
 //! process; `outpost keys` manages API keys; `outpost aws provision` creates AWS resources; every
 //! other command is a client of a running API (`--url`/`OUTPOST_URL`,
-//! `--api-key`/`OUTPOST_API_KEY`).
+//! `--api-key`/`OUTPOST_API_KEY`), `outpost mcp` too: it serves the MCP tools on stdio.
 //!
 //! Errors print one line on stderr and exit non-zero: 1 for failures, 2 for usage errors.
 
@@ -12,6 +12,7 @@ mod client_cmds;
 mod dev;
 mod format;
 mod local;
+mod mcp;
 
 use clap::{Args, Parser, Subcommand};
 use outpost_shared::deployment::BackendKind;
@@ -146,8 +147,23 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Push a succeeded run's changes to a new branch of its repository (default `outpost/RUN_ID`).
+    Promote {
+        /// The run.
+        id: String,
+        /// Branch to create and push.
+        #[arg(long)]
+        branch: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Agents, queue depth, workers and slots.
     Fleet {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Serve Outpost's MCP tools on stdio (`claude mcp add outpost -- outpost mcp`).
+    Mcp {
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -297,6 +313,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             RunsCommand::Cancel { id } => client_cmds::cancel(&api, &id).await,
             RunsCommand::Artifact { id, name, output } => client_cmds::artifact(&api, &id, &name, output).await,
         },
+        Command::Promote { id, branch, api } => client_cmds::promote(&api, &id, branch).await,
         Command::Fleet { api } => client_cmds::fleet(&api).await,
+        Command::Mcp { api } => mcp::run(&api).await,
     }
 }

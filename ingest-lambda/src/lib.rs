@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod lambda;
+pub mod mcp;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -69,6 +69,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let opened = open_backend(kind, &data, EmbeddedOptions::default()).await?;
     let mut config = ApiConfig::default();
+    if in_lambda {
+        // API Gateway ends an integration after 30 s: an MCP `wait` must answer before that.
+        config.mcp_max_wait = std::time::Duration::from_secs(25);
+    }
     if let Some(expiry) = opened.presign_expiry {
         config.presign_expiry = expiry;
     }

@@ -2,10 +2,12 @@
 //! `ToSchema` wire types of `outpost_shared::api`, with a bearer security scheme required by
 //! every operation except health and the document itself.
 
-use crate::handlers::{artifacts, fleet, logs, runs, secrets, system, TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM};
+use crate::handlers::{
+    artifacts, fleet, logs, promote, runs, secrets, system, TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM,
+};
 use outpost_shared::api::{
     AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health,
-    PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList,
+    PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList,
 };
 use outpost_shared::ports::{SecretInfo, WorkerInfo};
 use outpost_shared::{FailureReason, RepoSpec, RunStatus};
@@ -28,6 +30,7 @@ pub const SECURITY_SCHEME: &str = "bearer";
         runs::list_runs,
         runs::get_run,
         runs::cancel_run,
+        promote::promote_run,
         logs::logs,
         artifacts::list_artifacts,
         artifacts::get_artifact,
@@ -52,6 +55,8 @@ pub const SECURITY_SCHEME: &str = "bearer";
         AgentView,
         QueueView,
         WorkerInfo,
+        PromoteRequest,
+        PromoteResult,
         PutSecretRequest,
         SecretList,
         SecretInfo,

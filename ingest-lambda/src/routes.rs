@@ -1,16 +1,24 @@
-//! The router: every endpoint, the JSON fallbacks, the body limit, the error safety net and
+//! The router: every endpoint (REST and `/mcp`), the JSON fallbacks, the body limit, the error safety net and
 //! request tracing.
 
 use crate::error::json_errors;
-use crate::handlers::{artifacts, fleet, logs, runs, secrets, system};
+use crate::handlers::{artifacts, fleet, logs, promote, runs, secrets, system};
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-/// The API, fully built with `state` applied.
+/// The API, fully built with `state` applied: the REST routes and the MCP endpoint `/mcp`.
 pub fn router(state: AppState) -> Router {
+    let rest = rest_router(state.clone());
+    let mcp = crate::mcp::mcp_routes(rest.clone(), state);
+    rest.merge(mcp)
+}
+
+/// The REST API alone (every route but `/mcp`), fully built with `state` applied; the MCP
+/// endpoint calls it in-process.
+pub fn rest_router(state: AppState) -> Router {
     let body_limit = state.config().limits.body_max_bytes;
     Router::new()
         .route("/health", get(system::health))
@@ -18,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", post(runs::dispatch).get(runs::list_runs))
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
+        .route("/v1/runs/{id}/promote", post(promote::promote_run))
         .route("/v1/runs/{id}/logs", get(logs::logs))
         .route("/v1/runs/{id}/artifacts", get(artifacts::list_artifacts))
         .route("/v1/runs/{id}/artifacts/{*name}", get(artifacts::get_artifact))

@@ -21,6 +21,9 @@ pub struct ApiConfig {
     pub worker_seen_within: Duration,
     /// Lifetime of the presigned artifact URLs in `GET /v1/runs/{id}` (on stores that make them).
     pub presign_expiry: Duration,
+    /// Longest an MCP `dispatch` with `wait: true` waits at `/mcp` (inside Lambda: under API
+    /// Gateway's 30 s integration timeout).
+    pub mcp_max_wait: Duration,
 }
 
 impl Default for ApiConfig {
@@ -29,6 +32,7 @@ impl Default for ApiConfig {
             limits: DispatchLimits::default(),
             worker_seen_within: Duration::from_secs(30),
             presign_expiry: Duration::from_secs(15 * 60),
+            mcp_max_wait: Duration::from_secs(600),
         }
     }
 }

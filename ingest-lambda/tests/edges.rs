@@ -386,6 +386,7 @@ async fn openapi_document_lists_every_path() {
         ("/v1/runs", vec!["post", "get"]),
         ("/v1/runs/{id}", vec!["get"]),
         ("/v1/runs/{id}/cancel", vec!["post"]),
+        ("/v1/runs/{id}/promote", vec!["post"]),
         ("/v1/runs/{id}/logs", vec!["get"]),
         ("/v1/runs/{id}/artifacts", vec!["get"]),
         ("/v1/runs/{id}/artifacts/{name}", vec!["get"]),

@@ -16,6 +16,7 @@ pub const HEADER_RUN_STATUS: &str = "outpost-run-status";
 
 /// `POST /v1/runs` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DispatchRequest {
     /// Agent name, as listed by `GET /v1/fleet`.
@@ -200,6 +201,7 @@ pub struct FleetStatus {
 
 /// `POST /v1/runs/{id}/promote` body (may be empty `{}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// Branch to create and push (default `outpost/{run-id}`), checked with git's branch rules.
@@ -275,6 +277,7 @@ pub struct ErrorDetail {
 
 /// `GET /v1/runs` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
     /// Only runs in this status.

@@ -1,8 +1,12 @@
-//! Typed REST client of the Outpost API (`/v1`), used by the CLI and the stdio MCP server.
+//! Typed REST client of the Outpost API (`/v1`), used by the CLI and the MCP server.
 //!
 //! Every call maps to one endpoint and returns the wire types of [`crate::api`]. Errors are one
 //! readable line ([`ClientError`]); the API key is sent as a sensitive header and never appears
 //! in an error or a log line.
+//!
+//! How a request reaches the API is an [`ApiTransport`]: [`HttpTransport`] (reqwest, the default)
+//! sends it over the network; the MCP server's in-process transport hands it to the API's own
+//! router, so both share this client's paths, queries, bodies and error mapping.
 
 use crate::api::{
     ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, FleetStatus, Health, ListRunsQuery, LogRead,
@@ -12,9 +16,11 @@ use crate::api::{
 use crate::domain::RunStatus;
 use crate::ports::SecretInfo;
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::future::Future;
 use std::time::Duration;
 use url::Url;
 
@@ -56,16 +62,60 @@ impl ClientError {
     }
 }
 
+/// Carries one fully built request to the API and brings back the whole answer, whatever its
+/// status. Failing to get an answer at all is [`ClientError::Transport`].
+pub trait ApiTransport: Send + Sync {
+    fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> impl Future<Output = Result<http::Response<Bytes>, ClientError>> + Send;
+}
+
+/// The network transport: reqwest, rustls, connect timeout 10 s, read timeout 120 s.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    http: reqwest::Client,
+}
+
+impl HttpTransport {
+    pub fn new() -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("outpost-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport(format!("cannot set up the HTTP client: {}", root_cause(&e))))?;
+        Ok(Self { http })
+    }
+}
+
+impl ApiTransport for HttpTransport {
+    async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, ClientError> {
+        let url = Url::parse(&request.uri().to_string())
+            .map_err(|e| ClientError::InvalidUrl(format!("invalid request URL: {e}")))?;
+        let request = reqwest::Request::try_from(request).map_err(|e| transport(&url, &e))?;
+        let resp = self.http.execute(request).await.map_err(|e| transport(&url, &e))?;
+        let mut builder = http::Response::builder().status(resp.status()).version(resp.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = resp.headers().clone();
+        }
+        let body = resp.bytes().await.map_err(|e| transport(&url, &e))?;
+        builder
+            .body(body)
+            .map_err(|e| ClientError::Decode(format!("unexpected answer from {}: {e}", display_url(&url))))
+    }
+}
+
 /// A client of one Outpost API, cheap to clone.
 #[derive(Clone)]
-pub struct OutpostClient {
-    http: reqwest::Client,
+pub struct OutpostClient<T = HttpTransport> {
+    transport: T,
     base: Url,
-    /// `Bearer <key>`, marked sensitive so it is never printed.
+    /// `Authorization` value (`Bearer <key>`), marked sensitive so it is never printed.
     auth: Option<HeaderValue>,
 }
 
-impl std::fmt::Debug for OutpostClient {
+impl<T> std::fmt::Debug for OutpostClient<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutpostClient")
             .field("base", &self.base.as_str())
@@ -74,31 +124,46 @@ impl std::fmt::Debug for OutpostClient {
     }
 }
 
-impl OutpostClient {
+/// The `Authorization: Bearer <key>` value of `api_key`, marked sensitive.
+pub fn bearer_header(api_key: &str) -> Result<HeaderValue, ClientError> {
+    let key = api_key.trim();
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        ClientError::InvalidUrl(
+            "invalid API key: it contains characters that cannot be sent in an HTTP header".to_owned(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+impl OutpostClient<HttpTransport> {
     /// A client of the API at `base_url` (e.g. `http://127.0.0.1:8080`, or with a path prefix such
     /// as `https://api.example.com/prod`), authenticating with `api_key` when given.
     pub fn new(base_url: &str, api_key: Option<String>) -> Result<Self, ClientError> {
         let base = parse_base_url(base_url)?;
-        let auth = match api_key {
-            Some(key) => {
-                let key = key.trim();
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    ClientError::InvalidUrl(
-                        "invalid API key: it contains characters that cannot be sent in an HTTP header".to_owned(),
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
-            .user_agent(concat!("outpost-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transport(format!("cannot set up the HTTP client: {}", root_cause(&e))))?;
-        Ok(Self { http, base, auth })
+        let auth = api_key.as_deref().map(bearer_header).transpose()?;
+        Ok(Self {
+            transport: HttpTransport::new()?,
+            base,
+            auth,
+        })
+    }
+}
+
+impl<T: ApiTransport> OutpostClient<T> {
+    /// A client sending through `transport` to `base_url` with this `Authorization` value (sent
+    /// as is and marked sensitive; e.g. the header of a request being served, forwarded).
+    pub fn with_transport(
+        transport: T,
+        base_url: &str,
+        authorization: Option<HeaderValue>,
+    ) -> Result<Self, ClientError> {
+        let base = parse_base_url(base_url)?;
+        let auth = authorization.map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        Ok(Self { transport, base, auth })
     }
 
     /// The base URL this client talks to.
@@ -108,51 +173,64 @@ impl OutpostClient {
 
     /// `GET /health` (no key needed).
     pub async fn health(&self) -> Result<Health, ClientError> {
-        let url = self.url(&["health"]);
-        self.json(self.request(Method::GET, url.clone()), &url).await
+        self.json(Method::GET, self.url(&["health"]), None).await
     }
 
     /// `POST /v1/runs`.
     pub async fn dispatch(&self, req: &DispatchRequest) -> Result<DispatchAccepted, ClientError> {
-        let url = self.url(&["v1", "runs"]);
-        self.json(self.request(Method::POST, url.clone()).json(req), &url).await
+        self.json(Method::POST, self.url(&["v1", "runs"]), Some(body(req)?))
+            .await
     }
 
     /// `GET /v1/runs/{id}`.
     pub async fn get_run(&self, id: &str) -> Result<RunView, ClientError> {
-        let url = self.url(&["v1", "runs", id]);
-        self.json(self.request(Method::GET, url.clone()), &url).await
+        self.json(Method::GET, self.url(&["v1", "runs", id]), None).await
     }
 
     /// `GET /v1/runs?status=&agent=&limit=&cursor=`.
     pub async fn list_runs(&self, q: &ListRunsQuery) -> Result<RunList, ClientError> {
-        let url = self.url(&["v1", "runs"]);
-        self.json(self.request(Method::GET, url.clone()).query(q), &url).await
+        let mut url = self.url(&["v1", "runs"]);
+        let query =
+            serde_urlencoded::to_string(q).map_err(|e| ClientError::Decode(format!("cannot encode the query: {e}")))?;
+        if !query.is_empty() {
+            url.set_query(Some(&query));
+        }
+        self.json(Method::GET, url, None).await
     }
 
     /// `POST /v1/runs/{id}/cancel`.
     pub async fn cancel_run(&self, id: &str) -> Result<RunView, ClientError> {
-        let url = self.url(&["v1", "runs", id, "cancel"]);
-        self.json(self.request(Method::POST, url.clone()), &url).await
+        self.json(Method::POST, self.url(&["v1", "runs", id, "cancel"]), None)
+            .await
     }
 
     /// `GET /v1/runs/{id}/logs?offset=`: the bytes of `output.log` from `offset` (up to the
     /// server's default page), with the offset to ask for next.
     pub async fn logs(&self, id: &str, offset: u64) -> Result<LogRead, ClientError> {
-        let url = self.url(&["v1", "runs", id, "logs"]);
-        let resp = self
-            .send(
-                self.request(Method::GET, url.clone()).query(&[("offset", offset)]),
-                &url,
-            )
-            .await?;
-        let headers = resp.headers().clone();
-        let data = resp.bytes().await.map_err(|e| transport(&url, &e))?;
-        let next_offset = header_parse::<u64>(&headers, HEADER_NEXT_OFFSET, &url)?;
-        let size = header_parse::<u64>(&headers, HEADER_LOG_SIZE, &url)?;
-        let status = header_parse::<RunStatus>(&headers, HEADER_RUN_STATUS, &url)?;
+        self.read_logs(id, offset, None).await
+    }
+
+    /// `GET /v1/runs/{id}/logs?offset=&limit=`: at most `limit` bytes of `output.log` from `offset`.
+    pub async fn logs_page(&self, id: &str, offset: u64, limit: u64) -> Result<LogRead, ClientError> {
+        self.read_logs(id, offset, Some(limit)).await
+    }
+
+    async fn read_logs(&self, id: &str, offset: u64, limit: Option<u64>) -> Result<LogRead, ClientError> {
+        let mut url = self.url(&["v1", "runs", id, "logs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("offset", &offset.to_string());
+            if let Some(limit) = limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+        }
+        let resp = self.send(Method::GET, &url, None).await?;
+        let headers = resp.headers();
+        let next_offset = header_parse::<u64>(headers, HEADER_NEXT_OFFSET, &url)?;
+        let size = header_parse::<u64>(headers, HEADER_LOG_SIZE, &url)?;
+        let status = header_parse::<RunStatus>(headers, HEADER_RUN_STATUS, &url)?;
         Ok(LogRead {
-            data,
+            data: resp.into_body(),
             next_offset,
             size,
             status,
@@ -164,48 +242,44 @@ impl OutpostClient {
         let mut parts = vec!["v1", "runs", id, "artifacts"];
         parts.extend(name.split('/'));
         let url = self.url(&parts);
-        let resp = self.send(self.request(Method::GET, url.clone()), &url).await?;
-        resp.bytes().await.map_err(|e| transport(&url, &e))
+        Ok(self.send(Method::GET, &url, None).await?.into_body())
     }
 
     /// `GET /v1/runs/{id}/artifacts`: the run's manifest.
     pub async fn artifacts(&self, id: &str) -> Result<Vec<ArtifactView>, ClientError> {
-        let url = self.url(&["v1", "runs", id, "artifacts"]);
-        self.json(self.request(Method::GET, url.clone()), &url).await
+        self.json(Method::GET, self.url(&["v1", "runs", id, "artifacts"]), None)
+            .await
     }
 
     /// `GET /v1/fleet`.
     pub async fn fleet(&self) -> Result<FleetStatus, ClientError> {
-        let url = self.url(&["v1", "fleet"]);
-        self.json(self.request(Method::GET, url.clone()), &url).await
+        self.json(Method::GET, self.url(&["v1", "fleet"]), None).await
     }
 
     /// `POST /v1/runs/{id}/promote`: pushes the run's changes to a new branch of its repository.
     pub async fn promote(&self, id: &str, req: &PromoteRequest) -> Result<PromoteResult, ClientError> {
-        let url = self.url(&["v1", "runs", id, "promote"]);
-        self.json(self.request(Method::POST, url.clone()).json(req), &url).await
+        self.json(Method::POST, self.url(&["v1", "runs", id, "promote"]), Some(body(req)?))
+            .await
     }
 
     /// `PUT /v1/secrets/{name}`: sets one of the tenant's secrets.
     pub async fn put_secret(&self, name: &str, value: &str) -> Result<SecretInfo, ClientError> {
-        let url = self.url(&["v1", "secrets", name]);
-        let body = PutSecretRequest {
+        let req = PutSecretRequest {
             value: value.to_owned(),
         };
-        self.json(self.request(Method::PUT, url.clone()).json(&body), &url)
+        self.json(Method::PUT, self.url(&["v1", "secrets", name]), Some(body(&req)?))
             .await
     }
 
     /// `GET /v1/secrets`: the tenant's secret names and times.
     pub async fn list_secrets(&self) -> Result<SecretList, ClientError> {
-        let url = self.url(&["v1", "secrets"]);
-        self.json(self.request(Method::GET, url.clone()), &url).await
+        self.json(Method::GET, self.url(&["v1", "secrets"]), None).await
     }
 
     /// `DELETE /v1/secrets/{name}`.
     pub async fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
-        let url = self.url(&["v1", "secrets", name]);
-        self.send(self.request(Method::DELETE, url.clone()), &url).await?;
+        self.send(Method::DELETE, &self.url(&["v1", "secrets", name]), None)
+            .await?;
         Ok(())
     }
 
@@ -218,30 +292,50 @@ impl OutpostClient {
         url
     }
 
-    fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let mut headers = HeaderMap::new();
+    /// Sends a request (a JSON body when given); a non-success answer becomes [`ClientError::Api`].
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        json: Option<Vec<u8>>,
+    ) -> Result<http::Response<Bytes>, ClientError> {
+        let mut builder = http::Request::builder().method(method).uri(url.as_str());
         if let Some(auth) = &self.auth {
-            headers.insert(AUTHORIZATION, auth.clone());
+            builder = builder.header(AUTHORIZATION, auth.clone());
         }
-        self.http.request(method, url).headers(headers)
-    }
-
-    /// Sends a request; a non-success answer becomes [`ClientError::Api`].
-    async fn send(&self, req: RequestBuilder, url: &Url) -> Result<Response, ClientError> {
-        let resp = req.send().await.map_err(|e| transport(url, &e))?;
+        let body = match json {
+            Some(bytes) => {
+                builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Bytes::from(bytes)
+            }
+            None => Bytes::new(),
+        };
+        let request = builder
+            .body(body)
+            .map_err(|e| ClientError::InvalidUrl(format!("invalid request to {}: {e}", display_url(url))))?;
+        let resp = self.transport.send(request).await?;
         if resp.status().is_success() {
             Ok(resp)
         } else {
-            Err(api_error(resp).await)
+            Err(error_from_body(resp.status(), resp.body()))
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder, url: &Url) -> Result<T, ClientError> {
-        let resp = self.send(req, url).await?;
-        let body = resp.bytes().await.map_err(|e| transport(url, &e))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Decode(format!("unexpected answer from {}: {e}", display_url(url))))
+    async fn json<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<Vec<u8>>,
+    ) -> Result<R, ClientError> {
+        let resp = self.send(method, &url, json).await?;
+        serde_json::from_slice(resp.body())
+            .map_err(|e| ClientError::Decode(format!("unexpected answer from {}: {e}", display_url(&url))))
     }
+}
+
+/// A request body as JSON.
+fn body<B: Serialize>(value: &B) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(value).map_err(|e| ClientError::Decode(format!("cannot encode the request: {e}")))
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, ClientError> {
@@ -309,13 +403,7 @@ fn transport(url: &Url, e: &reqwest::Error) -> ClientError {
     }
 }
 
-/// Reads an error answer: the API's `ErrorBody` if it is one, else the status and a short quote.
-async fn api_error(resp: Response) -> ClientError {
-    let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
-    error_from_body(status, &body)
-}
-
+/// An error answer: the API's `ErrorBody` if it is one, else the status and a short quote.
 fn error_from_body(status: StatusCode, body: &[u8]) -> ClientError {
     if let Ok(e) = serde_json::from_slice::<ErrorBody>(body) {
         return ClientError::Api {

@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod domain;
 pub mod embedded;
 pub mod ports;
+pub mod promote;
 pub mod telemetry;
 
 #[cfg(feature = "aws")]

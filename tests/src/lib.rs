@@ -6,6 +6,7 @@
 //! them first (`cargo build --workspace --bins`). `OUTPOST_BIN` / `FAKE_AGENT_BIN` override.
 
 pub mod aws;
+pub mod git_http;
 pub mod lambda_gateway;
 
 use anyhow::{bail, Context};
@@ -308,6 +309,11 @@ pub fn write_fake_output(out: &mut impl std::io::Write, n: usize) -> std::io::Re
         }
     }
     out.write_all(&buf)
+}
+
+/// The fake agent's `binary PATH n` content: `n` bytes cycling through every byte value.
+pub fn binary_bytes(n: usize) -> Vec<u8> {
+    (0..=255u8).cycle().take(n).collect()
 }
 
 /// The fake agent's `print n` output, in memory.

@@ -4,6 +4,7 @@
 //! binary-safe diff of everything the agent changed.
 
 use outpost_shared::domain::RepoSpec;
+use secrecy::SecretString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -125,7 +126,21 @@ async fn output(cmd: &mut Command, what: &str) -> Result<Output, String> {
 /// `git clone --depth 1 [--branch B] -- URL ws`. Returns the base commit (`None` for an empty
 /// repository), or git's message.
 pub async fn clone(repo: &RepoSpec, ws: &Path) -> Result<Option<String>, String> {
+    clone_with_token(repo, ws, None).await
+}
+
+/// [`clone`], authenticating an `https://` remote with `token` (the tenant's `GIT_TOKEN`) as an
+/// HTTP header passed to git through `GIT_CONFIG_*` environment variables: never in the URL, the
+/// arguments or the clone's `.git/config`.
+pub async fn clone_with_token(
+    repo: &RepoSpec,
+    ws: &Path,
+    token: Option<&SecretString>,
+) -> Result<Option<String>, String> {
     let mut cmd = git(None);
+    if let Some(t) = token {
+        cmd.envs(outpost_shared::promote::git_auth_env(&repo.url, t));
+    }
     cmd.args(["clone", "--quiet", "--depth", "1", "--no-tags"]);
     if let Some(b) = &repo.branch {
         // `--branch=B` keeps a branch that starts with '-' a value, never an option.

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod fleet;
 pub mod logs;
+pub mod promote;
 pub mod runs;
 pub mod secrets;
 pub mod system;

@@ -73,7 +73,8 @@ impl DispatchLimits {
 }
 
 /// Checks a repository URL: `https://`, `ssh://`, `file://` or scp-like `user@host:path`.
-/// Plain `http://`, `git://`, transport helpers (`ext::`) and URLs carrying a password are refused.
+/// Plain `http://` (except to a loopback host: a git server on the same machine), `git://`,
+/// transport helpers (`ext::`) and URLs carrying a password are refused.
 pub fn check_repo_url(raw: &str) -> Result<(), ValidationError> {
     let err = |m: &str| Err(ValidationError::new("repo", m.to_owned()));
     if raw.is_empty() || raw.len() > 2048 {
@@ -88,7 +89,8 @@ pub fn check_repo_url(raw: &str) -> Result<(), ValidationError> {
             Err(e) => return err(&format!("is not a valid URL ({e})")),
         };
         match scheme {
-            "https" | "ssh" => {
+            "http" if !is_loopback(&url) => err("plain http:// is allowed only to a loopback host; use https://"),
+            "https" | "ssh" | "http" => {
                 if url.host_str().is_none_or(str::is_empty) {
                     return err("needs a host");
                 }
@@ -116,6 +118,16 @@ pub fn check_repo_url(raw: &str) -> Result<(), ValidationError> {
         Ok(())
     } else {
         err("must be https://, ssh://, file:// or user@host:path")
+    }
+}
+
+/// Whether `url`'s host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -199,11 +211,16 @@ mod tests {
             "ssh://git@github.com/acme/app.git",
             "git@github.com:acme/app.git",
             "file:///tmp/repo.git",
+            "http://127.0.0.1:8080/repo.git",
+            "http://localhost/repo.git",
+            "http://[::1]:9/r.git",
         ] {
             assert!(check_repo_url(ok).is_ok(), "{ok} refused");
         }
         for bad in [
             "http://github.com/acme/app.git",
+            "http://10.0.0.1/app.git",
+            "http://localhost.evil.com/app.git",
             "git://github.com/acme/app.git",
             "ext::sh -c touch% /tmp/pwned",
             "-uhttps://x",

@@ -12,6 +12,7 @@
 //! | `say TEXT` | TEXT and a newline on stdout |
 //! | `env NAME` | `NAME=<value>` or `NAME is unset` on stdout |
 //! | `write PATH TEXT` | writes TEXT to PATH relative to the working directory |
+//! | `binary PATH N` | writes N bytes `0, 1, …, 255, 0, …` (see `outpost_tests::binary_bytes`) to PATH |
 //! | `artifact NAME TEXT` | writes TEXT to `$OUTPOST_ARTIFACTS_DIR/NAME` |
 //! | `count FILE` | appends one line to FILE (an absolute path): counts executions |
 //! | `sleep SECS` | sleeps (fractions allowed) |
@@ -88,6 +89,14 @@ async fn run_script(prompt: &str) -> i32 {
                 .map_err(|e| e.to_string())
             }
             "write" => write_file(std::path::Path::new("."), rest),
+            "binary" => match rest.split_once(' ').map(|(p, n)| (p, n.trim().parse::<usize>())) {
+                Some((path, Ok(n))) => std::path::Path::new(path)
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(path, outpost_tests::binary_bytes(n)))
+                    .map_err(|e| format!("binary {path}: {e}")),
+                _ => Err("usage: binary PATH N".into()),
+            },
             "artifact" => match std::env::var("OUTPOST_ARTIFACTS_DIR") {
                 Ok(dir) => write_file(std::path::Path::new(&dir), rest),
                 Err(_) => Err("OUTPOST_ARTIFACTS_DIR is unset".into()),

@@ -288,8 +288,12 @@ impl ProcessExecutor {
 
         // Workspace.
         if let Some(repo) = &run.repo {
+            let token = tenant_env
+                .iter()
+                .find(|(n, _)| n.as_str() == outpost_shared::promote::GIT_TOKEN_SECRET)
+                .map(|(_, v)| v);
             let cloned = tokio::select! {
-                r = tokio::time::timeout_at(deadline, workspace::clone(repo, &dirs.ws)) => match r {
+                r = tokio::time::timeout_at(deadline, workspace::clone_with_token(repo, &dirs.ws, token)) => match r {
                     Ok(r) => r,
                     Err(_) => Err("git clone did not finish within the run's timeout".to_owned()),
                 },

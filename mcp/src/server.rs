@@ -1,0 +1,376 @@
+//! [`OutpostMcp`]: the MCP server handler. Each tool is one or two calls of the typed REST client;
+//! API failures become tool error results carrying the REST error body, so a model sees the same
+//! `code` (`not_found`, `validation_failed`, `unauthorized`, …) as any REST client.
+//!
+//! `dispatch` as a task (tasks extension, SEP-2663): a `dispatch` with `wait: true` from a client
+//! that declared the tasks capability answers at once with a task whose id is the run id, instead
+//! of holding the request open. `tasks/get` reads the run
+//! (queued/running → `working`; ended → `completed` with the same result `get_run` gives;
+//! cancelled → `cancelled`) and `tasks/cancel` cancels the run. The run is the task's only state,
+//! so any instance can answer for any task.
+
+use crate::access::ApiAccess;
+use crate::tools::{self, DispatchArgs, PromoteArgs, RunIdArgs};
+use outpost_shared::api::{ListRunsQuery, RunView};
+use outpost_shared::client::{ApiTransport, ClientError, OutpostClient};
+use outpost_shared::RunStatus;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult, DetailedTask,
+    GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Task, TaskPayload, TaskStatus,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Bytes of `output.log` returned as `output_tail`.
+pub const OUTPUT_TAIL_BYTES: u64 = 4096;
+
+/// Settings of the tools.
+#[derive(Debug, Clone)]
+pub struct McpOptions {
+    /// Longest a `dispatch` with `wait: true` waits for the run to end.
+    pub max_wait: Duration,
+    /// Pause between two reads of a run while waiting.
+    pub poll_interval: Duration,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The MCP server of Outpost over one way of reaching the API.
+#[derive(Clone)]
+pub struct OutpostMcp<A> {
+    api: A,
+    options: McpOptions,
+}
+
+impl<A: ApiAccess> OutpostMcp<A> {
+    pub fn new(api: A, options: McpOptions) -> Self {
+        Self { api, options }
+    }
+
+    async fn run_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let client = match self.api.client(&context) {
+            Ok(client) => client,
+            Err(e) => return Ok(client_error(&e).into()),
+        };
+        tracing::debug!(tool = %name, "tool call");
+        let outcome = match name.as_str() {
+            tools::DISPATCH => {
+                let args: DispatchArgs = match parse(arguments) {
+                    Ok(args) => args,
+                    Err(result) => return Ok(result.into()),
+                };
+                if args.wait == Some(true) && client_supports_tasks(&context) {
+                    return self.dispatch_task(&client, args).await;
+                }
+                self.dispatch(&client, args, &context).await
+            }
+            tools::LIST_RUNS => match parse::<ListRunsQuery>(arguments) {
+                Ok(query) => client.list_runs(&query).await.map(|list| {
+                    let mut value = to_value(&list);
+                    if let Some(runs) = value.get_mut("runs").and_then(Value::as_array_mut) {
+                        for run in runs {
+                            self.absolute_links(run);
+                        }
+                    }
+                    value
+                }),
+                Err(result) => return Ok(result.into()),
+            },
+            tools::GET_RUN => match parse::<RunIdArgs>(arguments) {
+                Ok(args) => self.run_report(&client, &args.run_id).await,
+                Err(result) => return Ok(result.into()),
+            },
+            tools::CANCEL_RUN => match parse::<RunIdArgs>(arguments) {
+                Ok(args) => client.cancel_run(&args.run_id).await.map(|run| self.run_value(&run)),
+                Err(result) => return Ok(result.into()),
+            },
+            tools::PROMOTE => match parse::<PromoteArgs>(arguments) {
+                Ok(args) => client
+                    .promote(&args.run_id, &args.request)
+                    .await
+                    .map(|promoted| to_value(&promoted)),
+                Err(result) => return Ok(result.into()),
+            },
+            tools::FLEET_STATUS => client.fleet().await.map(|fleet| to_value(&fleet)),
+            other => {
+                return Err(McpError::invalid_params(format!("unknown tool: {other}"), None));
+            }
+        };
+        Ok(match outcome {
+            Ok(value) => CallToolResult::structured(value),
+            Err(e) => client_error(&e),
+        }
+        .into())
+    }
+
+    /// `dispatch` without a task: the accepted run at once, or the ended run with `wait`.
+    async fn dispatch<T: ApiTransport>(
+        &self,
+        client: &OutpostClient<T>,
+        args: DispatchArgs,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Value, ClientError> {
+        let accepted = client.dispatch(&args.request).await?;
+        tracing::info!(run = %accepted.id, agent = %args.request.agent, "run dispatched over MCP");
+        if args.wait != Some(true) {
+            let mut value = to_value(&accepted);
+            self.absolute_links(&mut value);
+            return Ok(value);
+        }
+        let ended = self.wait_for_end(client, &accepted.id, context).await?;
+        let mut report = self.run_report(client, &accepted.id).await?;
+        if !ended {
+            report["note"] = json!(format!(
+                "the run had not ended after {} s of waiting; follow it with get_run",
+                self.options.max_wait.as_secs()
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Polls the run until it ends, the wait is over (`false`), or the client cancels the request.
+    async fn wait_for_end<T: ApiTransport>(
+        &self,
+        client: &OutpostClient<T>,
+        id: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<bool, ClientError> {
+        let started = Instant::now();
+        let token = context.meta.get_progress_token();
+        let mut step = 0u32;
+        loop {
+            let run = client.get_run(id).await?;
+            if run.status.is_terminal() {
+                return Ok(true);
+            }
+            if started.elapsed() >= self.options.max_wait {
+                return Ok(false);
+            }
+            if let Some(token) = &token {
+                step += 1;
+                let message = format!("run {id} is {} ({} s)", run.status, started.elapsed().as_secs());
+                let progress = ProgressNotificationParam::new(token.clone(), f64::from(step)).with_message(message);
+                if let Err(e) = context.peer.notify_progress(progress).await {
+                    tracing::debug!(error = %e, "progress notification not delivered");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = context.ct.cancelled() => return Ok(false),
+            }
+        }
+    }
+
+    /// The run, made absolute, with the last [`OUTPUT_TAIL_BYTES`] of its output log.
+    async fn run_report<T: ApiTransport>(&self, client: &OutpostClient<T>, id: &str) -> Result<Value, ClientError> {
+        let run = client.get_run(id).await?;
+        let mut value = self.run_value(&run);
+        let mut page = client.logs_page(id, 0, OUTPUT_TAIL_BYTES).await?;
+        if page.size > OUTPUT_TAIL_BYTES {
+            page = client
+                .logs_page(id, page.size - OUTPUT_TAIL_BYTES, OUTPUT_TAIL_BYTES)
+                .await?;
+        }
+        value["output_size"] = json!(page.size);
+        value["output_tail"] = json!(String::from_utf8_lossy(&page.data));
+        Ok(value)
+    }
+
+    fn run_value(&self, run: &RunView) -> Value {
+        let mut value = to_value(run);
+        self.absolute_links(&mut value);
+        value
+    }
+
+    /// Rewrites the `links` and artifact `url`s of a run as absolute URLs where possible.
+    fn absolute_links(&self, run: &mut Value) {
+        if let Some(links) = run.get_mut("links").and_then(Value::as_object_mut) {
+            for link in links.values_mut() {
+                if let Some(path) = link.as_str() {
+                    *link = json!(self.api.absolute(path));
+                }
+            }
+        }
+        if let Some(artifacts) = run.get_mut("artifacts").and_then(Value::as_array_mut) {
+            for artifact in artifacts {
+                if let Some(url) = artifact.get_mut("url") {
+                    if let Some(path) = url.as_str() {
+                        *url = json!(self.api.absolute(path));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dispatch` as a task: the run is created and the task (id = run id) returned at once.
+    async fn dispatch_task<T: ApiTransport>(
+        &self,
+        client: &OutpostClient<T>,
+        args: DispatchArgs,
+    ) -> Result<CallToolResponse, McpError> {
+        match client.dispatch(&args.request).await {
+            Ok(accepted) => {
+                tracing::info!(run = %accepted.id, agent = %args.request.agent, "run dispatched as an MCP task");
+                let created = accepted.created_at.to_rfc3339();
+                let task = Task::new(accepted.id, TaskStatus::Working, created.clone(), created)
+                    .with_status_message("queued")
+                    .with_poll_interval_ms(poll_ms(self.options.poll_interval));
+                Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
+            }
+            Err(e) => Ok(client_error(&e).into()),
+        }
+    }
+
+    async fn task_state(&self, task_id: &str, context: &RequestContext<RoleServer>) -> Result<DetailedTask, McpError> {
+        let client = self.api.client(context).map_err(|e| task_error(task_id, &e))?;
+        let run = client.get_run(task_id).await.map_err(|e| task_error(task_id, &e))?;
+        let created = run.created_at.to_rfc3339();
+        let updated = run
+            .finished_at
+            .or(run.started_at)
+            .unwrap_or(run.created_at)
+            .to_rfc3339();
+        let task = Task::new(run.id.clone(), TaskStatus::Working, created, updated)
+            .with_status_message(run.status.as_str())
+            .with_poll_interval_ms(poll_ms(self.options.poll_interval));
+        let payload = match run.status {
+            RunStatus::Queued | RunStatus::Running => TaskPayload::Working,
+            RunStatus::Cancelled => TaskPayload::Cancelled,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::TimedOut => {
+                let result = match self.run_report(&client, task_id).await {
+                    Ok(value) => CallToolResult::structured(value),
+                    Err(e) => client_error(&e),
+                };
+                match serde_json::to_value(&result) {
+                    Ok(Value::Object(result)) => TaskPayload::Completed { result },
+                    _ => return Err(McpError::internal_error("cannot encode the task result", None)),
+                }
+            }
+        };
+        Ok(DetailedTask::new(task, payload))
+    }
+}
+
+impl<A: ApiAccess> ServerHandler for OutpostMcp<A> {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
+            .with_server_info(Implementation::new("outpost", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Outpost runs AI coding agents (Claude Code, Codex, Gemini CLI, Aider, …) on a \
+                 worker fleet. Call fleet_status to see the agents, dispatch to start a run \
+                 (wait: true to block until it ends), get_run to follow it (status, exit code, \
+                 end of output, artifacts), list_runs to find runs, cancel_run to stop one, and \
+                 promote to push a finished run's changes to a git branch.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(tools::tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        tools::tools().into_iter().find(|t| t.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.run_tool(request, context).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        Ok(GetTaskResult::new(self.task_state(&request.task_id, &context).await?))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let client = self
+            .api
+            .client(&context)
+            .map_err(|e| task_error(&request.task_id, &e))?;
+        client
+            .cancel_run(&request.task_id)
+            .await
+            .map(|_| ())
+            .map_err(|e| task_error(&request.task_id, &e))
+    }
+}
+
+fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
+    context.client_capabilities().is_some_and(|caps| caps.supports_tasks())
+}
+
+fn poll_ms(interval: Duration) -> u64 {
+    u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(100)
+}
+
+/// Tool arguments as `T`, or the tool error a model can act on.
+fn parse<T: DeserializeOwned>(arguments: Value) -> Result<T, CallToolResult> {
+    serde_json::from_value(arguments)
+        .map_err(|e| error_result("validation_failed", None, &format!("invalid arguments: {e}")))
+}
+
+fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+}
+
+/// A tool error result whose text is the REST error body, `{"error":{"code","message"}}`.
+fn error_result(code: &str, status: Option<u16>, message: &str) -> CallToolResult {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(status) = status {
+        error["status"] = json!(status);
+    }
+    CallToolResult::structured_error(json!({ "error": error }))
+}
+
+/// The tool error of a failed API call: the API's own code, or `unavailable` when it did not answer.
+fn client_error(e: &ClientError) -> CallToolResult {
+    match e {
+        ClientError::Api { status, code, message } => error_result(code, Some(*status), message),
+        ClientError::Transport(message) => error_result("unavailable", None, message),
+        ClientError::Decode(message) => error_result("bad_response", None, message),
+        ClientError::InvalidUrl(message) => error_result("invalid_configuration", None, message),
+    }
+}
+
+/// A failed `tasks/*` request: an unknown task is invalid params, anything else internal.
+fn task_error(task_id: &str, e: &ClientError) -> McpError {
+    let data = Some(json!({ "error": { "code": e.code().unwrap_or("unavailable"), "message": e.to_string() } }));
+    match e.status() {
+        Some(404) => McpError::invalid_params(format!("no such task: {task_id}"), data),
+        Some(409) => McpError::invalid_params(format!("task {task_id} has already ended"), data),
+        Some(401) => McpError::invalid_request("an API key is required", data),
+        _ => McpError::internal_error(format!("cannot reach the run of task {task_id}"), data),
+    }
+}
