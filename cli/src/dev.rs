@@ -109,6 +109,14 @@ pub async fn run_dev(listen: &str, data_args: &DataArgs, pool: &PoolArgs) -> any
 
     let token = CancellationToken::new();
     let mut api_config = ApiConfig::default();
+    // Local repositories (file://, http://localhost): yes embedded, no on AWS, unless set.
+    api_config.limits.allow_local_repos = match std::env::var("OUTPOST_ALLOW_LOCAL_REPOS") {
+        Ok(v) => v
+            .trim()
+            .parse::<bool>()
+            .map_err(|_| anyhow::anyhow!("OUTPOST_ALLOW_LOCAL_REPOS must be true or false, not {v:?}"))?,
+        Err(_) => opened.kind == outpost_shared::deployment::BackendKind::Embedded,
+    };
     if let Some(expiry) = opened.presign_expiry {
         api_config.presign_expiry = expiry;
     }

@@ -43,6 +43,10 @@ struct Args {
     /// Enable the `shell` agent (runs the task as a sh script); for local use only.
     #[arg(long)]
     allow_shell: bool,
+    /// Accept repositories on this machine (`file://`, `http://` to localhost) in dispatches
+    /// (default: yes on the embedded backend, no on AWS, where tenants share the fleet).
+    #[arg(long, env = "OUTPOST_ALLOW_LOCAL_REPOS")]
+    allow_local_repos: Option<bool>,
 }
 
 #[tokio::main]
@@ -69,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let opened = open_backend(kind, &data, EmbeddedOptions::default()).await?;
     let mut config = ApiConfig::default();
+    config.limits.allow_local_repos = args.allow_local_repos.unwrap_or(kind == BackendKind::Embedded);
     if in_lambda {
         // API Gateway ends an integration after 30 s: an MCP `wait` must answer before that.
         config.mcp_max_wait = std::time::Duration::from_secs(25);

@@ -4,7 +4,6 @@
 use crate::error::ApiError;
 use axum::http::StatusCode;
 use outpost_shared::api::DispatchRequest;
-use outpost_shared::domain::validation::check_repo;
 use outpost_shared::{AgentRegistry, DispatchLimits, RepoSpec, ValidationError};
 
 /// Longest part of a client's input quoted back in an error message.
@@ -39,7 +38,7 @@ pub fn validate_dispatch(
     let repo = match (req.repo, req.branch) {
         (Some(url), branch) => {
             let repo = RepoSpec { url, branch };
-            check_repo(&repo)?;
+            limits.check_repo(&repo)?;
             Some(repo)
         }
         (None, Some(_)) => {

@@ -139,6 +139,14 @@ async fn failures_cancels_and_tenant_isolation_on_aws() -> anyhow::Result<()> {
     assert_eq!(run.failure_reason, Some(FailureReason::NonZeroExit));
     assert_eq!(run.exit_code, Some(3));
 
+    // Repositories on the server's machine are refused on a shared (AWS) deployment.
+    let mut local = fake_task("say hi");
+    local.repo = Some("file:///etc".into());
+    match client.dispatch(&local).await {
+        Err(ClientError::Api { status, code, .. }) => assert_eq!((status, code.as_str()), (422, "validation_failed")),
+        other => panic!("expected a 422 for a file:// repo on AWS, got {other:?}"),
+    }
+
     // Another tenant sees nothing of acme's runs.
     match other.get_run(&sleeping.id).await {
         Err(ClientError::Api { status, .. }) => assert_eq!(status, 404),

@@ -351,7 +351,12 @@ async fn promote_through_the_lambda_on_the_aws_backend() -> anyhow::Result<()> {
     let gateway = LambdaGateway::start(LambdaFunction {
         program: ingest_lambda_bin()?,
         args: vec!["--agents".into(), aws.agents_file.display().to_string()],
-        env: aws.env(),
+        env: {
+            // The remote is a file:// repository, which the AWS deployment refuses by default.
+            let mut env = aws.env();
+            env.push(("OUTPOST_ALLOW_LOCAL_REPOS".to_owned(), "true".to_owned()));
+            env
+        },
         instances: 1,
     })
     .await?;

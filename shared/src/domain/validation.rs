@@ -10,6 +10,11 @@ pub struct DispatchLimits {
     pub timeout_min_secs: u32,
     pub timeout_max_secs: u32,
     pub body_max_bytes: usize,
+    /// Whether repositories on the server's own machine are accepted: `file://` paths and
+    /// `http://` to a loopback host. Workers clone them, and promote pushes to them, with the
+    /// server's rights, so a deployment shared by tenants that do not trust each other turns this
+    /// off (the AWS deployment does by default: `OUTPOST_ALLOW_LOCAL_REPOS`).
+    pub allow_local_repos: bool,
 }
 
 impl Default for DispatchLimits {
@@ -19,6 +24,7 @@ impl Default for DispatchLimits {
             timeout_min_secs: 10,
             timeout_max_secs: 24 * 3600,
             body_max_bytes: 256 * 1024,
+            allow_local_repos: true,
         }
     }
 }
@@ -177,9 +183,67 @@ pub fn check_repo(repo: &RepoSpec) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Whether `raw` (a URL that passed [`check_repo_url`]) names a repository on this machine:
+/// `file://`, or `http://` to a loopback host.
+pub fn is_local_repo_url(raw: &str) -> bool {
+    match raw.split_once("://") {
+        Some(("file", _)) => true,
+        Some(("http", _)) => url::Url::parse(raw).is_ok_and(|u| is_loopback(&u)),
+        _ => false,
+    }
+}
+
+impl DispatchLimits {
+    /// [`check_repo`], and refuses local repositories unless [`Self::allow_local_repos`].
+    pub fn check_repo(&self, repo: &RepoSpec) -> Result<(), ValidationError> {
+        check_repo(repo)?;
+        if !self.allow_local_repos && is_local_repo_url(&repo.url) {
+            return Err(ValidationError::new(
+                "repo",
+                "repositories on the server's machine (file://, http:// to localhost) are disabled on this \
+                 deployment; use an https:// or ssh:// remote"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_repositories_can_be_turned_off() {
+        let repo = |url: &str| RepoSpec {
+            url: url.to_owned(),
+            branch: None,
+        };
+        let open = DispatchLimits::default();
+        let shared = DispatchLimits {
+            allow_local_repos: false,
+            ..DispatchLimits::default()
+        };
+        for local in [
+            "file:///srv/repo.git",
+            "http://localhost:8080/r.git",
+            "http://127.0.0.1/r.git",
+        ] {
+            assert!(open.check_repo(&repo(local)).is_ok(), "{local}");
+            let e = shared.check_repo(&repo(local)).expect_err(local);
+            assert_eq!(e.field, "repo");
+            assert!(e.message.contains("disabled on this deployment"), "{e}");
+        }
+        for remote in [
+            "https://github.com/o/r.git",
+            "ssh://git@host/r.git",
+            "git@github.com:o/r.git",
+        ] {
+            assert!(shared.check_repo(&repo(remote)).is_ok(), "{remote}");
+        }
+        // Bad input is still refused for what it is.
+        assert!(shared.check_repo(&repo("http://example.com/r.git")).is_err());
+    }
 
     #[test]
     fn task_bounds() {
