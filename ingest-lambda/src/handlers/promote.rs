@@ -10,12 +10,10 @@
 use super::TAG_RUNS;
 use crate::auth::Tenant;
 use crate::error::ApiError;
-use crate::extract::{parse_json, RunPath};
+use crate::extract::{OptionalJsonBody, RunPath};
 use crate::handlers::runs::load_run;
 use crate::state::AppState;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_shared::api::{ErrorBody, PromoteRequest, PromoteResult};
@@ -29,48 +27,6 @@ const MAX_PATCH_BYTES: u64 = 256 << 20;
 const MAX_SUMMARY_BYTES: u64 = 1 << 20;
 /// How long the git work may take (fetch, apply, push).
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A JSON body that may also be empty (then `T::default()`).
-pub struct OptionalJsonBody<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let json_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
-            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is too large",
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request body could not be read",
-                )
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        if !json_type {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON with 'Content-Type: application/json' (or empty)",
-            ));
-        }
-        parse_json(&bytes).map(Self)
-    }
-}
 
 impl From<PromoteError> for ApiError {
     fn from(e: PromoteError) -> Self {
