@@ -15,8 +15,9 @@
 //! ```
 //!
 //! [`contract_suite!`](crate::contract_suite) expands into one `#[test]` per case (each on its own
-//! tokio runtime), so cases run in parallel and fail one by one. An adapter that cannot meet a
-//! case yet can list the cases it runs with [`contract_cases!`](crate::contract_cases) instead.
+//! tokio runtime), so cases run in parallel and fail one by one. A queue without strict turns
+//! across tenants (SQS) runs [`contract_suite_without_tenant_turns!`](crate::contract_suite_without_tenant_turns);
+//! [`contract_cases!`](crate::contract_cases) runs a chosen list.
 //!
 //! Timings are whole seconds (SQS has no sub-second visibility); anything an eventually
 //! consistent backend may lag on (queue depth, dead-letter moves) is polled for a few seconds.
@@ -107,6 +108,16 @@ where
 #[macro_export]
 macro_rules! contract_suite {
     ($factory:expr $(,)?) => {
+        $crate::contract_suite_without_tenant_turns!($factory);
+        $crate::contract_cases!($factory; queue_tenants_take_turns);
+    };
+}
+
+/// Every case of [`contract_suite!`](crate::contract_suite) but `queue_tenants_take_turns`
+/// (strict round-robin across tenants), for queues that promise no delivery order, such as SQS.
+#[macro_export]
+macro_rules! contract_suite_without_tenant_turns {
+    ($factory:expr $(,)?) => {
         $crate::contract_cases!($factory;
             runs_create_then_get,
             runs_duplicate_id_is_rejected,
@@ -139,7 +150,6 @@ macro_rules! contract_suite {
             queue_long_poll_wakes_on_send,
             queue_long_poll_times_out_empty,
             queue_receive_respects_the_batch_max,
-            queue_tenants_take_turns,
             queue_depth_counts,
             queue_bad_receipts_are_stale,
             queue_trace_context_round_trips,

@@ -2,7 +2,8 @@
 //! each case on freshly created resources. `scripts/test` starts moto and sets
 //! `OUTPOST_TEST_AWS_ENDPOINT`.
 //!
-//! Every case of [`outpost_shared::contract_suite!`] runs here but one:
+//! Every case of [`outpost_shared::contract_suite!`] runs here but one
+//! (`contract_suite_without_tenant_turns!`):
 //!
 //! - `queue_tenants_take_turns` (round-robin across tenants). SQS standard queues promise no
 //!   order, and fair queues (`MessageGroupId` = tenant, which the adapter sets) only shorten a quiet
@@ -27,49 +28,4 @@
 
 use outpost_shared::aws::testing::contract_fixture;
 
-outpost_shared::contract_cases!(contract_fixture;
-    runs_create_then_get,
-    runs_duplicate_id_is_rejected,
-    runs_list_newest_first_with_cursor_pages,
-    runs_list_filters_by_status_and_agent,
-    runs_list_rejects_a_bad_cursor,
-    runs_count_running_across_tenants,
-    claim_from_queued,
-    claim_twice_is_held_elsewhere,
-    claim_races_have_one_winner,
-    claim_after_lease_expiry_starts_a_new_attempt,
-    claim_exhausted_fails_the_run_as_worker_lost,
-    claim_of_unknown_or_finished_runs,
-    heartbeat_extends_the_lease_and_reports_cancel,
-    heartbeat_keeps_the_run_held,
-    heartbeat_by_a_non_owner_is_lease_lost,
-    finish_records_outcome_and_artifacts,
-    finish_in_every_terminal_status,
-    finish_by_a_non_owner_is_lease_lost,
-    finish_twice_never_changes_a_terminal_run,
-    cancel_of_a_queued_run_is_immediate,
-    cancel_of_a_running_run_sets_the_flag,
-    cancel_of_a_terminal_run_changes_nothing,
-    cancel_is_tenant_scoped,
-    fail_unfinished_rules,
-    queue_send_receive_delete,
-    queue_visibility_timeout_redelivers,
-    queue_extend_visibility_keeps_it_hidden,
-    queue_dead_letters_after_max_receives,
-    queue_long_poll_wakes_on_send,
-    queue_long_poll_times_out_empty,
-    queue_receive_respects_the_batch_max,
-    queue_depth_counts,
-    queue_bad_receipts_are_stale,
-    queue_trace_context_round_trips,
-    artifacts_put_open_and_read_range,
-    artifacts_live_log_then_replaced_by_final_file,
-    artifacts_bad_names_are_rejected,
-    artifacts_large_file_is_intact,
-    artifacts_are_scoped_per_tenant_and_run,
-    keys_insert_and_lookup,
-    workers_report_list_and_remove,
-    secrets_put_get_list_delete,
-    secrets_are_scoped_per_tenant,
-    dispatch_to_finish_flow,
-);
+outpost_shared::contract_suite_without_tenant_turns!(contract_fixture);

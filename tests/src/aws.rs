@@ -4,7 +4,7 @@
 //!
 //! The emulator comes from `OUTPOST_TEST_AWS_ENDPOINT` (`scripts/test` starts it).
 
-use crate::{fake_agent_bin, find_bin, outpost_bin, KillOnDrop};
+use crate::{find_bin, outpost_bin, KillOnDrop};
 use anyhow::Context;
 use outpost_shared::aws::testing::{emulator_clients, emulator_endpoint, fresh_settings};
 use outpost_shared::aws::{AwsClients, AwsSettings};
@@ -35,8 +35,6 @@ impl AwsDeployment {
         let dir = tempfile::tempdir()?;
         crate::write_agents_file(dir.path())?;
         let agents_file = dir.path().join("agents.toml");
-        // Sanity: the fake agent is where the agents file says.
-        fake_agent_bin()?;
         Ok(Self {
             endpoint,
             settings,
