@@ -246,6 +246,7 @@ pub mod cases {
             task: "say hello".into(),
             repo: None,
             timeout_secs: 600,
+        idle_timeout_secs: None,
             created_at: Utc::now(),
         }
     }
@@ -403,6 +404,7 @@ pub mod cases {
                 branch: Some("main".into()),
             }),
             timeout_secs: 900,
+            idle_timeout_secs: None,
             created_at: Utc::now(),
         };
         let run = b.runs.create(new.clone()).await.expect("create");

@@ -832,6 +832,7 @@ mod tests {
                 branch: Some("main".into()),
             }),
             timeout_secs: 60,
+            idle_timeout_secs: None,
             created_at: chrono::Utc.timestamp_opt(1_700_000_000, 0).single().expect("time"),
         });
         run.status = RunStatus::Succeeded;

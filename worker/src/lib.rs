@@ -8,6 +8,7 @@
 //! (run folders and git), [`dirpool`] (reused empty run trees), [`output`] (the output pump), [`scrub`] (secret scrubbing), [`tenant_secrets`] (tenants' BYOK keys for their agents) and
 //! [`artifacts`] (collection and upload).
 
+pub mod agent_output;
 pub mod artifacts;
 pub mod config;
 pub mod dead_letters;

@@ -73,6 +73,7 @@ impl Env {
                 task: script.into(),
                 repo: None,
                 timeout_secs: 600,
+                idle_timeout_secs: None,
                 created_at: Utc::now(),
             })
             .await

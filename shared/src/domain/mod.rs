@@ -1,11 +1,13 @@
 //! Domain types: identifiers, the run and its state machine, agents, validation.
 
-pub mod agent;
+pub mod agents;
 pub mod ids;
+pub mod report;
 pub mod run;
 pub mod validation;
 
-pub use agent::{AgentRegistry, AgentSpec, AgentsFileError};
+pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, OutputReader};
+pub use report::{AgentReport, Usage};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
 pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};
 pub use validation::{DispatchLimits, ValidationError};

@@ -6,6 +6,7 @@
 //! finishing takes a [`TerminalStatus`], so a store cannot write a non-terminal outcome.
 
 use super::ids::{RunId, TenantId, WorkerId};
+use super::report::AgentReport;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -137,6 +138,11 @@ pub enum FailureReason {
     EnqueueFailed,
     /// The run names an agent this worker does not know.
     UnknownAgent,
+    /// The agent reported a failure in its own output (e.g. its vendor refused the key), whatever
+    /// its exit code; the agent's message is the run's `error`.
+    AgentError,
+    /// The agent printed nothing for its idle timeout and was stopped (status `timed_out`).
+    Idle,
 }
 
 impl FailureReason {
@@ -151,6 +157,8 @@ impl FailureReason {
             FailureReason::ArtifactUploadFailed => "artifact_upload_failed",
             FailureReason::EnqueueFailed => "enqueue_failed",
             FailureReason::UnknownAgent => "unknown_agent",
+            FailureReason::AgentError => "agent_error",
+            FailureReason::Idle => "idle",
         }
     }
 }
@@ -170,11 +178,13 @@ impl fmt::Display for FailureReason {
 }
 
 /// How a run ended, as the worker reports it to the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub status: TerminalStatus,
     pub exit_code: Option<i32>,
     pub reason: Option<FailureReason>,
+    /// What the agent said of its run (empty when it said nothing readable).
+    pub report: AgentReport,
 }
 
 impl Outcome {
@@ -183,6 +193,7 @@ impl Outcome {
             status: TerminalStatus::Succeeded,
             exit_code: Some(0),
             reason: None,
+            report: AgentReport::default(),
         }
     }
 
@@ -191,6 +202,7 @@ impl Outcome {
             status: TerminalStatus::Failed,
             exit_code,
             reason: Some(reason),
+            report: AgentReport::default(),
         }
     }
 
@@ -199,6 +211,7 @@ impl Outcome {
             status: TerminalStatus::TimedOut,
             exit_code,
             reason: Some(FailureReason::Timeout),
+            report: AgentReport::default(),
         }
     }
 
@@ -207,7 +220,24 @@ impl Outcome {
             status: TerminalStatus::Cancelled,
             exit_code,
             reason: Some(FailureReason::Cancelled),
+            report: AgentReport::default(),
         }
+    }
+
+    /// A run stopped because the agent printed nothing for its idle timeout.
+    pub fn idle(exit_code: Option<i32>) -> Self {
+        Self {
+            status: TerminalStatus::TimedOut,
+            exit_code,
+            reason: Some(FailureReason::Idle),
+            report: AgentReport::default(),
+        }
+    }
+
+    /// This outcome carrying the agent's report.
+    pub fn with_report(mut self, report: AgentReport) -> Self {
+        self.report = report;
+        self
     }
 
     /// The outcome of an agent that exited by itself with `code`.
@@ -250,11 +280,13 @@ pub struct NewRun {
     pub task: String,
     pub repo: Option<RepoSpec>,
     pub timeout_secs: u32,
+    /// Seconds without output before the agent is stopped; the agent's default when `None`.
+    pub idle_timeout_secs: Option<u32>,
     pub created_at: DateTime<Utc>,
 }
 
 /// The record of one run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: RunId,
     pub tenant: TenantId,
@@ -262,6 +294,9 @@ pub struct Run {
     pub task: String,
     pub repo: Option<RepoSpec>,
     pub timeout_secs: u32,
+    /// Seconds without output before the agent is stopped; the agent's default when `None`.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u32>,
     pub status: RunStatus,
     /// How many times a worker has claimed the run.
     pub attempts: u32,
@@ -274,6 +309,10 @@ pub struct Run {
     pub worker_id: Option<WorkerId>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
+    /// What the agent said of its run (final answer, error, usage, session), capped; set when
+    /// the run finishes.
+    #[serde(default)]
+    pub report: AgentReport,
 }
 
 impl Run {
@@ -286,6 +325,7 @@ impl Run {
             task: new.task,
             repo: new.repo,
             timeout_secs: new.timeout_secs,
+            idle_timeout_secs: new.idle_timeout_secs,
             status: RunStatus::Queued,
             attempts: 0,
             created_at: new.created_at,
@@ -297,6 +337,7 @@ impl Run {
             worker_id: None,
             lease_expires_at: None,
             cancel_requested: false,
+            report: AgentReport::default(),
         }
     }
 

@@ -83,7 +83,7 @@ pub fn stop_channel() -> (StopHandle, StopSignal) {
 }
 
 /// How an execution ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Execution {
     /// The run reached a final outcome; every artifact in the manifest is stored.
     Finished { outcome: Outcome, artifacts: Vec<Artifact> },

@@ -69,6 +69,7 @@ fn run_of(agent: &str, task: &str, repo: Option<RepoSpec>, timeout_secs: u32) ->
         task: task.into(),
         repo,
         timeout_secs,
+        idle_timeout_secs: None,
         created_at: Utc::now(),
     });
     run.status = RunStatus::Running;

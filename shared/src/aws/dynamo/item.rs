@@ -272,6 +272,8 @@ pub(super) fn run_from_item(item: &Item) -> Result<Run, MalformedItem> {
         worker_id: r.opt_string(attr::WORKER_ID)?.map(|w| WorkerId(w.to_owned())),
         lease_expires_at: r.opt_time(attr::LEASE_EXPIRES_AT)?,
         cancel_requested: r.boolean(attr::CANCEL_REQUESTED)?,
+        idle_timeout_secs: None,
+        report: Default::default(),
     })
 }
 
@@ -459,6 +461,7 @@ mod tests {
             task: "Fix the flaky test — ünïcödé ✓".into(),
             repo: None,
             timeout_secs: 900,
+            idle_timeout_secs: None,
             created_at: now_ms(),
         })
     }

@@ -616,6 +616,7 @@ mod tests {
                 task: "t".into(),
                 repo: None,
                 timeout_secs: 60,
+                idle_timeout_secs: None,
                 created_at: now_ms(),
             })
         }

@@ -87,6 +87,8 @@ fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
         worker_id: worker_id.map(WorkerId),
         lease_expires_at: opt_time(15)?,
         cancel_requested: row.get(16)?,
+        idle_timeout_secs: None,
+        report: Default::default(),
     })
 }
 

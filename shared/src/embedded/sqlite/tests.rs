@@ -26,6 +26,7 @@ fn new_run(tenant: &str) -> NewRun {
         task: "t".into(),
         repo: None,
         timeout_secs: 60,
+        idle_timeout_secs: None,
         created_at: Utc::now(),
     }
 }

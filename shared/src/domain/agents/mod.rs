@@ -1,0 +1,553 @@
+//! Agents are data: a registry of built-in agent CLIs plus an operator TOML file that adds or
+//! overrides entries.
+//!
+//! A command is an argv template. `{prompt}` is replaced by the task text as one argument (never
+//! through a shell), `{run_id}` by the run's id. Nothing else is interpolated.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use utoipa::ToSchema;
+
+pub mod builtin;
+
+/// How the worker reads an agent's own account of its run (final answer, error, usage, session
+/// id) from its output after it exits; see `outpost_worker::agent_output`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputReader {
+    /// Nothing is read: the exit code alone decides.
+    #[default]
+    None,
+    /// Claude Code `--output-format stream-json`: the final `result` event.
+    Claude,
+    /// Codex `exec --json` JSONL: `thread.started`, `turn.completed`, errors, last agent message.
+    Codex,
+    /// Gemini CLI `--output-format stream-json`/`json`.
+    Gemini,
+    /// Aider's text output (`Tokens: … Cost: …` lines, litellm errors).
+    Aider,
+    /// Grok CLI's text output (no usage reported).
+    Grok,
+}
+
+/// One agent CLI Outpost can run.
+///
+/// Semantics of the command line: `{prompt}` (a whole argument) is the task text as one
+/// argument, never through a shell; `{run_id}` is the run's id anywhere in an argument;
+/// `{base_url_args}` (a whole argument) expands to [`base_url_args`](Self::base_url_args) when a
+/// [`base_url`](Self::base_url) is set and to nothing otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentSpec {
+    pub name: String,
+    /// argv template; `{prompt}`, `{run_id}` and `{base_url_args}` are substituted.
+    pub command: Vec<String>,
+    /// Env var the CLI reads its vendor API key from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// Other names the key may be stored under (a tenant secret or the worker's environment),
+    /// tried in order when `key_env` itself is not set; the value is given to the agent as
+    /// `key_env`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_aliases: Vec<String>,
+    /// Further env vars passed from the worker's environment to the agent, by name.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Fixed env vars of the agent (non-interactive, telemetry and update checks off, state in
+    /// HOME); `{home}` in a value is the run's HOME.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files written into the agent's private HOME before it starts (path relative to HOME →
+    /// content), e.g. settings that select an auth method. `{home}` in content is the run's HOME.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub home_files: BTreeMap<String, String>,
+    /// Env var the CLI reads its vendor API base URL from (set to `base_url` when one is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url_env: Option<String>,
+    /// Arguments that point the CLI at `base_url` when it takes the URL on its command line
+    /// (`{base_url}` substituted); placed where the command has `{base_url_args}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_url_args: Vec<String>,
+    /// The vendor API base URL to point the agent at (an operator's gateway, a test stand-in,
+    /// the key-injecting proxy); the CLI's own default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// How the agent's final answer, error, usage and session id are read from its output.
+    #[serde(default)]
+    pub output: OutputReader,
+    /// Timeout used when a dispatch gives none.
+    #[serde(default = "default_timeout_secs")]
+    pub default_timeout_secs: u32,
+    /// Seconds without any output after which the agent is stopped (`timed_out`, reason
+    /// `idle`), when a dispatch gives none; `None` never stops an agent for silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u32>,
+    /// Workspace paths that are the CLI's own files, never the agent's change: kept out of
+    /// `diff.patch`, the changed files and `files/` artifacts. Anchored at the workspace root;
+    /// `*` matches within one path component; a trailing `/` names a folder and all below it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// The CLI release(s) this entry was verified against, e.g. `@openai/codex 0.171.x`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_with: Option<String>,
+    /// vCPU units for a per-run task (ECS; 1024 = 1 vCPU); informational for the process executor.
+    #[serde(default = "default_cpu")]
+    pub cpu: u32,
+    /// Memory in MiB for a per-run task (ECS).
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Disabled agents are listed nowhere and refused at dispatch.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_timeout_secs() -> u32 {
+    1800
+}
+fn default_cpu() -> u32 {
+    1024
+}
+fn default_memory_mb() -> u32 {
+    2048
+}
+fn default_enabled() -> bool {
+    true
+}
+
+/// The placeholder argument that expands to `base_url_args`.
+pub const BASE_URL_ARGS: &str = "{base_url_args}";
+
+impl AgentSpec {
+    /// A new agent with `command` and every other field at its default.
+    pub fn new(name: &str, command: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            key_env: None,
+            key_aliases: Vec::new(),
+            pass_env: Vec::new(),
+            env: BTreeMap::new(),
+            home_files: BTreeMap::new(),
+            base_url_env: None,
+            base_url_args: Vec::new(),
+            base_url: None,
+            output: OutputReader::None,
+            default_timeout_secs: default_timeout_secs(),
+            idle_timeout_secs: None,
+            ignore: Vec::new(),
+            verified_with: None,
+            cpu: default_cpu(),
+            memory_mb: default_memory_mb(),
+            enabled: true,
+            description: String::new(),
+        }
+    }
+
+    /// The concrete argv for one run.
+    pub fn argv(&self, prompt: &str, run_id: &str) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.command.len() + self.base_url_args.len());
+        for part in &self.command {
+            match part.as_str() {
+                "{prompt}" => out.push(prompt.to_owned()),
+                "{run_id}" => out.push(run_id.to_owned()),
+                BASE_URL_ARGS => {
+                    if let Some(url) = &self.base_url {
+                        out.extend(self.base_url_args.iter().map(|a| a.replace("{base_url}", url)));
+                    }
+                }
+                other => out.push(other.replace("{run_id}", run_id)),
+            }
+        }
+        out
+    }
+
+    /// Names of every env var the agent may receive from the worker's environment.
+    pub fn env_names(&self) -> impl Iterator<Item = &str> {
+        self.key_env
+            .iter()
+            .map(String::as_str)
+            .chain(self.pass_env.iter().map(String::as_str))
+    }
+
+    /// Names the agent's key is looked up under, in order: `key_env`, then `key_aliases`.
+    pub fn key_names(&self) -> impl Iterator<Item = &str> {
+        self.key_env
+            .iter()
+            .chain(self.key_aliases.iter())
+            .map(String::as_str)
+    }
+
+    /// The fixed env vars with `{home}` replaced, plus `base_url_env` when a base URL is set.
+    pub fn fixed_env(&self, home: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("{home}", home)))
+            .collect();
+        if let (Some(var), Some(url)) = (&self.base_url_env, &self.base_url) {
+            out.push((var.clone(), url.clone()));
+        }
+        out
+    }
+
+    /// Whether `rel` (a `/`-separated path relative to the workspace root) is one of the CLI's
+    /// own files per [`ignore`](Self::ignore).
+    pub fn ignores(&self, rel: &str) -> bool {
+        self.ignore.iter().any(|p| ignore_matches(p, rel))
+    }
+}
+
+/// `pattern` against `rel`: anchored at the workspace root, `*` within one component; a pattern
+/// that names a folder (with or without a trailing `/`) also matches everything below it.
+pub fn ignore_matches(pattern: &str, rel: &str) -> bool {
+    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
+    let path: Vec<&str> = rel.split('/').collect();
+    path.len() >= pat.len() && pat.iter().zip(&path).all(|(p, c)| glob_component(p, c))
+}
+
+/// `*` matches any run of characters within one component.
+fn glob_component(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Why the operator's agents file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentsFileError {
+    #[error("cannot read agents file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("agents file {path} is not valid TOML for agents: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("agent {name:?} in {path}: {problem}")]
+    Invalid {
+        path: String,
+        name: String,
+        problem: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct AgentsFile {
+    #[serde(default)]
+    agents: BTreeMap<String, AgentEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentEntry {
+    command: Option<Vec<String>>,
+    key_env: Option<String>,
+    key_aliases: Option<Vec<String>>,
+    pass_env: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    home_files: Option<BTreeMap<String, String>>,
+    base_url_env: Option<String>,
+    base_url_args: Option<Vec<String>>,
+    base_url: Option<String>,
+    output: Option<OutputReader>,
+    default_timeout_secs: Option<u32>,
+    idle_timeout_secs: Option<u32>,
+    ignore: Option<Vec<String>>,
+    cpu: Option<u32>,
+    memory_mb: Option<u32>,
+    enabled: Option<bool>,
+    description: Option<String>,
+}
+
+/// The agents this deployment knows, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRegistry {
+    agents: BTreeMap<String, AgentSpec>,
+}
+
+impl AgentRegistry {
+    /// The built-in agents (see [`builtin`]: each entry verified against its CLI's release) and
+    /// `shell` (runs the task as a `sh -c` script), enabled only when `allow_shell` is set, as in
+    /// embedded mode.
+    pub fn builtin(allow_shell: bool) -> Self {
+        let mut agents = BTreeMap::new();
+        let mut add = |a: AgentSpec| {
+            agents.insert(a.name.clone(), a);
+        };
+        for spec in builtin::all() {
+            add(spec);
+        }
+        let mut shell = AgentSpec::new("shell", &["sh", "-c", "{prompt}"]);
+        shell.description = "Runs the task text as a sh script (embedded mode)".into();
+        shell.enabled = allow_shell;
+        add(shell);
+        Self { agents }
+    }
+
+    /// Applies an operator TOML file: `[agents.NAME]` tables add agents or override fields of a
+    /// built-in one.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), AgentsFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentsFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.apply_toml(&text, &path.display().to_string())
+    }
+
+    /// Like [`apply_file`](Self::apply_file), from text; `origin` names it in errors.
+    pub fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), AgentsFileError> {
+        let file: AgentsFile = toml::from_str(text).map_err(|source| AgentsFileError::Parse {
+            path: origin.to_owned(),
+            source,
+        })?;
+        for (name, entry) in file.agents {
+            let invalid = |problem: &str| AgentsFileError::Invalid {
+                path: origin.to_owned(),
+                name: name.clone(),
+                problem: problem.to_owned(),
+            };
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid("agent names are 1..=64 chars of letters, digits, '-' and '_'"));
+            }
+            let mut spec = match (self.agents.get(&name), entry.command.clone()) {
+                (Some(existing), _) => existing.clone(),
+                (None, Some(command)) => AgentSpec::new(&name, &[]).with_command(command),
+                (None, None) => return Err(invalid("a new agent needs a command")),
+            };
+            if let Some(c) = entry.command {
+                spec.command = c;
+            }
+            if spec.command.is_empty() || spec.command[0].is_empty() {
+                return Err(invalid("command must name a program"));
+            }
+            if let Some(k) = entry.key_env {
+                spec.key_env = Some(k);
+            }
+            if let Some(k) = entry.key_aliases {
+                spec.key_aliases = k;
+            }
+            if let Some(p) = entry.pass_env {
+                spec.pass_env = p;
+            }
+            if let Some(e) = entry.env {
+                // Merged over the built-in's: an operator adds or changes variables.
+                spec.env.extend(e);
+            }
+            if let Some(h) = entry.home_files {
+                spec.home_files.extend(h);
+            }
+            if let Some(v) = entry.base_url_env {
+                spec.base_url_env = Some(v);
+            }
+            if let Some(a) = entry.base_url_args {
+                spec.base_url_args = a;
+            }
+            if let Some(u) = entry.base_url {
+                check_base_url(&u).map_err(|p| invalid(&p))?;
+                spec.base_url = Some(u);
+            }
+            if let Some(o) = entry.output {
+                spec.output = o;
+            }
+            if let Some(t) = entry.default_timeout_secs {
+                spec.default_timeout_secs = t;
+            }
+            if let Some(t) = entry.idle_timeout_secs {
+                // 0 turns the built-in's idle timeout off.
+                spec.idle_timeout_secs = (t > 0).then_some(t);
+            }
+            if let Some(i) = entry.ignore {
+                spec.ignore = i;
+            }
+            for (var, _) in &spec.env {
+                if !env_name_valid(var) {
+                    return Err(invalid(&format!("env var name {var:?} is not valid")));
+                }
+            }
+            for rel in spec.home_files.keys() {
+                if !home_path_valid(rel) {
+                    return Err(invalid(&format!(
+                        "home_files path {rel:?} must be relative, without '..' or empty parts"
+                    )));
+                }
+            }
+            if let Some(c) = entry.cpu {
+                spec.cpu = c;
+            }
+            if let Some(m) = entry.memory_mb {
+                spec.memory_mb = m;
+            }
+            if let Some(e) = entry.enabled {
+                spec.enabled = e;
+            }
+            if let Some(d) = entry.description {
+                spec.description = d;
+            }
+            self.agents.insert(name, spec);
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces one agent (tests and embedders).
+    pub fn insert(&mut self, spec: AgentSpec) {
+        self.agents.insert(spec.name.clone(), spec);
+    }
+
+    /// An enabled agent by name.
+    pub fn get(&self, name: &str) -> Option<&AgentSpec> {
+        self.agents.get(name).filter(|a| a.enabled)
+    }
+
+    /// Enabled agents, sorted by name.
+    pub fn enabled(&self) -> impl Iterator<Item = &AgentSpec> {
+        self.agents.values().filter(|a| a.enabled)
+    }
+
+    /// Names of enabled agents, for error messages.
+    pub fn enabled_names(&self) -> Vec<&str> {
+        self.enabled().map(|a| a.name.as_str()).collect()
+    }
+}
+
+impl AgentSpec {
+    fn with_command(mut self, command: Vec<String>) -> Self {
+        self.command = command;
+        self
+    }
+}
+
+/// An http(s) URL with a host and no credentials.
+fn check_base_url(u: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("base_url {u:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("base_url {u:?} must be an http:// or https:// URL with a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("base_url must not carry credentials".to_owned());
+    }
+    Ok(())
+}
+
+/// A name an environment can hold (`std::env` panics on `=` or NUL).
+pub fn env_name_valid(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+/// A relative path below HOME: no leading `/`, no `..`, no empty or `.` parts.
+fn home_path_valid(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.starts_with('/')
+        && rel.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_have_real_command_lines_and_key_envs() {
+        let reg = AgentRegistry::builtin(false);
+        let claude = reg.get("claude").expect("claude");
+        assert_eq!(
+            claude.argv("fix it", "run_x")[..3],
+            ["claude".to_owned(), "-p".into(), "fix it".into()]
+        );
+        assert_eq!(claude.key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
+        assert_eq!(
+            reg.get("codex").and_then(|a| a.key_env.as_deref()),
+            Some("OPENAI_API_KEY")
+        );
+        assert_eq!(
+            reg.get("gemini").and_then(|a| a.key_env.as_deref()),
+            Some("GEMINI_API_KEY")
+        );
+        assert_eq!(
+            reg.get("aider").and_then(|a| a.key_env.as_deref()),
+            Some("DEEPSEEK_API_KEY")
+        );
+        assert_eq!(reg.get("grok").and_then(|a| a.key_env.as_deref()), Some("XAI_API_KEY"));
+        assert!(reg.get("shell").is_none(), "shell is off unless allowed");
+        assert!(AgentRegistry::builtin(true).get("shell").is_some());
+    }
+
+    #[test]
+    fn prompt_is_one_argument_never_split() {
+        let reg = AgentRegistry::builtin(true);
+        let argv = reg.get("shell").expect("shell").argv("echo a; echo 'b c'", "run_1");
+        assert_eq!(argv, ["sh", "-c", "echo a; echo 'b c'"]);
+    }
+
+    #[test]
+    fn operator_file_adds_and_overrides() {
+        let mut reg = AgentRegistry::builtin(false);
+        reg.apply_toml(
+            r#"
+            [agents.fake]
+            command = ["/bin/fake", "--prompt", "{prompt}", "--run", "{run_id}"]
+            key_env = "FAKE_KEY"
+            pass_env = ["FAKE_MODE"]
+            default_timeout_secs = 60
+
+            [agents.claude]
+            command = ["/opt/claude", "-p", "{prompt}"]
+
+            [agents.grok]
+            enabled = false
+            "#,
+            "agents.toml",
+        )
+        .expect("valid file");
+        let fake = reg.get("fake").expect("fake added");
+        assert_eq!(
+            fake.argv("p", "run_9"),
+            ["/bin/fake", "--prompt", "p", "--run", "run_9"]
+        );
+        assert_eq!(fake.env_names().collect::<Vec<_>>(), ["FAKE_KEY", "FAKE_MODE"]);
+        let claude = reg.get("claude").expect("claude kept");
+        assert_eq!(claude.command[0], "/opt/claude");
+        assert_eq!(
+            claude.key_env.as_deref(),
+            Some("ANTHROPIC_API_KEY"),
+            "unset fields keep the built-in value"
+        );
+        assert!(reg.get("grok").is_none());
+    }
+
+    #[test]
+    fn bad_operator_files_are_clear_errors() {
+        let mut reg = AgentRegistry::builtin(false);
+        let err = reg
+            .apply_toml("[agents.new]\nkey_env = \"X\"\n", "a.toml")
+            .expect_err("no command");
+        assert!(err.to_string().contains("needs a command"), "{err}");
+        let err = reg
+            .apply_toml("[agents.x]\ncomand = [\"a\"]\n", "a.toml")
+            .expect_err("typo");
+        assert!(err.to_string().contains("a.toml"), "{err}");
+        let err = reg
+            .apply_toml("[agents.\"a b\"]\ncommand = [\"a\"]\n", "a.toml")
+            .expect_err("bad name");
+        assert!(err.to_string().contains("agent names"), "{err}");
+    }
+}
