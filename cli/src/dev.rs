@@ -40,7 +40,7 @@ fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
         lease: Duration::from_secs(pool.lease_secs.max(3)),
         max_attempts: pool.max_attempts.max(1),
         kill_grace: Duration::from_secs(pool.kill_grace_secs),
-        ..WorkerConfig::new(data.join("work"))
+        ..WorkerConfig::new(outpost_worker::identity::default_work_dir(data))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Artifact collection and upload: the files the agent left in `ws/outpost-artifacts/` (regular
 //! files only, capped), content types, `summary.json`, and putting each into the ArtifactStore.
 
-use outpost_shared::domain::{Artifact, FailureReason, TerminalStatus};
+use outpost_shared::domain::{AgentReport, Artifact, FailureReason, TerminalStatus};
 use outpost_shared::ports::artifacts::check_artifact_name;
 use outpost_shared::ports::{ArtifactStore, RunKey};
 use serde::Serialize;
@@ -184,6 +184,9 @@ pub struct Summary<'a> {
     pub output_bytes: u64,
     pub redactions: u64,
     pub notes: &'a [String],
+    /// The agent's own report (answer, error, usage, session), capped as on the run record.
+    #[serde(skip_serializing_if = "AgentReport::is_empty")]
+    pub agent_report: AgentReport,
 }
 
 /// Puts files into the store one by one, keeping the manifest of what got stored.

@@ -8,6 +8,7 @@
 //! scan its recently-deleted inodes on every allocation, which cost more CPU than spawning the
 //! agent. Renames allocate nothing.
 
+use crate::identity::{self, AgentUser};
 use crate::workspace::{remove_run_dir, RunDirs, ARTIFACTS_DIR};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -29,6 +30,8 @@ pub struct DirPool {
     max_idle: usize,
     /// Permission bits of a freshly made folder (0 until the first one).
     mode: AtomicU32,
+    /// Agents' user: `home/`, `ws/` and `ws/outpost-artifacts/` are theirs, every folder 0711.
+    owner: Option<AgentUser>,
 }
 
 impl DirPool {
@@ -42,7 +45,14 @@ impl DirPool {
             seq: AtomicU64::new(0),
             max_idle,
             mode: AtomicU32::new(0),
+            owner: None,
         }
+    }
+
+    /// Trees whose `home/` and `ws/` belong to `owner` (see [`crate::identity`]).
+    pub fn with_owner(mut self, owner: Option<AgentUser>) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// Makes `dirs.root` with `home/` and, when `with_ws`, `ws/` and `ws/outpost-artifacts/`
@@ -57,6 +67,10 @@ impl DirPool {
             }
         }
         dirs.create_root()?;
+        if let Some(owner) = &self.owner {
+            identity::pass_through_only(&dirs.root)?;
+            owner.own_folder(&dirs.home)?;
+        }
         if self.mode.load(Ordering::Relaxed) == 0 {
             let mode = std::fs::symlink_metadata(&dirs.root)?.permissions().mode() & 0o7777;
             self.mode.store(mode, Ordering::Relaxed);
@@ -64,6 +78,10 @@ impl DirPool {
         if with_ws {
             std::fs::create_dir(&dirs.ws)?;
             std::fs::create_dir(&dirs.artifacts)?;
+            if let Some(owner) = &self.owner {
+                owner.own_folder(&dirs.ws)?;
+                owner.own_folder(&dirs.artifacts)?;
+            }
         }
         Ok(())
     }

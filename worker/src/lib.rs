@@ -15,6 +15,7 @@ pub mod dead_letters;
 pub mod dirpool;
 pub mod error;
 pub mod executor;
+pub mod identity;
 pub mod lease;
 pub mod output;
 pub mod pool;

@@ -28,7 +28,8 @@ struct Args {
     /// Data directory (embedded: the same one `outpost dev` uses).
     #[arg(long, env = "OUTPOST_DATA")]
     data: Option<PathBuf>,
-    /// Where run workspaces go (default: `{data}/work` embedded, `$TMPDIR/outpost-work` on AWS).
+    /// Where run workspaces go (default: `{data}/work` embedded, `$TMPDIR/outpost-work` on AWS or
+    /// when the worker is root, so that agents, run as `nobody`, never pass through the data dir).
     #[arg(long, env = "OUTPOST_WORK_DIR")]
     work_dir: Option<PathBuf>,
     /// Concurrent runs (default: 2 × available cores).
@@ -73,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         (BackendKind::Embedded, None) => {
             anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend")
         }
-        (BackendKind::Embedded, Some(d)) => (d.clone(), args.work_dir.clone().unwrap_or_else(|| d.join("work"))),
+        (BackendKind::Embedded, Some(d)) => (d.clone(), args.work_dir.clone().unwrap_or_else(|| outpost_worker::identity::default_work_dir(d))),
         (BackendKind::Aws, d) => (
             d.clone().unwrap_or_default(),
             args.work_dir

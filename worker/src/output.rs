@@ -2,6 +2,7 @@
 //! spool file `output.log` and appends batches to the live log in the ArtifactStore so clients
 //! can tail it while the run goes on.
 
+use crate::executor::group::Activity;
 use crate::scrub::{Scrubber, Secrets};
 use outpost_shared::ports::{ArtifactStore, RunKey};
 use std::fs::File;
@@ -53,7 +54,14 @@ pub fn async_reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
 
 /// Pumps `reader` to EOF into `spool` (and the live log). Cancel-safe in the sense that dropping it
 /// leaves the spool holding everything pumped so far.
-pub async fn pump(mut reader: pipe::Receiver, spool: &mut File, secrets: Secrets, live: Option<LiveLog>) -> PumpReport {
+/// Every read touches `activity` (the idle timeout's clock).
+pub async fn pump(
+    mut reader: pipe::Receiver,
+    spool: &mut File,
+    secrets: Secrets,
+    live: Option<LiveLog>,
+    activity: &Activity,
+) -> PumpReport {
     let mut report = PumpReport::default();
     let mut scrubber = Scrubber::new(secrets);
     // Starts small (most agents' output arrives in small writes, and a quiet agent's run should
@@ -87,7 +95,10 @@ pub async fn pump(mut reader: pipe::Receiver, spool: &mut File, secrets: Secrets
                 continue;
             }
             Some(Ok(0)) => break,
-            Some(Ok(n)) => n,
+            Some(Ok(n)) => {
+                activity.touch();
+                n
+            }
             Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 report.error = Some(format!("reading agent output: {e}"));

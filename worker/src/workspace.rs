@@ -88,6 +88,10 @@ fn git(dir: Option<&Path>) -> Command {
         "diff.noprefix=false",
         "-c",
         "diff.mnemonicPrefix=false",
+        // The workspace belongs to the agent's user when the worker is root (crate::identity);
+        // git must still work on it, with hooks, fsmonitor and filters off as above.
+        "-c",
+        "safe.directory=*",
     ])
     .env("GIT_TERMINAL_PROMPT", "0")
     .env("GIT_OPTIONAL_LOCKS", "0")
@@ -202,9 +206,17 @@ pub struct Changes {
     pub has_patch: bool,
 }
 
-/// Stages everything (except `outpost-artifacts/`) and writes `git diff --cached --binary <base>`
-/// to `patch`: binary-safe, new files included, appliable with `git apply` on a clone of the base.
-pub async fn diff(ws: &Path, base: Option<&str>, patch: &Path) -> Result<Changes, String> {
+/// Stages everything (except `outpost-artifacts/` and the agent CLI's own files, `ignore`: see
+/// `AgentSpec::ignore`) and writes `git diff --cached --binary <base>` to `patch`: binary-safe,
+/// new files included, appliable with `git apply` on a clone of the base. The same exclusions
+/// apply to the diff itself, so what a CLI staged of its own files stays out too.
+pub async fn diff(ws: &Path, base: Option<&str>, patch: &Path, ignore: &[String]) -> Result<Changes, String> {
+    let mut excludes = vec![format!(":(exclude){ARTIFACTS_DIR}")];
+    for p in ignore {
+        let p = p.trim_end_matches('/');
+        excludes.push(format!(":(exclude,glob){p}"));
+        excludes.push(format!(":(exclude,glob){p}/**"));
+    }
     // Attributes of highest precedence: no clean/smudge filter or ident expansion of the agent's
     // choosing runs while the worker stages its files (diff drivers are off by flags below).
     let info = ws.join(".git").join("info");
@@ -212,8 +224,7 @@ pub async fn diff(ws: &Path, base: Option<&str>, patch: &Path) -> Result<Changes
     std::fs::write(info.join("attributes"), "* -filter -ident\n").map_err(|e| format!("preparing the diff: {e}"))?;
 
     let mut add = git(Some(ws));
-    add.args(["add", "--all", "--", "."])
-        .arg(format!(":(exclude){ARTIFACTS_DIR}"));
+    add.args(["add", "--all", "--", "."]).args(&excludes);
     output(&mut add, "git add").await?;
 
     let diff_args = |cmd: &mut Command| {
@@ -226,7 +237,7 @@ pub async fn diff(ws: &Path, base: Option<&str>, patch: &Path) -> Result<Changes
     if let Some(b) = base {
         d.arg(b);
     }
-    d.arg("--");
+    d.args(["--", "."]).args(&excludes);
     // Not `output()`: tokio's would replace the file with a pipe.
     let child = d
         .stdout(Stdio::from(file))
@@ -245,7 +256,7 @@ pub async fn diff(ws: &Path, base: Option<&str>, patch: &Path) -> Result<Changes
     if let Some(b) = base {
         names.arg(b);
     }
-    names.arg("--");
+    names.args(["--", "."]).args(&excludes);
     let out = output(&mut names, "git diff --name-only").await?;
     let files: Vec<String> = out
         .stdout
@@ -330,9 +341,18 @@ pub(crate) mod tests {
         std::fs::create_dir_all(ws.join(ARTIFACTS_DIR)).expect("mkdir");
         std::fs::write(ws.join(ARTIFACTS_DIR).join("report.md"), "# r\n").expect("artifact");
 
+        // The agent CLI's own files, one of them staged by the CLI itself, stay out of the change.
+        std::fs::write(ws.join(".aider.chat.history.md"), "# chat\n").expect("tool file");
+        std::fs::create_dir_all(ws.join(".grok")).expect("mkdir");
+        std::fs::write(ws.join(".grok/settings.json"), "{}").expect("tool file");
+        git_ok(&ws, &["add", ".aider.chat.history.md"]);
+
         let patch = tmp.path().join("diff.patch");
-        let changes = diff(&ws, base.as_deref(), &patch).await.expect("diff");
+        let ignore = [".aider*".to_owned(), ".grok/".to_owned()];
+        let changes = diff(&ws, base.as_deref(), &patch, &ignore).await.expect("diff");
         assert!(changes.has_patch);
+        let text = String::from_utf8_lossy(&std::fs::read(&patch).expect("patch")).into_owned();
+        assert!(!text.contains(".aider") && !text.contains(".grok"), "{text}");
         let mut files = changes.files.clone();
         files.sort();
         assert_eq!(files, ["logo.bin", "src/lib.txt"]);
@@ -368,7 +388,7 @@ pub(crate) mod tests {
         let ws = tmp.path().join("ws");
         let base = clone(&RepoSpec { url, branch: None }, &ws).await.expect("clone");
         let patch = tmp.path().join("diff.patch");
-        let changes = diff(&ws, base.as_deref(), &patch).await.expect("diff");
+        let changes = diff(&ws, base.as_deref(), &patch, &[]).await.expect("diff");
         assert_eq!(
             changes,
             Changes {

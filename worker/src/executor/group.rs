@@ -25,6 +25,8 @@ pub enum Ended {
     Exited(Option<i32>),
     /// It ran past its deadline and was stopped.
     TimedOut(Option<i32>),
+    /// It printed nothing for its idle timeout and was stopped.
+    Idle(Option<i32>),
     /// It was stopped on request (`Cancel` or `Abandon`).
     Stopped(Stop, Option<i32>),
 }
@@ -84,17 +86,35 @@ pub fn group_alive(pgid: Pid) -> bool {
 /// Waits for `child` (leader of group `pgid`) to end, stopping the group at `deadline` or when
 /// `stop` asks. Whatever way it ends, the whole group is SIGKILLed afterwards so that background
 /// grandchildren cannot outlive the run or hold its output pipe open.
+///
+/// With `idle`, the group is also stopped once the agent has printed nothing for that long
+/// ([`Ended::Idle`]); `activity` is touched by the output pump. The idle check costs one timer
+/// that re-arms at the last output's time plus the idle span (no polling while output flows).
 pub async fn supervise(
     child: &mut Child,
     pgid: Pid,
     deadline: Instant,
+    idle: Option<(Duration, &Activity)>,
     stop: &mut StopSignal,
     grace: Duration,
 ) -> Ended {
     enum Why {
         Timeout,
+        Idle,
         Stop(Stop),
     }
+    let wait_idle = async {
+        let Some((span, activity)) = idle else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            let due = activity.last() + span;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
     let why = tokio::select! {
         status = child.wait() => {
             // The leader has exited; kill stragglers at once (the agent's work is over).
@@ -102,12 +122,49 @@ pub async fn supervise(
             return Ended::Exited(status.ok().and_then(exit_code));
         }
         () = tokio::time::sleep_until(deadline) => Why::Timeout,
+        () = wait_idle => Why::Idle,
         s = stop.requested() => Why::Stop(s),
     };
     let code = terminate(child, pgid, grace).await;
     match why {
         Why::Timeout => Ended::TimedOut(code),
+        Why::Idle => Ended::Idle(code),
         Why::Stop(s) => Ended::Stopped(s, code),
+    }
+}
+
+/// When the agent last printed something, shared by the output pump and the supervisor.
+#[derive(Debug)]
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` of the last output.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    /// Activity that counts the agent's start as its last output.
+    pub fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Output arrived now.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When output last arrived (the start when none has).
+    pub fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -5,9 +5,11 @@
 //! The fast path (no repository) makes a handful of syscalls around one spawn: no git, no timers
 //! that fire unless something is slow, no fsync.
 
-use super::group::{self, Ended};
+use super::group::{self, Activity, Ended};
 use super::{Execution, Executor, Stop, StopSignal};
+use crate::agent_output;
 use crate::artifacts::{self, Limits, Summary, Uploader};
+use crate::identity::{self, AgentUser};
 use crate::dirpool::DirPool;
 use crate::output::{self, LiveLog, PumpReport, OUTPUT_LOG};
 use crate::scrub::{scrub_file, Scrubber, Secrets};
@@ -16,7 +18,10 @@ use crate::workspace::{self, RunDirs};
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
-use outpost_shared::domain::{AgentRegistry, AgentSpec, Artifact, FailureReason, Outcome, Run};
+use outpost_shared::domain::agents::ignore_matches;
+use outpost_shared::domain::{
+    AgentRegistry, AgentReport, AgentSpec, Artifact, FailureReason, Outcome, Run, TerminalStatus,
+};
 use outpost_shared::ports::{ArtifactStore, RunKey, SecretName};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -51,6 +56,9 @@ pub struct ProcessConfig {
     pub limits: Limits,
     /// Stream output to the store's live log while the agent runs.
     pub live_log: bool,
+    /// The user agents run as (see [`crate::identity`]); by default `nobody` when the worker is
+    /// root, else the worker's own user.
+    pub agent_user: Option<AgentUser>,
 }
 
 impl ProcessConfig {
@@ -60,6 +68,7 @@ impl ProcessConfig {
             kill_grace: Duration::from_secs(5),
             limits: Limits::default(),
             live_log: true,
+            agent_user: AgentUser::default_for_this_process(),
         }
     }
 }
@@ -85,7 +94,14 @@ pub type EnvLookup = Arc<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
 impl ProcessExecutor {
     pub fn new(store: Arc<dyn ArtifactStore>, agents: Arc<AgentRegistry>, config: ProcessConfig) -> Self {
         let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-        let pool = DirPool::new(&config.work_dir, MAX_IDLE_TREES);
+        let pool = DirPool::new(&config.work_dir, MAX_IDLE_TREES).with_owner(config.agent_user);
+        if config.agent_user.is_some() {
+            // Agents pass through the work dir to their own run but never list the other runs.
+            let made = std::fs::create_dir_all(&config.work_dir).and_then(|()| identity::pass_through_only(&config.work_dir));
+            if let Err(e) = made {
+                tracing::warn!(path = %config.work_dir.display(), error = %e, "cannot make the work dir pass-through only");
+            }
+        }
         Self {
             store,
             agents,
@@ -171,10 +187,7 @@ fn run_secrets(
     env: &EnvLookup,
     tenant: &[(SecretName, SecretString)],
 ) -> Secrets {
-    let key = agent
-        .and_then(|a| a.key_env.as_deref())
-        .filter(|n| env_name_ok(n))
-        .and_then(|n| tenant_value(tenant, n).or_else(|| env(n)));
+    let key = agent.and_then(|a| key_value(a, env, tenant));
     let url_pass = run
         .repo
         .as_ref()
@@ -187,6 +200,15 @@ fn run_secrets(
             .chain(url_pass)
             .chain(tenant_values),
     )
+}
+
+/// The agent's key: the first of its [`key_names`](AgentSpec::key_names) the tenant has a secret
+/// of, else the first the worker's environment has.
+fn key_value(agent: &AgentSpec, env: &EnvLookup, tenant: &[(SecretName, SecretString)]) -> Option<OsString> {
+    let names = || agent.key_names().filter(|n| env_name_ok(n));
+    names()
+        .find_map(|n| tenant_value(tenant, n))
+        .or_else(|| names().find_map(|n| env(n)))
 }
 
 /// The tenant's value of the variable `name`, if it set one.
@@ -224,12 +246,14 @@ struct Attempt<'a> {
     ws_ready: bool,
     pump: PumpReport,
     started: Instant,
+    /// The agent CLI's own files in the workspace (never its change).
+    ignore: Vec<String>,
 }
 
 impl ProcessExecutor {
     async fn execute_in(&self, run: &Run, mut stop: StopSignal, dirs: &RunDirs) -> Execution {
         let started = Instant::now();
-        let spool = match File::create(&dirs.spool) {
+        let spool = match create_private(&dirs.spool) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create the output spool");
@@ -260,6 +284,7 @@ impl ProcessExecutor {
             ws_ready: false,
             pump: PumpReport::default(),
             started,
+            ignore: agent.map(|a| a.ignore.clone()).unwrap_or_default(),
         };
         if let Some(e) = tenant_env_error {
             // Running without the tenant's own keys could bill the operator's instead: fail.
@@ -285,6 +310,7 @@ impl ProcessExecutor {
             run.timeout_secs
         };
         let deadline = started + Duration::from_secs(u64::from(timeout_secs));
+        let idle_secs = run.idle_timeout_secs.or(agent.idle_timeout_secs).filter(|s| *s > 0);
 
         // Workspace.
         if let Some(repo) = &run.repo {
@@ -317,8 +343,26 @@ impl ProcessExecutor {
             if let Err(e) = dirs.create_artifacts_dir() {
                 a.notes.push(format!("cannot create {}: {e}", workspace::ARTIFACTS_DIR));
             }
+            if let Some(user) = self.config.agent_user {
+                let ws = dirs.ws.clone();
+                let owned = tokio::task::spawn_blocking(move || user.own_tree(&ws))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(e) = owned {
+                    a.notes.push(format!("cannot give the workspace to the agent's user: {e}"));
+                    return self
+                        .finalize(a, Outcome::failed(FailureReason::WorkspaceFailed, None))
+                        .await;
+                }
+            }
         }
         a.ws_ready = true;
+        if let Err(e) = self.write_home_files(agent, dirs) {
+            a.notes.push(format!("cannot prepare the agent's HOME: {e}"));
+            return self
+                .finalize(a, Outcome::failed(FailureReason::WorkspaceFailed, None))
+                .await;
+        }
 
         // Spawn.
         let argv = agent.argv(&run.task, run.id.as_str());
@@ -350,10 +394,12 @@ impl ProcessExecutor {
             store: Arc::clone(&self.store),
             key: run_key(run),
         });
+        let activity = Activity::new();
+        let idle = idle_secs.map(|s| (Duration::from_secs(u64::from(s)), &activity));
         let (ended, report) = {
-            let pump = output::pump(reader, &mut a.spool, a.notes.secrets.clone(), live);
+            let pump = output::pump(reader, &mut a.spool, a.notes.secrets.clone(), live, &activity);
             tokio::pin!(pump);
-            let sup = group::supervise(&mut child, pgid, deadline, &mut stop, self.config.kill_grace);
+            let sup = group::supervise(&mut child, pgid, deadline, idle, &mut stop, self.config.kill_grace);
             tokio::pin!(sup);
             let mut report = None;
             let ended = loop {
@@ -390,6 +436,13 @@ impl ProcessExecutor {
                     .push(format!("timed out after {timeout_secs} s; the agent was stopped"));
                 Outcome::timed_out(code)
             }
+            Ended::Idle(code) => {
+                a.notes.push(format!(
+                    "no output for {} s (idle timeout); the agent was stopped",
+                    idle_secs.unwrap_or_default()
+                ));
+                Outcome::idle(code)
+            }
             Ended::Stopped(Stop::Abandon, _) => {
                 tracing::info!("agent stopped: run abandoned");
                 return Execution::Abandoned;
@@ -399,7 +452,32 @@ impl ProcessExecutor {
                 Outcome::cancelled(code)
             }
         };
+        let reader = agent.output;
+        let spool_path = dirs.spool.clone();
+        let report = tokio::task::spawn_blocking(move || agent_output::read_spool(reader, &spool_path))
+            .await
+            .unwrap_or_default();
+        let outcome = judge(outcome, report, &mut a.notes);
         self.finalize(a, outcome).await
+    }
+
+    /// Writes the entry's `home_files` into the run's HOME (owned by the agent's user).
+    fn write_home_files(&self, agent: &AgentSpec, dirs: &RunDirs) -> std::io::Result<()> {
+        if agent.home_files.is_empty() {
+            return Ok(());
+        }
+        let home = dirs.home.to_string_lossy();
+        for (rel, content) in &agent.home_files {
+            let path = dirs.home.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, content.replace("{home}", &home))?;
+        }
+        match self.config.agent_user {
+            Some(user) => user.own_tree(&dirs.home),
+            None => Ok(()),
+        }
     }
 
     /// Spawns the agent in its own process group with a clean environment, stdout and stderr on one
@@ -421,7 +499,7 @@ impl ProcessExecutor {
         let resolved = self.resolve(program);
         let mut cmd = tokio::process::Command::new(&resolved);
         cmd.args(args).env_clear();
-        for name in agent.env_names().filter(|n| env_name_ok(n)) {
+        for name in agent.pass_env.iter().filter(|n| env_name_ok(n)) {
             if let Some(v) = (self.env)(name) {
                 cmd.env(name, v);
             }
@@ -429,6 +507,20 @@ impl ProcessExecutor {
         // The tenant's own values win over the worker's.
         for (name, value) in tenant_env {
             cmd.env(name.as_str(), value.expose_secret());
+        }
+        if let Some(var) = agent.key_env.as_deref().filter(|n| env_name_ok(n)) {
+            if let Some(key) = key_value(agent, &self.env, tenant_env) {
+                cmd.env(var, key);
+            }
+        }
+        for (name, value) in agent.fixed_env(&dirs.home.to_string_lossy()) {
+            if env_name_ok(&name) {
+                cmd.env(name, value);
+            }
+        }
+        if let Some(user) = self.config.agent_user {
+            // std drops the supplementary groups too when a root parent sets a uid.
+            cmd.uid(user.uid).gid(user.gid);
         }
         cmd.env("PATH", &self.path)
             .env("HOME", &dirs.home)
@@ -500,7 +592,7 @@ impl ProcessExecutor {
         let patch = dirs.side_file("diff.patch");
         let mut have_patch = false;
         if run.repo.is_some() && a.ws_ready {
-            match workspace::diff(&dirs.ws, a.base.as_deref(), &patch).await {
+            match workspace::diff(&dirs.ws, a.base.as_deref(), &patch, &a.ignore).await {
                 Ok(ch) => {
                     changed = ch.files;
                     have_patch = ch.has_patch;
@@ -510,12 +602,20 @@ impl ProcessExecutor {
         } else if a.ws_ready {
             // The workspace started empty: everything in it is the agent's.
             changed = workspace::list_created_files(&dirs.ws);
+            changed.retain(|f| !a.ignore.iter().any(|p| ignore_matches(p, f)));
         }
-        let collected = if a.ws_ready {
+        let mut collected = if a.ws_ready {
             artifacts::collect(&dirs.artifacts, self.config.limits)
         } else {
             artifacts::Collected::default()
         };
+        if !a.ignore.is_empty() {
+            collected.files.retain(|f| {
+                let rel = f.name.strip_prefix("files/").unwrap_or(&f.name);
+                let in_ws = format!("{}/{rel}", workspace::ARTIFACTS_DIR);
+                !a.ignore.iter().any(|p| ignore_matches(p, &in_ws))
+            });
+        }
         for n in &collected.notes {
             a.notes.push(n);
         }
@@ -554,6 +654,17 @@ impl ProcessExecutor {
         if have_patch {
             up.put("diff.patch", &patch, "text/x-diff; charset=utf-8").await;
         }
+        if let Some(result) = &outcome.report.result {
+            // The agent's whole final answer (the record keeps a capped copy). It was read from
+            // the scrubbed spool, so it holds no secret.
+            let path = dirs.side_file(RESULT_MD);
+            match std::fs::write(&path, result) {
+                Ok(()) => {
+                    up.put(RESULT_MD, &path, "text/markdown; charset=utf-8").await;
+                }
+                Err(e) => a.notes.push(format!("cannot write {RESULT_MD}: {e}")),
+            }
+        }
         let early_failure = !up.failures.is_empty();
         for msg in std::mem::take(&mut up.failures) {
             a.notes.push(msg);
@@ -563,7 +674,8 @@ impl ProcessExecutor {
         drop(a.spool);
         let log_ok = up.put(OUTPUT_LOG, &dirs.spool, LOG_CONTENT_TYPE).await;
         if early_failure || !log_ok {
-            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code);
+            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code)
+                .with_report(std::mem::take(&mut outcome.report));
         }
         let notes: Vec<String> = a
             .notes
@@ -586,6 +698,7 @@ impl ProcessExecutor {
             output_bytes: a.pump.bytes,
             redactions: a.pump.redactions,
             notes: &notes,
+            agent_report: outcome.report.capped(),
         };
         let summary_path = dirs.side_file("summary.json");
         let summary_ok = match serde_json::to_vec_pretty(&summary) {
@@ -602,7 +715,8 @@ impl ProcessExecutor {
             }
         };
         if !summary_ok {
-            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code);
+            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code)
+                .with_report(std::mem::take(&mut outcome.report));
         }
         Execution::Finished {
             outcome,
@@ -621,6 +735,36 @@ impl ProcessExecutor {
             artifacts: up.stored,
         }
     }
+}
+
+/// The artifact holding the agent's whole final answer.
+pub const RESULT_MD: &str = "result.md";
+
+/// The outcome once the agent's own report is known: an agent that reported a failure failed
+/// (`agent_error`) even when it exited 0; stops by timeout, idle timeout or cancel stay as they
+/// are. The report travels with the outcome (the store keeps a capped copy).
+fn judge(outcome: Outcome, report: AgentReport, notes: &mut Notes) -> Outcome {
+    let ran_to_end =
+        outcome.status == TerminalStatus::Succeeded || outcome.reason == Some(FailureReason::NonZeroExit);
+    let outcome = match &report.error {
+        Some(err) if ran_to_end => {
+            notes.push(format!("the agent reported a failure: {err}"));
+            Outcome::failed(FailureReason::AgentError, outcome.exit_code)
+        }
+        _ => outcome,
+    };
+    outcome.with_report(report)
+}
+
+/// A file only the worker may read (the agent's output spool).
+fn create_private(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn run_key(run: &Run) -> RunKey {
@@ -654,8 +798,9 @@ fn manifest_order(mut stored: Vec<Artifact>) -> Vec<Artifact> {
     let rank = |a: &Artifact| match a.name.as_str() {
         OUTPUT_LOG => 0,
         "summary.json" => 1,
-        "diff.patch" => 2,
-        _ => 3,
+        RESULT_MD => 2,
+        "diff.patch" => 3,
+        _ => 4,
     };
     stored.sort_by_key(rank);
     stored

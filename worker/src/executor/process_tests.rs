@@ -9,6 +9,7 @@ use outpost_shared::embedded::LocalArtifactStore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// The key of the `keyed` agent.
@@ -29,6 +30,11 @@ fn harness() -> Harness {
 
 fn harness_with(tweak: impl FnOnce(&mut ProcessConfig)) -> Harness {
     let tmp = tempfile::tempdir().expect("tempdir");
+    // When the tests run as root, agents run as `nobody` (crate::identity): they pass through the
+    // test's folder to their run, and write the tests' markers into `shared/`.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    std::fs::create_dir(tmp.path().join("shared")).expect("shared dir");
+    std::fs::set_permissions(tmp.path().join("shared"), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let store = Arc::new(LocalArtifactStore::new(tmp.path().join("artifacts")).expect("store"));
     let mut agents = AgentRegistry::builtin(true);
     agents
@@ -99,8 +105,9 @@ impl Harness {
         serde_json::from_slice(&self.stored(run, "summary.json")).expect("summary.json is JSON")
     }
 
+    /// A path in the folder every agent may write to.
     fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
+        self.tmp.path().join("shared").join(name)
     }
 }
 

@@ -466,29 +466,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtins_have_real_command_lines_and_key_envs() {
+    fn builtins_are_verified_entries_with_keys_and_base_urls() {
         let reg = AgentRegistry::builtin(false);
-        let claude = reg.get("claude").expect("claude");
-        assert_eq!(
-            claude.argv("fix it", "run_x")[..3],
-            ["claude".to_owned(), "-p".into(), "fix it".into()]
-        );
-        assert_eq!(claude.key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
-        assert_eq!(
-            reg.get("codex").and_then(|a| a.key_env.as_deref()),
-            Some("OPENAI_API_KEY")
-        );
-        assert_eq!(
-            reg.get("gemini").and_then(|a| a.key_env.as_deref()),
-            Some("GEMINI_API_KEY")
-        );
-        assert_eq!(
-            reg.get("aider").and_then(|a| a.key_env.as_deref()),
-            Some("DEEPSEEK_API_KEY")
-        );
-        assert_eq!(reg.get("grok").and_then(|a| a.key_env.as_deref()), Some("XAI_API_KEY"));
+        for name in ["claude", "codex", "gemini", "aider", "grok"] {
+            let a = reg.get(name).unwrap_or_else(|| panic!("{name}"));
+            assert!(a.key_env.is_some(), "{name} names its key variable");
+            assert!(
+                a.base_url_env.is_some() || !a.base_url_args.is_empty(),
+                "{name} can be pointed at a base URL"
+            );
+            assert!(a.verified_with.is_some(), "{name} records the release it was verified with");
+            assert_ne!(a.output, OutputReader::None, "{name} has an output reader");
+            assert!(a.idle_timeout_secs.is_some(), "{name} has an idle timeout");
+        }
+        assert_eq!(reg.get("claude").and_then(|a| a.key_env.as_deref()), Some("ANTHROPIC_API_KEY"));
+        let codex = reg.get("codex").expect("codex");
+        assert_eq!(codex.key_env.as_deref(), Some("CODEX_API_KEY"));
+        assert!(codex.key_names().any(|n| n == "OPENAI_API_KEY"), "OPENAI_API_KEY still works for codex");
+        let grok = reg.get("grok").expect("grok");
+        assert_eq!(grok.key_env.as_deref(), Some("GROK_API_KEY"));
+        assert!(grok.key_names().any(|n| n == "XAI_API_KEY"));
         assert!(reg.get("shell").is_none(), "shell is off unless allowed");
         assert!(AgentRegistry::builtin(true).get("shell").is_some());
+    }
+
+    #[test]
+    fn base_url_goes_where_the_entry_says_only_when_set() {
+        let mut a = AgentSpec::new("x", &["x", "run", BASE_URL_ARGS, "{prompt}"]);
+        a.base_url_args = vec!["-c".into(), "base={base_url}".into()];
+        a.base_url_env = Some("X_BASE".into());
+        a.env.insert("X_HOME".into(), "{home}/.x".into());
+        assert_eq!(a.argv("p", "run_1"), ["x", "run", "p"]);
+        assert_eq!(a.fixed_env("/h"), [("X_HOME".to_owned(), "/h/.x".to_owned())]);
+        a.base_url = Some("http://127.0.0.1:9/v1".into());
+        assert_eq!(a.argv("p", "run_1"), ["x", "run", "-c", "base=http://127.0.0.1:9/v1", "p"]);
+        assert!(a
+            .fixed_env("/h")
+            .contains(&("X_BASE".to_owned(), "http://127.0.0.1:9/v1".to_owned())));
+    }
+
+    #[test]
+    fn ignore_patterns_are_anchored_globs_over_whole_components() {
+        let mut a = AgentSpec::new("x", &["x"]);
+        a.ignore = vec![".aider*".into(), ".grok/".into(), "out/*.tmp".into()];
+        for hit in [".aider.chat.history.md", ".aider.tags.cache.v4/x/y", ".grok/settings.json", "out/a.tmp"] {
+            assert!(a.ignores(hit), "{hit}");
+        }
+        for miss in ["src/.aider.md", "aider.md", ".grokker", "out/a.tmpx", "out", "x/.grok/settings.json"] {
+            assert!(!a.ignores(miss), "{miss}");
+        }
     }
 
     #[test]
@@ -532,6 +558,49 @@ mod tests {
             "unset fields keep the built-in value"
         );
         assert!(reg.get("grok").is_none());
+    }
+
+    #[test]
+    fn operator_file_sets_the_new_fields_and_checks_them() {
+        let mut reg = AgentRegistry::builtin(false);
+        reg.apply_toml(
+            r#"
+            [agents.gemini]
+            base_url = "http://127.0.0.1:8080"
+            idle_timeout_secs = 0
+            env = { EXTRA = "1" }
+
+            [agents.mine]
+            command = ["mine", "{prompt}"]
+            output = "claude"
+            ignore = [".mine/"]
+            home_files = { ".mine/config" = "home={home}" }
+            key_aliases = ["OTHER_KEY"]
+            "#,
+            "agents.toml",
+        )
+        .expect("valid file");
+        let g = reg.get("gemini").expect("gemini");
+        assert_eq!(g.base_url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(g.idle_timeout_secs, None, "0 turns the idle timeout off");
+        assert_eq!(g.env.get("EXTRA").map(String::as_str), Some("1"));
+        assert!(g.env.contains_key("GEMINI_CLI_TRUST_WORKSPACE"), "merged over the built-in's");
+        let m = reg.get("mine").expect("mine");
+        assert_eq!(m.output, OutputReader::Claude);
+        assert!(m.ignores(".mine/state"));
+        assert_eq!(m.key_names().collect::<Vec<_>>(), ["OTHER_KEY"]);
+        for (bad, why) in [
+            ("[agents.claude]\nbase_url = \"ftp://x\"\n", "http"),
+            ("[agents.claude]\nbase_url = \"http://u:p@x\"\n", "credentials"),
+            ("[agents.claude]\nhome_files = { \"../x\" = \"\" }\n", "home_files"),
+            ("[agents.claude]\nenv = { \"A=B\" = \"\" }\n", "env var"),
+            ("[agents.claude]\noutput = \"yaml\"\n", "agents.toml"),
+        ] {
+            let err = AgentRegistry::builtin(false)
+                .apply_toml(bad, "agents.toml")
+                .expect_err(bad);
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

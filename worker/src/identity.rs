@@ -1,0 +1,104 @@
+//! Which user an agent runs as. No agent runs as root: when the worker is root (containers, EC2
+//! hosts, this machine's CI), every agent runs as an unprivileged uid/gid (65534, `nobody`, by
+//! default) that owns only its run's `ws/` and `home/`; the worker keeps the run root, its spool
+//! and its side files (mode 0711 folders, 0600 files) and does every git step itself. When the
+//! worker is not root, agents run as the worker's own user.
+//!
+//! Claude Code refuses `--dangerously-skip-permissions` as root; beyond that, an agent as root
+//! could read everything the worker can. What this does not yet give: separation between two
+//! concurrent agents (they share the one uid) and a private view of the filesystem — the sandbox
+//! issue adds per-slot uids, namespaces and Landlock.
+
+use std::io;
+use std::os::unix::fs::{lchown, PermissionsExt};
+use std::path::Path;
+
+/// uid/gid of `nobody` on Debian and most distributions; no passwd entry is needed for another.
+pub const NOBODY: u32 = 65534;
+
+/// Mode of the run's folders when agents run as another user: the owner everything, others may
+/// only pass through (so the agent reaches its `ws/` and `home/` but lists nothing above them).
+pub const FOLDER_MODE: u32 = 0o711;
+
+/// An unprivileged identity for agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl AgentUser {
+    /// `nobody` when this process is root, else `None` (agents run as the worker's user).
+    pub fn default_for_this_process() -> Option<Self> {
+        nix::unistd::geteuid().is_root().then_some(Self {
+            uid: NOBODY,
+            gid: NOBODY,
+        })
+    }
+
+    /// Gives `path` and everything below it to this user (symlinks themselves, never followed).
+    pub fn own_tree(&self, path: &Path) -> io::Result<()> {
+        lchown(path, Some(self.uid), Some(self.gid))?;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                self.own_tree(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the single folder `path` to this user with [`FOLDER_MODE`].
+    pub fn own_folder(&self, path: &Path) -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FOLDER_MODE))?;
+        lchown(path, Some(self.uid), Some(self.gid))
+    }
+}
+
+/// Where an embedded worker over the data dir `data` puts run trees by default: `{data}/work`, or
+/// `$TMPDIR/outpost-work` when agents run as another user (the worker is root): they must pass
+/// through every folder above their run, and the data dir (database, artifacts, secrets) must
+/// not be one of those.
+pub fn default_work_dir(data: &Path) -> std::path::PathBuf {
+    if AgentUser::default_for_this_process().is_some() {
+        std::env::temp_dir().join("outpost-work")
+    } else {
+        data.join("work")
+    }
+}
+
+/// Sets [`FOLDER_MODE`] on a folder the worker keeps (the work dir, a run's root).
+pub fn pass_through_only(path: &Path) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(FOLDER_MODE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn own_tree_gives_every_entry_and_does_not_follow_symlinks() {
+        if !nix::unistd::geteuid().is_root() {
+            // Only root may give files away; the non-root path is covered by the defaults below.
+            assert_eq!(AgentUser::default_for_this_process(), None);
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "x").expect("write");
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir_all(ws.join("a/b")).expect("mkdir");
+        std::fs::write(ws.join("a/b/f"), "x").expect("write");
+        std::os::unix::fs::symlink(&outside, ws.join("link")).expect("symlink");
+        let user = AgentUser { uid: 4242, gid: 4343 };
+        user.own_tree(&ws).expect("own");
+        for p in [ws.clone(), ws.join("a"), ws.join("a/b/f"), ws.join("link")] {
+            let m = std::fs::symlink_metadata(&p).expect("meta");
+            assert_eq!((m.uid(), m.gid()), (4242, 4343), "{}", p.display());
+        }
+        let m = std::fs::metadata(&outside).expect("meta");
+        assert_eq!(m.uid(), 0, "the symlink's target stays the worker's");
+        assert_eq!(AgentUser::default_for_this_process(), Some(AgentUser { uid: NOBODY, gid: NOBODY }));
+    }
+}
