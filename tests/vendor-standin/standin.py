@@ -16,6 +16,8 @@ carries that tool's result, the model answers with a final message (--answer) an
   ok       as above
   401      every model request is refused as the vendor refuses a bad key (its error shape)
   silent   requests are read and never answered (the connection stays open)
+The mode is --mode unless the request's key (any header or the query string) contains `-401-`
+or `-silent-`: then that mode, so that one stand-in serves tenants with good and bad keys.
 
 Every request is appended to --record as one JSON line: method, path, headers, body. The
 chosen address is printed on stdout as `listening http://127.0.0.1:PORT`, then the server runs
@@ -23,6 +25,7 @@ until it is killed. Only the standard library is used.
 """
 
 import argparse
+import copy
 import http.server
 import json
 import socketserver
@@ -138,15 +141,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with s.lock, open(s.record, "a") as f:
                 f.write(line + "\n")
 
+    def _mode(self):
+        """The mode of this request: from its key when the key names one, else --mode."""
+        seen = " ".join(self.headers.values()) + " " + self.path
+        for mode in ("401", "silent"):
+            if f"-{mode}-" in seen:
+                return mode
+        return self.settings.mode
+
     def _dispatch(self):
+        # The handler lives as long as its keep-alive connection: forget the previous body.
+        self.__dict__.pop("_body", None)
         self._record()
+        settings = copy.copy(self.settings)
+        settings.mode = self._mode()
         for vendor in VENDORS:
             if vendor.matches(self):
-                if self.settings.mode == "silent" and vendor.is_model_request(self):
+                if settings.mode == "silent" and vendor.is_model_request(self):
                     # Hold the connection open and never answer.
                     while True:
                         time.sleep(3600)
-                vendor.handle(self, self.settings)
+                vendor.handle(self, settings)
                 return
         self.send_json(404, {"error": {"message": f"stand-in: no route for {self.command} {self.path}"}})
 

@@ -99,6 +99,12 @@ mod tests {
         }
         let m = std::fs::metadata(&outside).expect("meta");
         assert_eq!(m.uid(), 0, "the symlink's target stays the worker's");
-        assert_eq!(AgentUser::default_for_this_process(), Some(AgentUser { uid: NOBODY, gid: NOBODY }));
+        assert_eq!(
+            AgentUser::default_for_this_process(),
+            Some(AgentUser {
+                uid: NOBODY,
+                gid: NOBODY
+            })
+        );
     }
 }

@@ -9,8 +9,8 @@ use super::group::{self, Activity, Ended};
 use super::{Execution, Executor, Stop, StopSignal};
 use crate::agent_output;
 use crate::artifacts::{self, Limits, Summary, Uploader};
-use crate::identity::{self, AgentUser};
 use crate::dirpool::DirPool;
+use crate::identity::{self, AgentUser};
 use crate::output::{self, LiveLog, PumpReport, OUTPUT_LOG};
 use crate::scrub::{scrub_file, Scrubber, Secrets};
 use crate::tenant_secrets::{SecretSet, TenantSecrets};
@@ -97,7 +97,8 @@ impl ProcessExecutor {
         let pool = DirPool::new(&config.work_dir, MAX_IDLE_TREES).with_owner(config.agent_user);
         if config.agent_user.is_some() {
             // Agents pass through the work dir to their own run but never list the other runs.
-            let made = std::fs::create_dir_all(&config.work_dir).and_then(|()| identity::pass_through_only(&config.work_dir));
+            let made =
+                std::fs::create_dir_all(&config.work_dir).and_then(|()| identity::pass_through_only(&config.work_dir));
             if let Err(e) = made {
                 tracing::warn!(path = %config.work_dir.display(), error = %e, "cannot make the work dir pass-through only");
             }
@@ -349,7 +350,8 @@ impl ProcessExecutor {
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 if let Err(e) = owned {
-                    a.notes.push(format!("cannot give the workspace to the agent's user: {e}"));
+                    a.notes
+                        .push(format!("cannot give the workspace to the agent's user: {e}"));
                     return self
                         .finalize(a, Outcome::failed(FailureReason::WorkspaceFailed, None))
                         .await;
@@ -744,8 +746,7 @@ pub const RESULT_MD: &str = "result.md";
 /// (`agent_error`) even when it exited 0; stops by timeout, idle timeout or cancel stay as they
 /// are. The report travels with the outcome (the store keeps a capped copy).
 fn judge(outcome: Outcome, report: AgentReport, notes: &mut Notes) -> Outcome {
-    let ran_to_end =
-        outcome.status == TerminalStatus::Succeeded || outcome.reason == Some(FailureReason::NonZeroExit);
+    let ran_to_end = outcome.status == TerminalStatus::Succeeded || outcome.reason == Some(FailureReason::NonZeroExit);
     let outcome = match &report.error {
         Some(err) if ran_to_end => {
             notes.push(format!("the agent reported a failure: {err}"));

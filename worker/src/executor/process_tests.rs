@@ -47,6 +47,18 @@ fn harness_with(tweak: impl FnOnce(&mut ProcessConfig)) -> Harness {
 
             [agents.missing]
             command = ["/nonexistent/outpost-agent-binary", "{prompt}"]
+
+            [agents.entry]
+            command = ["sh", "-c", "{prompt}"]
+            key_env = "ENTRY_KEY"
+            key_aliases = ["OUTPOST_TEST_KEY"]
+            env = { ENTRY_STATE = "{home}/state" }
+            home_files = { "cfg/settings.json" = "{\"home\":\"{home}\"}" }
+            ignore = [".tool/"]
+
+            [agents.gemini-like]
+            command = ["sh", "-c", "{prompt}"]
+            output = "gemini"
             "#,
             "test",
         )
@@ -433,7 +445,7 @@ async fn git_workspace_diff_applies_and_artifacts_are_collected() {
     let patch = h.path("got.patch");
     std::fs::write(&patch, h.stored(&run, "diff.patch")).expect("write patch");
     let fresh = h.path("fresh");
-    git_ok(h.tmp.path(), &["clone", "--quiet", &url, "fresh"]);
+    git_ok(&h.path(""), &["clone", "--quiet", &url, "fresh"]);
     git_ok(&fresh, &["apply", "--index", patch.to_str().expect("utf8")]);
     assert_eq!(
         std::fs::read_to_string(fresh.join("src/lib.txt")).expect("read"),
@@ -491,4 +503,106 @@ fn workspace_paths_are_under_the_run_dir() {
     assert_eq!(dirs.ws, Path::new("/w/run_X/ws"));
     assert_eq!(dirs.artifacts, Path::new("/w/run_X/ws/outpost-artifacts"));
     assert_eq!(dirs.spool, Path::new("/w/run_X/output.log"));
+}
+
+#[tokio::test]
+async fn agents_never_run_as_root_and_get_their_entrys_env_home_files_and_aliased_key() {
+    let h = harness();
+    let script = "echo uid=$(id -u) gid=$(id -g); echo key=$ENTRY_KEY; echo state=$ENTRY_STATE; \
+                  cat \"$HOME/cfg/settings.json\"; echo; mkdir .tool; echo x > .tool/state; echo y > mine.txt; \
+                  cat ../output.log 2>/dev/null && echo spool-readable; ls .. >/dev/null 2>&1 && echo root-listable; true";
+    let run = run_of("entry", script, None, 60);
+    let (outcome, _) = h.exec(&run).await;
+    let log = h.log(&run);
+    assert_eq!(outcome, Outcome::succeeded(), "{log}");
+    let expected_uid = if nix::unistd::geteuid().is_root() {
+        identity::NOBODY
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    assert!(log.contains(&format!("uid={expected_uid} ")), "{log}");
+    // The key came from the worker's OUTPOST_TEST_KEY (an alias) as ENTRY_KEY, scrubbed.
+    assert!(log.contains("key=[REDACTED]") && !log.contains(SECRET), "{log}");
+    let home = RunDirs::new(&h.exec.config().work_dir, run.id.as_str()).home;
+    assert!(log.contains(&format!("state={}/state", home.display())), "{log}");
+    assert!(log.contains(&format!("{{\"home\":\"{}\"}}", home.display())), "{log}");
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            !log.contains("spool-readable"),
+            "the agent cannot read the worker's spool: {log}"
+        );
+        assert!(
+            !log.contains("root-listable"),
+            "the agent cannot list its run's root: {log}"
+        );
+    }
+    // The CLI's own folder is not the agent's change.
+    assert_eq!(h.summary(&run)["changed_files"], serde_json::json!(["mine.txt"]));
+    assert!(!home.exists(), "HOME is removed after the run");
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_stopped_by_its_idle_timeout_and_a_chatty_one_is_not() {
+    let h = harness();
+    let mut silent = run_of("shell", "echo started; exec sleep 1000", None, 600);
+    silent.idle_timeout_secs = Some(1);
+    let mut chatty = run_of(
+        "shell",
+        "for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.3; done",
+        None,
+        600,
+    );
+    chatty.idle_timeout_secs = Some(1);
+    let started = Instant::now();
+    let ((s, _), (c, _)) = tokio::join!(h.exec(&silent), h.exec(&chatty));
+    assert_eq!(
+        (s.status, s.reason),
+        (TerminalStatus::TimedOut, Some(FailureReason::Idle))
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let log = h.log(&silent);
+    assert!(log.starts_with("started\n") && log.contains("idle timeout"), "{log}");
+    assert_eq!(h.summary(&silent)["failure_reason"], "idle");
+    assert_eq!(c, Outcome::succeeded(), "{}", h.log(&chatty));
+}
+
+#[tokio::test]
+async fn an_agent_that_exits_0_after_reporting_an_error_failed_with_its_message() {
+    let h = harness();
+    let fixture = h.path("agent-output.log");
+    std::fs::write(
+        &fixture,
+        concat!(
+            "{\"type\":\"init\",\"session_id\":\"s-1\",\"model\":\"auto\"}\n",
+            "{\"type\":\"error\",\"severity\":\"error\",\"message\":\"API error 401 UNAUTHENTICATED: standin-401: invalid api key\"}\n",
+            "{\"type\":\"result\",\"status\":\"error\",\"error\":{\"type\":\"ApiError\",\"message\":\"API error 401 UNAUTHENTICATED: standin-401: invalid api key\"}}\n",
+        ),
+    )
+    .expect("fixture");
+    let run = run_of("gemini-like", &format!("cat '{}'; exit 0", fixture.display()), None, 60);
+    let (outcome, artifacts) = h.exec(&run).await;
+    assert_eq!(outcome.status, TerminalStatus::Failed, "{}", h.log(&run));
+    assert_eq!(outcome.reason, Some(FailureReason::AgentError));
+    assert_eq!(outcome.exit_code, Some(0));
+    let error = outcome.report.error.clone().unwrap_or_default();
+    assert!(error.contains("standin-401"), "{error}");
+    assert_eq!(outcome.report.session_id.as_deref(), Some("s-1"));
+    assert!(h.log(&run).contains("[outpost] the agent reported a failure"));
+    assert_eq!(h.summary(&run)["failure_reason"], "agent_error");
+    assert!(!names(&artifacts).contains(&RESULT_MD), "no answer, no result.md");
+
+    // The same agent with an answer: succeeded, the answer stored whole as result.md.
+    let answer = h.path("answer.log");
+    std::fs::write(
+        &answer,
+        "{\"type\":\"message\",\"role\":\"assistant\",\"content\":\"All done ✓\",\"delta\":true}\n{\"type\":\"result\",\"status\":\"success\",\"stats\":{\"input_tokens\":10,\"output_tokens\":2,\"models\":{\"m\":{\"input_tokens\":10,\"output_tokens\":2,\"cached\":0}}}}\n",
+    )
+    .expect("fixture");
+    let run = run_of("gemini-like", &format!("cat '{}'", answer.display()), None, 60);
+    let (outcome, artifacts) = h.exec(&run).await;
+    assert_eq!(outcome.status, TerminalStatus::Succeeded, "{}", h.log(&run));
+    assert_eq!(outcome.report.result.as_deref(), Some("All done ✓"));
+    assert_eq!(names(&artifacts)[..3], [OUTPUT_LOG, "summary.json", RESULT_MD]);
+    assert_eq!(String::from_utf8_lossy(&h.stored(&run, RESULT_MD)), "All done ✓");
+    assert_eq!(h.summary(&run)["agent_report"]["usage"]["input_tokens"], 10);
 }

@@ -33,8 +33,9 @@ pub enum OutputReader {
 
 /// One agent CLI Outpost can run.
 ///
-/// Semantics of the command line: `{prompt}` (a whole argument) is the task text as one
-/// argument, never through a shell; `{run_id}` is the run's id anywhere in an argument;
+/// Semantics of the command line: `{prompt}` is the task text inside one argument, never
+/// through a shell (`--prompt={prompt}` keeps a task that starts with `-` from being read as an
+/// option); `{run_id}` is the run's id anywhere in an argument;
 /// `{base_url_args}` (a whole argument) expands to [`base_url_args`](Self::base_url_args) when a
 /// [`base_url`](Self::base_url) is set and to nothing otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -157,7 +158,8 @@ impl AgentSpec {
                         out.extend(self.base_url_args.iter().map(|a| a.replace("{base_url}", url)));
                     }
                 }
-                other => out.push(other.replace("{run_id}", run_id)),
+                // `{run_id}` first: a prompt that contains the text `{run_id}` stays as written.
+                other => out.push(other.replace("{run_id}", run_id).replace("{prompt}", prompt)),
             }
         }
         out
@@ -173,10 +175,7 @@ impl AgentSpec {
 
     /// Names the agent's key is looked up under, in order: `key_env`, then `key_aliases`.
     pub fn key_names(&self) -> impl Iterator<Item = &str> {
-        self.key_env
-            .iter()
-            .chain(self.key_aliases.iter())
-            .map(String::as_str)
+        self.key_env.iter().chain(self.key_aliases.iter()).map(String::as_str)
     }
 
     /// The fixed env vars with `{home}` replaced, plus `base_url_env` when a base URL is set.
@@ -456,9 +455,7 @@ pub fn env_name_valid(name: &str) -> bool {
 
 /// A relative path below HOME: no leading `/`, no `..`, no empty or `.` parts.
 fn home_path_valid(rel: &str) -> bool {
-    !rel.is_empty()
-        && !rel.starts_with('/')
-        && rel.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    !rel.is_empty() && !rel.starts_with('/') && rel.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]
@@ -475,14 +472,23 @@ mod tests {
                 a.base_url_env.is_some() || !a.base_url_args.is_empty(),
                 "{name} can be pointed at a base URL"
             );
-            assert!(a.verified_with.is_some(), "{name} records the release it was verified with");
+            assert!(
+                a.verified_with.is_some(),
+                "{name} records the release it was verified with"
+            );
             assert_ne!(a.output, OutputReader::None, "{name} has an output reader");
             assert!(a.idle_timeout_secs.is_some(), "{name} has an idle timeout");
         }
-        assert_eq!(reg.get("claude").and_then(|a| a.key_env.as_deref()), Some("ANTHROPIC_API_KEY"));
+        assert_eq!(
+            reg.get("claude").and_then(|a| a.key_env.as_deref()),
+            Some("ANTHROPIC_API_KEY")
+        );
         let codex = reg.get("codex").expect("codex");
         assert_eq!(codex.key_env.as_deref(), Some("CODEX_API_KEY"));
-        assert!(codex.key_names().any(|n| n == "OPENAI_API_KEY"), "OPENAI_API_KEY still works for codex");
+        assert!(
+            codex.key_names().any(|n| n == "OPENAI_API_KEY"),
+            "OPENAI_API_KEY still works for codex"
+        );
         let grok = reg.get("grok").expect("grok");
         assert_eq!(grok.key_env.as_deref(), Some("GROK_API_KEY"));
         assert!(grok.key_names().any(|n| n == "XAI_API_KEY"));
@@ -499,7 +505,10 @@ mod tests {
         assert_eq!(a.argv("p", "run_1"), ["x", "run", "p"]);
         assert_eq!(a.fixed_env("/h"), [("X_HOME".to_owned(), "/h/.x".to_owned())]);
         a.base_url = Some("http://127.0.0.1:9/v1".into());
-        assert_eq!(a.argv("p", "run_1"), ["x", "run", "-c", "base=http://127.0.0.1:9/v1", "p"]);
+        assert_eq!(
+            a.argv("p", "run_1"),
+            ["x", "run", "-c", "base=http://127.0.0.1:9/v1", "p"]
+        );
         assert!(a
             .fixed_env("/h")
             .contains(&("X_BASE".to_owned(), "http://127.0.0.1:9/v1".to_owned())));
@@ -509,12 +518,33 @@ mod tests {
     fn ignore_patterns_are_anchored_globs_over_whole_components() {
         let mut a = AgentSpec::new("x", &["x"]);
         a.ignore = vec![".aider*".into(), ".grok/".into(), "out/*.tmp".into()];
-        for hit in [".aider.chat.history.md", ".aider.tags.cache.v4/x/y", ".grok/settings.json", "out/a.tmp"] {
+        for hit in [
+            ".aider.chat.history.md",
+            ".aider.tags.cache.v4/x/y",
+            ".grok/settings.json",
+            "out/a.tmp",
+        ] {
             assert!(a.ignores(hit), "{hit}");
         }
-        for miss in ["src/.aider.md", "aider.md", ".grokker", "out/a.tmpx", "out", "x/.grok/settings.json"] {
+        for miss in [
+            "src/.aider.md",
+            "aider.md",
+            ".grokker",
+            "out/a.tmpx",
+            "out",
+            "x/.grok/settings.json",
+        ] {
             assert!(!a.ignores(miss), "{miss}");
         }
+    }
+
+    #[test]
+    fn prompt_inside_an_argument_stays_one_argument() {
+        let a = AgentSpec::new("x", &["x", "--prompt={prompt}", "--id={run_id}"]);
+        assert_eq!(
+            a.argv("- fix {run_id} --version", "run_1"),
+            ["x", "--prompt=- fix {run_id} --version", "--id=run_1"]
+        );
     }
 
     #[test]
@@ -584,7 +614,10 @@ mod tests {
         assert_eq!(g.base_url.as_deref(), Some("http://127.0.0.1:8080"));
         assert_eq!(g.idle_timeout_secs, None, "0 turns the idle timeout off");
         assert_eq!(g.env.get("EXTRA").map(String::as_str), Some("1"));
-        assert!(g.env.contains_key("GEMINI_CLI_TRUST_WORKSPACE"), "merged over the built-in's");
+        assert!(
+            g.env.contains_key("GEMINI_CLI_TRUST_WORKSPACE"),
+            "merged over the built-in's"
+        );
         let m = reg.get("mine").expect("mine");
         assert_eq!(m.output, OutputReader::Claude);
         assert!(m.ignores(".mine/state"));
