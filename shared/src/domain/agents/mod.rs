@@ -477,7 +477,6 @@ mod tests {
                 "{name} records the release it was verified with"
             );
             assert_ne!(a.output, OutputReader::None, "{name} has an output reader");
-            assert!(a.idle_timeout_secs.is_some(), "{name} has an idle timeout");
         }
         assert_eq!(
             reg.get("claude").and_then(|a| a.key_env.as_deref()),

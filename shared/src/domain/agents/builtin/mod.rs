@@ -20,7 +20,13 @@ mod grok;
 
 /// Every built-in agent CLI entry (without `shell`).
 pub fn all() -> Vec<AgentSpec> {
-    vec![claude::spec(), codex::spec(), gemini::spec(), aider::spec(), grok::spec()]
+    vec![
+        claude::spec(),
+        codex::spec(),
+        gemini::spec(),
+        aider::spec(),
+        grok::spec(),
+    ]
 }
 
 /// `(name, value)` pairs as an env map.
