@@ -38,12 +38,19 @@ pub fn exit_code_for(run: &RunView) -> u8 {
     }
 }
 
+/// The time limits a dispatch asks for (the agent's defaults when `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    pub timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+}
+
 pub async fn dispatch(
     api: &ApiArgs,
     agent: String,
     repo: Option<String>,
     branch: Option<String>,
-    timeout: Option<u64>,
+    timeouts: Timeouts,
     wait: bool,
     task: String,
 ) -> anyhow::Result<ExitCode> {
@@ -63,7 +70,8 @@ pub async fn dispatch(
             task,
             repo,
             branch,
-            timeout_secs: timeout,
+            timeout_secs: timeouts.timeout_secs,
+            idle_timeout_secs: timeouts.idle_timeout_secs,
         })
         .await?;
     if !wait {
@@ -82,6 +90,9 @@ pub async fn dispatch(
         print_json(&run)?;
     } else {
         eprintln!("{}", final_line(&run));
+        if let Some(error) = &run.agent_error {
+            eprintln!("agent error: {error}");
+        }
     }
     Ok(ExitCode::from(exit_code_for(&run)))
 }
@@ -96,6 +107,9 @@ fn final_line(run: &RunView) -> String {
     }
     if let Some(r) = run.failure_reason {
         s.push_str(&format!(" reason: {r}"));
+    }
+    if let Some(cost) = run.usage.as_ref().and_then(|u| u.cost_usd) {
+        s.push_str(&format!(" · {}", format::cost_usd(cost)));
     }
     if !run.artifacts.is_empty() {
         s.push_str(&format!(" · {} artifacts", run.artifacts.len()));

@@ -2,6 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use outpost_shared::api::{FleetStatus, RunView};
+use outpost_shared::Usage;
+
+/// Name of the artifact holding the agent's whole final answer.
+const RESULT_ARTIFACT: &str = "result.md";
 
 /// A plain-text table with left-aligned columns.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -68,6 +72,38 @@ pub fn short_task(task: &str, max: usize) -> String {
     }
 }
 
+/// `$0.0123`: US dollars to four decimals (`<$0.0001` for a cost too small to show).
+pub fn cost_usd(cost: f64) -> String {
+    if cost > 0.0 && cost < 0.00005 {
+        "<$0.0001".to_owned()
+    } else {
+        format!("${cost:.4}")
+    }
+}
+
+/// `1200 in (1000 cached) · 34 out · $0.0123`: the figures the agent reported (an absent one is
+/// unknown, so it is left out rather than shown as 0).
+pub fn usage(u: &Usage) -> String {
+    let mut parts = Vec::new();
+    match (u.input_tokens, u.cached_input_tokens) {
+        (Some(input), Some(cached)) => parts.push(format!("{input} in ({cached} cached)")),
+        (Some(input), None) => parts.push(format!("{input} in")),
+        (None, Some(cached)) => parts.push(format!("{cached} cached in")),
+        (None, None) => {}
+    }
+    if let Some(output) = u.output_tokens {
+        parts.push(format!("{output} out"));
+    }
+    if let Some(cost) = u.cost_usd {
+        parts.push(cost_usd(cost));
+    }
+    if parts.is_empty() {
+        "not reported".to_owned()
+    } else {
+        parts.join(" · ")
+    }
+}
+
 pub fn runs_table(runs: &[RunView], now: DateTime<Utc>) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
@@ -79,16 +115,25 @@ pub fn runs_table(runs: &[RunView], now: DateTime<Utc>) -> String {
                 age(r.created_at, now),
                 r.duration_ms.map(duration_ms).unwrap_or_else(|| "-".into()),
                 r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                r.usage
+                    .as_ref()
+                    .and_then(|u| u.cost_usd)
+                    .map(cost_usd)
+                    .unwrap_or_else(|| "-".into()),
                 short_task(&r.task, 48),
             ]
         })
         .collect();
-    table(&["ID", "STATUS", "AGENT", "CREATED", "DURATION", "EXIT", "TASK"], &rows)
+    table(
+        &["ID", "STATUS", "AGENT", "CREATED", "DURATION", "EXIT", "COST", "TASK"],
+        &rows,
+    )
 }
 
 pub fn run_details(r: &RunView) -> String {
     let mut out = String::new();
-    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
+    // A value of several lines continues under the first, indented.
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<14}{}\n", v.replace('\n', "\n              ")));
     kv("id", r.id.clone());
     kv("status", r.status.to_string());
     kv("agent", r.agent.clone());
@@ -104,6 +149,9 @@ pub fn run_details(r: &RunView) -> String {
     }
     kv("attempts", r.attempts.to_string());
     kv("timeout", format!("{}s", r.timeout_secs));
+    if let Some(idle) = r.idle_timeout_secs {
+        kv("idle timeout", format!("{idle}s"));
+    }
     kv("created", r.created_at.to_rfc3339());
     if let Some(t) = r.started_at {
         kv("started", t.to_rfc3339());
@@ -119,6 +167,18 @@ pub fn run_details(r: &RunView) -> String {
     }
     if let Some(reason) = r.failure_reason {
         kv("reason", reason.to_string());
+    }
+    if let Some(error) = &r.agent_error {
+        kv("agent error", error.trim_end().to_owned());
+    }
+    if let Some(u) = &r.usage {
+        kv("usage", usage(u));
+        if !u.source.is_empty() {
+            kv("usage from", u.source.clone());
+        }
+    }
+    if let Some(session) = &r.session_id {
+        kv("session", session.clone());
     }
     if r.cancel_requested && !r.status.is_terminal() {
         kv("cancel", "requested".into());
@@ -139,6 +199,19 @@ pub fn run_details(r: &RunView) -> String {
             .collect();
         out.push_str(&table(&["  NAME", "BYTES", "SHA256"], &rows));
         out.push('\n');
+    }
+    if let Some(result) = &r.result {
+        // The whole answer, as the agent wrote it, last so it reads (and copies) on its own.
+        out.push_str("\nresult\n");
+        out.push_str(result.trim_end());
+        out.push('\n');
+        let whole = r.artifacts.iter().find(|a| a.name == RESULT_ARTIFACT);
+        if whole.is_some_and(|a| a.size > result.len() as u64) {
+            out.push_str(&format!(
+                "\n(cut here; the whole answer: outpost runs artifact {} {RESULT_ARTIFACT})\n",
+                r.id
+            ));
+        }
     }
     out
 }
@@ -197,6 +270,99 @@ mod tests {
         assert_eq!(duration_ms(1234), "1.2s");
         assert_eq!(duration_ms(184_000), "3m04s");
         assert_eq!(duration_ms(7_500_000), "2h05m");
+    }
+
+    fn finished_run(report: outpost_shared::AgentReport) -> RunView {
+        use outpost_shared::{Artifact, FailureReason, NewRun, Run, RunId, RunStatus};
+        let now = Utc::now();
+        let mut run = Run::queued(NewRun {
+            id: RunId::generate(),
+            tenant: "acme".parse().expect("tenant"),
+            agent: "claude".into(),
+            task: "fix the bug".into(),
+            repo: None,
+            timeout_secs: 600,
+            idle_timeout_secs: Some(42),
+            created_at: now,
+        });
+        run.status = RunStatus::Failed;
+        run.failure_reason = Some(FailureReason::AgentError);
+        run.exit_code = Some(0);
+        run.started_at = Some(now);
+        run.finished_at = Some(now);
+        run.artifacts = vec![Artifact {
+            name: RESULT_ARTIFACT.into(),
+            size: 40_000,
+            sha256: "ab".repeat(32),
+            content_type: "text/markdown".into(),
+        }];
+        run.report = report;
+        RunView::from(&run)
+    }
+
+    #[test]
+    fn run_details_show_the_answer_error_usage_and_session() {
+        let view = finished_run(outpost_shared::AgentReport {
+            result: Some("## Fixed\n\nThe test now waits — ünïcödé ✓\n".into()),
+            error: Some("API Error: 401\ninvalid x-api-key".into()),
+            usage: Some(Usage {
+                input_tokens: Some(1_200),
+                cached_input_tokens: Some(1_000),
+                output_tokens: Some(34),
+                cost_usd: Some(0.0123),
+                source: "claude result.total_cost_usd".into(),
+            }),
+            session_id: Some("sess-1".into()),
+        });
+        let text = run_details(&view);
+        for line in [
+            "idle timeout  42s\n",
+            "reason        agent_error\n",
+            "agent error   API Error: 401\n              invalid x-api-key\n",
+            "usage         1200 in (1000 cached) · 34 out · $0.0123\n",
+            "usage from    claude result.total_cost_usd\n",
+            "session       sess-1\n",
+            "\nresult\n## Fixed\n\nThe test now waits — ünïcödé ✓\n",
+            "(cut here; the whole answer: outpost runs artifact",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        assert!(
+            text.find("artifacts").expect("artifacts") < text.find("\nresult\n").expect("result"),
+            "the answer is its own last section:\n{text}"
+        );
+
+        let table = runs_table(&[view], Utc::now());
+        let header = table.lines().next().unwrap_or_default();
+        assert!(
+            header.find("EXIT") < header.find("COST") && header.find("COST") < header.find("TASK"),
+            "{table}"
+        );
+        assert!(table.contains("$0.0123"), "{table}");
+
+        // Nothing reported: no empty sections.
+        let quiet = run_details(&finished_run(outpost_shared::AgentReport::default()));
+        for absent in ["agent error", "usage", "session", "\nresult\n"] {
+            assert!(!quiet.contains(absent), "{absent:?} in:\n{quiet}");
+        }
+        assert!(runs_table(&[finished_run(Default::default())], Utc::now()).contains("  -  "));
+    }
+
+    #[test]
+    fn usage_shows_only_reported_figures() {
+        let u = |input, cached, output, cost| Usage {
+            input_tokens: input,
+            cached_input_tokens: cached,
+            output_tokens: output,
+            cost_usd: cost,
+            source: String::new(),
+        };
+        assert_eq!(usage(&u(Some(5), None, Some(2), None)), "5 in · 2 out");
+        assert_eq!(usage(&u(None, None, None, Some(1.5))), "$1.5000");
+        assert_eq!(usage(&u(None, None, None, None)), "not reported");
+        assert_eq!(cost_usd(0.0), "$0.0000");
+        assert_eq!(cost_usd(0.00001), "<$0.0001");
+        assert_eq!(cost_usd(0.01234), "$0.0123");
     }
 
     #[test]

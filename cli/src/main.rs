@@ -132,6 +132,10 @@ enum Command {
         /// Timeout in seconds (10..=86400; the agent's default when absent).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Stop the agent after this many seconds without output (1..=86400, not above
+        /// --timeout; the agent's default when absent). The run ends timed_out, reason idle.
+        #[arg(long = "idle-timeout", value_name = "SECS")]
+        idle_timeout: Option<u64>,
         /// Wait for the run to end, streaming its log; the exit code mirrors the run.
         #[arg(long)]
         wait: bool,
@@ -223,7 +227,7 @@ enum RunsCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
-    /// One run, with its artifacts.
+    /// One run: its outcome, the agent's answer, error, usage and session, and its artifacts.
     Get { id: String },
     /// A run's output; `-f` follows it until the run ends.
     Logs {
@@ -297,10 +301,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             repo,
             branch,
             timeout,
+            idle_timeout,
             wait,
             task,
             api,
-        } => client_cmds::dispatch(&api, agent, repo, branch, timeout, wait, task).await,
+        } => {
+            let limits = client_cmds::Timeouts {
+                timeout_secs: timeout,
+                idle_timeout_secs: idle_timeout,
+            };
+            client_cmds::dispatch(&api, agent, repo, branch, limits, wait, task).await
+        }
         Command::Runs { command, api } => match command {
             RunsCommand::List {
                 status,

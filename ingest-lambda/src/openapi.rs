@@ -10,7 +10,7 @@ use outpost_shared::api::{
     PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList,
 };
 use outpost_shared::ports::{SecretInfo, WorkerInfo};
-use outpost_shared::{FailureReason, RepoSpec, RunStatus};
+use outpost_shared::{FailureReason, RepoSpec, RunStatus, Usage};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -50,6 +50,7 @@ pub const SECURITY_SCHEME: &str = "bearer";
         RunStatus,
         FailureReason,
         RepoSpec,
+        Usage,
         ArtifactView,
         FleetStatus,
         AgentView,

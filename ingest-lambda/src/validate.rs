@@ -1,5 +1,6 @@
 //! Validation of a dispatch request against the agent registry and the dispatch limits, in field
-//! order (agent, task, repo, branch, timeout); the first problem is reported with its field.
+//! order (agent, task, repo, branch, timeout, idle timeout); the first problem is reported with its
+//! field.
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
@@ -16,6 +17,8 @@ pub struct ValidDispatch {
     pub task: String,
     pub repo: Option<RepoSpec>,
     pub timeout_secs: u32,
+    /// `None`: the agent's own idle timeout applies.
+    pub idle_timeout_secs: Option<u32>,
 }
 
 /// Checks `req`; unknown or disabled agents are 422 `unknown_agent`, every other problem is 422
@@ -46,15 +49,18 @@ pub fn validate_dispatch(
         }
         (None, None) => None,
     };
-    let timeout_secs = match req.timeout_secs {
-        Some(secs) => limits.check_timeout(secs)?,
-        None => agent.default_timeout_secs,
-    };
+    let given_timeout = req.timeout_secs.map(|secs| limits.check_timeout(secs)).transpose()?;
+    let timeout_secs = given_timeout.unwrap_or(agent.default_timeout_secs);
+    let idle_timeout_secs = req
+        .idle_timeout_secs
+        .map(|secs| limits.check_idle_timeout(secs, given_timeout))
+        .transpose()?;
     Ok(ValidDispatch {
         agent: agent.name.clone(),
         task: req.task,
         repo,
         timeout_secs,
+        idle_timeout_secs,
     })
 }
 
@@ -78,6 +84,7 @@ mod tests {
             repo: None,
             branch: None,
             timeout_secs: None,
+            idle_timeout_secs: None,
         }
     }
 
@@ -89,6 +96,7 @@ mod tests {
     fn a_good_dispatch_takes_the_agent_default_timeout() {
         let v = check(req("claude", "fix the bug")).expect("valid");
         assert_eq!(v.timeout_secs, 1800);
+        assert_eq!(v.idle_timeout_secs, None, "the agent's own idle timeout applies");
         assert_eq!(v.repo, None);
         let mut r = req("codex", "x");
         r.repo = Some("https://github.com/acme/app.git".into());
@@ -131,5 +139,37 @@ mod tests {
             r.timeout_secs = Some(t);
             assert_eq!(field(r), Some("timeout_secs".into()), "{t}");
         }
+        for t in [0, 86_401, u64::MAX] {
+            let mut r = req("claude", "x");
+            r.idle_timeout_secs = Some(t);
+            assert_eq!(field(r), Some("idle_timeout_secs".into()), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_idle_timeout_is_kept_and_not_above_the_timeout() {
+        let mut r = req("claude", "x");
+        r.idle_timeout_secs = Some(1);
+        assert_eq!(check(r).expect("valid").idle_timeout_secs, Some(1));
+        let mut r = req("claude", "x");
+        r.timeout_secs = Some(120);
+        r.idle_timeout_secs = Some(120);
+        let v = check(r).expect("valid");
+        assert_eq!((v.timeout_secs, v.idle_timeout_secs), (120, Some(120)));
+        let mut r = req("claude", "x");
+        r.timeout_secs = Some(120);
+        r.idle_timeout_secs = Some(121);
+        let e = check(r).expect_err("above the timeout");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+        );
+        assert_eq!(e.field.as_deref(), Some("idle_timeout_secs"));
+        assert!(e.message.contains("not be above timeout_secs (120)"), "{}", e.message);
+        // A bad timeout is reported first (field order).
+        let mut r = req("claude", "x");
+        r.timeout_secs = Some(5);
+        r.idle_timeout_secs = Some(0);
+        assert_eq!(check(r).expect_err("refused").field.as_deref(), Some("timeout_secs"));
     }
 }

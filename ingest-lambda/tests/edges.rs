@@ -178,6 +178,31 @@ async fn every_validation_error_is_422_with_its_field() {
             "timeout_secs",
         ),
         (
+            json!({"agent": "fake", "task": "x", "idle_timeout_secs": 0}),
+            "validation_failed",
+            "idle_timeout_secs",
+        ),
+        (
+            json!({"agent": "fake", "task": "x", "idle_timeout_secs": 86_401}),
+            "validation_failed",
+            "idle_timeout_secs",
+        ),
+        (
+            json!({"agent": "fake", "task": "x", "idle_timeout_secs": -1}),
+            "validation_failed",
+            "idle_timeout_secs",
+        ),
+        (
+            json!({"agent": "fake", "task": "x", "idle_timeout_secs": "30"}),
+            "validation_failed",
+            "idle_timeout_secs",
+        ),
+        (
+            json!({"agent": "fake", "task": "x", "timeout_secs": 60, "idle_timeout_secs": 61}),
+            "validation_failed",
+            "idle_timeout_secs",
+        ),
+        (
             json!({"agent": "fake", "task": "x", "repo": "http://github.com/a/b"}),
             "validation_failed",
             "repo",
@@ -419,8 +444,34 @@ async fn openapi_document_lists_every_path() {
         "ErrorBody",
         "Health",
         "RunStatus",
+        "Usage",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    // The agent's report and the idle timeout are documented fields.
+    assert!(
+        schemas["DispatchRequest"]["properties"]["idle_timeout_secs"].is_object(),
+        "{}",
+        schemas["DispatchRequest"]
+    );
+    let run_view = &schemas["RunView"]["properties"];
+    for field in ["idle_timeout_secs", "result", "agent_error", "usage", "session_id"] {
+        assert!(run_view[field].is_object(), "RunView.{field} undocumented: {run_view}");
+    }
+    assert!(
+        run_view["usage"].to_string().contains("#/components/schemas/Usage"),
+        "{}",
+        run_view["usage"]
+    );
+    let usage = &schemas["Usage"]["properties"];
+    for field in [
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "source",
+    ] {
+        assert!(usage[field].is_object(), "Usage.{field} undocumented: {usage}");
     }
     // The logs endpoint documents its headers.
     let log_headers = &paths["/v1/runs/{id}/logs"]["get"]["responses"]["200"]["headers"];

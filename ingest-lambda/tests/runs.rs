@@ -68,7 +68,68 @@ async fn dispatch_is_accepted_recorded_and_queued() {
     let mut req = dispatch_request("claude", "x");
     req.timeout_secs = Some(3600);
     let accepted = api.acme().dispatch(&req).await.expect("dispatch");
-    assert_eq!(api.acme().get_run(&accepted.id).await.expect("get").timeout_secs, 3600);
+    let view = api.acme().get_run(&accepted.id).await.expect("get");
+    assert_eq!(view.timeout_secs, 3600);
+    assert_eq!(view.idle_timeout_secs, None, "the agent's own idle timeout applies");
+
+    // So is an idle timeout, on the record and in the view.
+    let mut req = dispatch_request("fake", "x");
+    req.timeout_secs = Some(600);
+    req.idle_timeout_secs = Some(42);
+    let accepted = api.acme().dispatch(&req).await.expect("dispatch");
+    let view = api.acme().get_run(&accepted.id).await.expect("get");
+    assert_eq!((view.timeout_secs, view.idle_timeout_secs), (600, Some(42)));
+    let id: outpost_shared::RunId = accepted.id.parse().expect("run id");
+    let stored = api.backend.runs.get_by_id(&id).await.expect("get").expect("stored");
+    assert_eq!(stored.idle_timeout_secs, Some(42));
+}
+
+#[tokio::test]
+async fn a_finished_run_shows_the_agent_report() {
+    let api = start().await;
+    let id = api.dispatch("fake", "answer me").await;
+    let worker = api.claim(&id).await;
+    let report = outpost_shared::AgentReport {
+        result: Some("The answer — ünïcödé ✓".into()),
+        error: Some("API Error: 401 invalid x-api-key".into()),
+        usage: Some(outpost_shared::Usage {
+            input_tokens: Some(1_000),
+            cached_input_tokens: Some(800),
+            output_tokens: Some(50),
+            cost_usd: Some(0.0123),
+            source: "claude result.total_cost_usd".into(),
+        }),
+        session_id: Some("sess-42".into()),
+    };
+    api.finish(
+        &id,
+        &worker,
+        Outcome::failed(FailureReason::AgentError, Some(0)).with_report(report.clone()),
+        Vec::new(),
+    )
+    .await;
+    let view = api.acme().get_run(id.as_str()).await.expect("get");
+    assert_eq!(view.failure_reason, Some(FailureReason::AgentError));
+    assert_eq!(view.result, report.result);
+    assert_eq!(view.agent_error, report.error);
+    assert_eq!(view.usage, report.usage);
+    assert_eq!(view.session_id, report.session_id);
+    let listed = api.acme().list_runs(&ListRunsQuery::default()).await.expect("list");
+    assert_eq!(listed.runs.len(), 1);
+    assert_eq!(listed.runs[0], view, "the listing shows the same");
+    // On the wire, with the documented names.
+    let raw: serde_json::Value = api
+        .raw(Method::GET, &format!("/v1/runs/{id}"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(raw["agent_error"], "API Error: 401 invalid x-api-key");
+    assert_eq!(raw["usage"]["cached_input_tokens"], 800);
+    assert_eq!(raw["usage"]["cost_usd"], 0.0123);
+    assert_eq!(raw["session_id"], "sess-42");
 }
 
 #[tokio::test]
@@ -320,6 +381,7 @@ async fn client_errors_read_as_one_line() {
             repo: None,
             branch: None,
             timeout_secs: None,
+            idle_timeout_secs: None,
         })
         .await
         .expect_err("empty task");

@@ -276,8 +276,8 @@ impl<A: ApiAccess> ServerHandler for OutpostMcp<A> {
             .with_instructions(
                 "Outpost runs AI coding agents (Claude Code, Codex, Gemini CLI, Aider, …) on a \
                  worker fleet. Call fleet_status to see the agents, dispatch to start a run \
-                 (wait: true to block until it ends), get_run to follow it (status, exit code, \
-                 end of output, artifacts), list_runs to find runs, cancel_run to stop one, and \
+                 (wait: true to block until it ends), get_run to follow it (status, the agent's \
+                 answer and error, usage and cost, end of output, artifacts), list_runs to find runs, cancel_run to stop one, and \
                  promote to push a finished run's changes to a git branch.",
             )
     }
@@ -372,5 +372,92 @@ fn task_error(task_id: &str, e: &ClientError) -> McpError {
         Some(409) => McpError::invalid_params(format!("task {task_id} has already ended"), data),
         Some(401) => McpError::invalid_request("an API key is required", data),
         _ => McpError::internal_error(format!("cannot reach the run of task {task_id}"), data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use outpost_shared::api::{HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
+    use outpost_shared::{AgentReport, FailureReason, NewRun, Run, RunId, Usage};
+
+    const BASE: &str = "http://outpost.test";
+
+    /// An API that knows one run and its five-byte log.
+    #[derive(Clone)]
+    struct OneRun(RunView);
+
+    impl ApiTransport for OneRun {
+        async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, ClientError> {
+            let response = if request.uri().path().ends_with("/logs") {
+                http::Response::builder()
+                    .header(HEADER_NEXT_OFFSET, "5")
+                    .header(HEADER_LOG_SIZE, "5")
+                    .header(HEADER_RUN_STATUS, "failed")
+                    .body(Bytes::from_static(b"bye\n\n"))
+            } else {
+                let body = serde_json::to_vec(&self.0).map_err(|e| ClientError::Decode(e.to_string()))?;
+                http::Response::builder().body(Bytes::from(body))
+            };
+            response.map_err(|e| ClientError::Decode(e.to_string()))
+        }
+    }
+
+    impl ApiAccess for OneRun {
+        type Transport = OneRun;
+
+        fn client(&self, _context: &RequestContext<RoleServer>) -> Result<OutpostClient<OneRun>, ClientError> {
+            OutpostClient::with_transport(self.clone(), BASE, None)
+        }
+
+        fn absolute(&self, path: &str) -> String {
+            format!("{BASE}{path}")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_report_carries_the_agents_answer_error_usage_and_session() {
+        let mut run = Run::queued(NewRun {
+            id: RunId::generate(),
+            tenant: "acme".parse().expect("tenant"),
+            agent: "claude".into(),
+            task: "t".into(),
+            repo: None,
+            timeout_secs: 600,
+            idle_timeout_secs: Some(42),
+            created_at: chrono::Utc::now(),
+        });
+        run.status = RunStatus::Failed;
+        run.failure_reason = Some(FailureReason::AgentError);
+        run.report = AgentReport {
+            result: Some("the answer ✓".into()),
+            error: Some("401 invalid x-api-key".into()),
+            usage: Some(Usage {
+                input_tokens: Some(10),
+                cached_input_tokens: Some(4),
+                output_tokens: Some(2),
+                cost_usd: Some(0.0123),
+                source: "claude result.total_cost_usd".into(),
+            }),
+            session_id: Some("sess-1".into()),
+        };
+        let api = OneRun(RunView::from(&run));
+        let mcp = OutpostMcp::new(api.clone(), McpOptions::default());
+        let client = OutpostClient::with_transport(api, BASE, None).expect("client");
+        // What get_run returns, and a waited dispatch (which ends with the same report).
+        let report = mcp.run_report(&client, run.id.as_str()).await.expect("report");
+        assert_eq!(report["result"], "the answer ✓");
+        assert_eq!(report["agent_error"], "401 invalid x-api-key");
+        assert_eq!(report["failure_reason"], "agent_error");
+        assert_eq!(
+            report["usage"],
+            json!({"input_tokens": 10, "cached_input_tokens": 4, "output_tokens": 2, "cost_usd": 0.0123,
+                   "source": "claude result.total_cost_usd"})
+        );
+        assert_eq!(report["session_id"], "sess-1");
+        assert_eq!(report["idle_timeout_secs"], 42);
+        assert_eq!(report["output_tail"], "bye\n\n");
+        assert!(report["links"]["self"].as_str().is_some_and(|l| l.starts_with(BASE)));
     }
 }

@@ -81,10 +81,12 @@ pub fn tools() -> Vec<Tool> {
             DISPATCH,
             "Start an AI coding agent on a task in Outpost's worker fleet. Give the agent name \
              (see fleet_status for the agents available), the task prompt, and optionally a git \
-             repository and branch to work in and a timeout. Returns the new run's id at once \
-             (status `queued`); poll it with get_run. With `wait: true` the call waits until \
-             the run ends (up to about 10 minutes) and returns its status, exit code and the end \
-             of its output.",
+             repository and branch to work in, a timeout, and an idle timeout (seconds without \
+             output before the agent is stopped). Returns the new run's id at once (status \
+             `queued`); poll it with get_run. With `wait: true` the call waits until the run \
+             ends (up to about 10 minutes) and returns what get_run returns: its status, the \
+             agent's final answer (`result`), its own error (`agent_error`), token usage and \
+             cost (`usage`), and the end of its output.",
             input_schema::<DispatchArgs>(),
         )
         .with_annotations(
@@ -104,10 +106,12 @@ pub fn tools() -> Vec<Tool> {
         .with_annotations(ToolAnnotations::with_title("List runs").read_only(true)),
         Tool::new(
             GET_RUN,
-            "Get one run: its status, exit code, failure reason, timings, the last 4 KB of its \
-             output log (`output_tail`), and links to its stored artifacts (output.log, \
-             summary.json, diff.patch, files the agent saved). Use it to follow a run started \
-             with dispatch.",
+            "Get one run: its status, exit code, failure reason, timings, the agent's final \
+             answer (`result`; the whole of it is the result.md artifact), the error the agent \
+             reported (`agent_error`, reason `agent_error`), token usage and cost (`usage`), \
+             the agent's `session_id`, the last 4 KB of its output log (`output_tail`), and \
+             links to its stored artifacts (output.log, summary.json, diff.patch, files the \
+             agent saved). Use it to follow a run started with dispatch.",
             input_schema::<RunIdArgs>(),
         )
         .with_annotations(ToolAnnotations::with_title("Get a run").read_only(true)),
@@ -169,7 +173,15 @@ mod tests {
         assert_eq!(names, tool_names());
         let dispatch = &tools[0];
         let props = properties(dispatch);
-        for field in ["agent", "task", "repo", "branch", "timeout_secs", "wait"] {
+        for field in [
+            "agent",
+            "task",
+            "repo",
+            "branch",
+            "timeout_secs",
+            "idle_timeout_secs",
+            "wait",
+        ] {
             assert!(props.iter().any(|p| p == field), "{field} missing: {props:?}");
         }
         assert_ne!(
@@ -202,6 +214,11 @@ mod tests {
                 .expect("dispatch args");
         assert_eq!(args.request.agent, "fake");
         assert_eq!(args.wait, Some(true));
+        assert_eq!(args.request.idle_timeout_secs, None);
+        let args: DispatchArgs =
+            serde_json::from_value(serde_json::json!({"agent": "fake", "task": "x", "idle_timeout_secs": 30}))
+                .expect("dispatch args");
+        assert_eq!(args.request.idle_timeout_secs, Some(30));
         let args: PromoteArgs =
             serde_json::from_value(serde_json::json!({"run_id": "run_1", "branch": "b"})).expect("promote args");
         assert_eq!(args.request.branch.as_deref(), Some("b"));

@@ -1,7 +1,7 @@
 //! Wire types of the REST API (`/v1`), shared by the server (which derives its OpenAPI document
 //! from them) and the typed client.
 
-use crate::domain::{Artifact, FailureReason, RepoSpec, Run, RunStatus};
+use crate::domain::{Artifact, FailureReason, RepoSpec, Run, RunStatus, Usage};
 use crate::ports::{QueueDepth, WorkerInfo};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,11 @@ pub struct DispatchRequest {
     /// Seconds before the agent is stopped, 10..=86,400; the agent's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Seconds the agent may go without printing anything before it is stopped (the run ends
+    /// `timed_out` with reason `idle`), 1..=86,400 and not above `timeout_secs`; the agent's
+    /// default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// Links of a run.
@@ -102,7 +107,7 @@ pub fn encode_artifact_path(name: &str) -> String {
 }
 
 /// A run as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunView {
     pub id: String,
     pub tenant: String,
@@ -111,6 +116,10 @@ pub struct RunView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<RepoSpec>,
     pub timeout_secs: u32,
+    /// Seconds without output before the agent is stopped, as dispatched; `null`: the agent's
+    /// default.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u32>,
     pub status: RunStatus,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
@@ -121,6 +130,20 @@ pub struct RunView {
     pub failure_reason: Option<FailureReason>,
     pub cancel_requested: bool,
     pub worker_id: Option<String>,
+    /// The agent's final answer, read from its own output once the run ended (up to 16 KiB; the
+    /// whole answer is the `result.md` artifact).
+    #[serde(default)]
+    pub result: Option<String>,
+    /// The error the agent itself reported (e.g. its vendor refusing the key), up to 4 KiB; set
+    /// when the run failed with reason `agent_error`, even if the agent exited 0.
+    #[serde(default)]
+    pub agent_error: Option<String>,
+    /// Tokens and cost of the run, when the agent reports them.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// The agent's own session id (claude `session_id`, codex `thread_id`, gemini `session_id`).
+    #[serde(default)]
+    pub session_id: Option<String>,
     pub artifacts: Vec<ArtifactView>,
     pub links: RunLinks,
 }
@@ -135,6 +158,7 @@ impl From<&Run> for RunView {
             task: r.task.clone(),
             repo: r.repo.clone(),
             timeout_secs: r.timeout_secs,
+            idle_timeout_secs: r.idle_timeout_secs,
             status: r.status,
             attempts: r.attempts,
             created_at: r.created_at,
@@ -145,6 +169,10 @@ impl From<&Run> for RunView {
             failure_reason: r.failure_reason,
             cancel_requested: r.cancel_requested,
             worker_id: r.worker_id.as_ref().map(|w| w.to_string()),
+            result: r.report.result.clone(),
+            agent_error: r.report.error.clone(),
+            usage: r.report.usage.clone(),
+            session_id: r.report.session_id.clone(),
             artifacts: r.artifacts.iter().map(|a| ArtifactView::from_artifact(id, a)).collect(),
             links: RunLinks::for_run(id),
         }
@@ -152,7 +180,7 @@ impl From<&Run> for RunView {
 }
 
 /// `GET /v1/runs` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
     pub runs: Vec<RunView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -304,4 +332,57 @@ pub struct LogRead {
     pub size: u64,
     /// The run's status when the bytes were read; once terminal, `size` is final.
     pub status: RunStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentReport, NewRun, RunId};
+
+    #[test]
+    fn run_views_carry_the_agent_report_and_the_idle_timeout() {
+        let mut run = Run::queued(NewRun {
+            id: RunId::generate(),
+            tenant: "acme".parse().expect("tenant"),
+            agent: "claude".into(),
+            task: "t".into(),
+            repo: None,
+            timeout_secs: 600,
+            idle_timeout_secs: Some(42),
+            created_at: Utc::now(),
+        });
+        let usage = Usage {
+            input_tokens: Some(10),
+            cached_input_tokens: Some(4),
+            output_tokens: Some(2),
+            cost_usd: Some(0.0123),
+            source: "claude result.total_cost_usd".into(),
+        };
+        run.report = AgentReport {
+            result: Some("the answer".into()),
+            error: Some("401 bad key".into()),
+            usage: Some(usage.clone()),
+            session_id: Some("sess-1".into()),
+        };
+        let view = RunView::from(&run);
+        assert_eq!(view.idle_timeout_secs, Some(42));
+        assert_eq!(view.result.as_deref(), Some("the answer"));
+        assert_eq!(view.agent_error.as_deref(), Some("401 bad key"));
+        assert_eq!(view.usage, Some(usage));
+        assert_eq!(view.session_id.as_deref(), Some("sess-1"));
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["usage"]["cost_usd"], serde_json::json!(0.0123));
+        assert_eq!(json["agent_error"], "401 bad key");
+        let back: RunView = serde_json::from_value(json.clone()).expect("parses");
+        assert_eq!(back, view);
+
+        // An answer of a server without these fields still reads, as "none".
+        let mut old = json;
+        let object = old.as_object_mut().expect("object");
+        for field in ["idle_timeout_secs", "result", "agent_error", "usage", "session_id"] {
+            object.remove(field);
+        }
+        let old: RunView = serde_json::from_value(old).expect("old answer parses");
+        assert_eq!((old.result, old.usage, old.idle_timeout_secs), (None, None, None));
+    }
 }

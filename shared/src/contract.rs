@@ -138,6 +138,9 @@ macro_rules! contract_suite_without_tenant_turns {
             finish_in_every_terminal_status,
             finish_by_a_non_owner_is_lease_lost,
             finish_twice_never_changes_a_terminal_run,
+            finish_stores_the_agent_report,
+            finish_stores_an_oversized_report_capped,
+            runs_keep_their_idle_timeout,
             cancel_of_a_queued_run_is_immediate,
             cancel_of_a_running_run_sets_the_flag,
             cancel_of_a_terminal_run_changes_nothing,
@@ -183,8 +186,10 @@ macro_rules! contract_cases {
 /// The cases, one `async fn` each.
 pub mod cases {
     use super::{ContractConfig, Factory, Fixture};
+    use crate::domain::report::{ERROR_RECORD_BYTES, RESULT_RECORD_BYTES, SESSION_ID_BYTES};
     use crate::domain::{
-        ApiKeyKind, Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId, RunStatus, TenantId, WorkerId,
+        AgentReport, ApiKeyKind, Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId, RunStatus, TenantId,
+        Usage, WorkerId,
     };
     use crate::ports::artifacts::{ArtifactError, RunKey};
     use crate::ports::keys::{hash_key, CreatedKey};
@@ -246,7 +251,7 @@ pub mod cases {
             task: "say hello".into(),
             repo: None,
             timeout_secs: 600,
-        idle_timeout_secs: None,
+            idle_timeout_secs: None,
             created_at: Utc::now(),
         }
     }
@@ -913,6 +918,173 @@ pub mod cases {
             ClaimOutcome::AlreadyFinished(_)
         ));
         assert_eq!(get(b, &run).await, done);
+    }
+
+    // ---- runs: the agent's report and the idle timeout -------------------------------------
+
+    /// `run` as `get`, `get_by_id` and a listing of its tenant each return it.
+    async fn read_back_everywhere(b: &Backend, run: &Run) -> [Run; 3] {
+        let by_tenant = get(b, run).await;
+        let by_id = b.runs.get_by_id(&run.id).await.expect("get_by_id").expect("run exists");
+        let page = b
+            .runs
+            .list(&run.tenant, &RunFilter::default(), 100, None)
+            .await
+            .expect("list");
+        let listed = page
+            .items
+            .into_iter()
+            .find(|r| r.id == run.id)
+            .expect("the run is listed");
+        [by_tenant, by_id, listed]
+    }
+
+    pub async fn finish_stores_the_agent_report(f: Factory) {
+        let fx = fixture(&f).await;
+        let b = &fx.backend;
+        let run = create(b, &tenant("acme")).await;
+        assert!(run.report.is_empty(), "a new run has no report");
+        let w = worker("a");
+        claim(b, &run, &w, MINUTE).await;
+        assert!(get(b, &run).await.report.is_empty(), "a running run has no report");
+        let report = AgentReport {
+            result: Some("Fixed the flaky test — ünïcödé ✓ 修正しました\n\n```diff\n+ok\n```".into()),
+            error: Some("API Error: 401 {\"type\":\"error\",\"message\":\"invalid x-api-key\"}".into()),
+            usage: Some(Usage {
+                input_tokens: Some(12_345),
+                cached_input_tokens: Some(10_000),
+                output_tokens: Some(678),
+                cost_usd: Some(0.0123),
+                source: "claude result.total_cost_usd".into(),
+            }),
+            session_id: Some("4f9c2b1e-5d3a-4e7f-9a8b-0c1d2e3f4a5b".into()),
+        };
+        let outcome = Outcome::failed(FailureReason::AgentError, Some(0)).with_report(report.clone());
+        let done = b
+            .runs
+            .finish(&run.id, &w, outcome, vec![artifact("result.md", b"Fixed")])
+            .await
+            .expect("finish");
+        assert_eq!(done.report, report);
+        assert_eq!(done.failure_reason, Some(FailureReason::AgentError));
+        for (how, read) in ["get", "get_by_id", "list"]
+            .into_iter()
+            .zip(read_back_everywhere(b, &run).await)
+        {
+            assert_eq!(read.report, report, "{how}");
+            assert_eq!(read, done, "{how}");
+        }
+
+        // Figures the agent did not report stay unknown; an empty report reads back empty.
+        let partial = AgentReport {
+            usage: Some(Usage {
+                output_tokens: Some(5),
+                source: "codex turn.completed.usage".into(),
+                ..Usage::default()
+            }),
+            ..AgentReport::default()
+        };
+        let run = create(b, &tenant("acme")).await;
+        claim(b, &run, &w, MINUTE).await;
+        let done = b
+            .runs
+            .finish(
+                &run.id,
+                &w,
+                Outcome::succeeded().with_report(partial.clone()),
+                Vec::new(),
+            )
+            .await
+            .expect("finish");
+        assert_eq!(get(b, &run).await.report, partial);
+        assert_eq!(get(b, &run).await, done);
+        let run = create(b, &tenant("acme")).await;
+        claim(b, &run, &w, MINUTE).await;
+        b.runs
+            .finish(&run.id, &w, Outcome::succeeded(), Vec::new())
+            .await
+            .expect("finish");
+        assert_eq!(get(b, &run).await.report, AgentReport::default());
+    }
+
+    pub async fn finish_stores_an_oversized_report_capped(f: Factory) {
+        let fx = fixture(&f).await;
+        let b = &fx.backend;
+        let run = create(b, &tenant("acme")).await;
+        let w = worker("a");
+        claim(b, &run, &w, MINUTE).await;
+        // Multi-byte characters, so a cut at the byte limit would split one.
+        let report = AgentReport {
+            result: Some("é✓".repeat(RESULT_RECORD_BYTES)),
+            error: Some("ü".repeat(ERROR_RECORD_BYTES)),
+            usage: None,
+            session_id: Some("s".repeat(SESSION_ID_BYTES + 1)),
+        };
+        let done = b
+            .runs
+            .finish(
+                &run.id,
+                &w,
+                Outcome::succeeded().with_report(report.clone()),
+                Vec::new(),
+            )
+            .await
+            .expect("finish");
+        let capped = report.capped();
+        assert_ne!(capped, report, "the report is over the caps");
+        assert_eq!(done.report, capped);
+        let result = done.report.result.as_deref().expect("result kept");
+        assert!(result.len() <= RESULT_RECORD_BYTES, "result is {} bytes", result.len());
+        assert!(result.starts_with("é✓é✓") && result.ends_with('…'), "cut, and marked");
+        let error = done.report.error.as_deref().expect("error kept");
+        assert!(error.len() <= ERROR_RECORD_BYTES, "error is {} bytes", error.len());
+        assert_eq!(done.report.session_id, None, "an over-long session id is dropped");
+        for (how, read) in ["get", "get_by_id", "list"]
+            .into_iter()
+            .zip(read_back_everywhere(b, &run).await)
+        {
+            assert_eq!(read.report, capped, "{how}");
+        }
+    }
+
+    pub async fn runs_keep_their_idle_timeout(f: Factory) {
+        let fx = fixture(&f).await;
+        let b = &fx.backend;
+        let acme = tenant("acme");
+        let run = b
+            .runs
+            .create(NewRun {
+                idle_timeout_secs: Some(42),
+                ..new_run(&acme, RunId::generate(), "fake")
+            })
+            .await
+            .expect("create");
+        assert_eq!(run.idle_timeout_secs, Some(42));
+        for (how, read) in ["get", "get_by_id", "list"]
+            .into_iter()
+            .zip(read_back_everywhere(b, &run).await)
+        {
+            assert_eq!(read.idle_timeout_secs, Some(42), "{how}");
+            assert_eq!(read, run, "{how}");
+        }
+        // Kept through the run's life.
+        let w = worker("a");
+        let claimed = claim(b, &run, &w, MINUTE).await;
+        assert_eq!(claimed.idle_timeout_secs, Some(42));
+        let done = b
+            .runs
+            .finish(&run.id, &w, Outcome::idle(None), Vec::new())
+            .await
+            .expect("finish");
+        assert_eq!(
+            (done.status, done.failure_reason),
+            (RunStatus::TimedOut, Some(FailureReason::Idle))
+        );
+        assert_eq!(get(b, &run).await.idle_timeout_secs, Some(42));
+        // Without one, none is stored (the agent's default applies).
+        let plain = create(b, &acme).await;
+        assert_eq!(plain.idle_timeout_secs, None);
+        assert_eq!(get(b, &plain).await.idle_timeout_secs, None);
     }
 
     // ---- runs: cancel and fail_unfinished -----------------------------------------------------

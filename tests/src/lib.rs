@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod git_http;
 pub mod lambda_gateway;
+pub mod real_agents;
 
 use anyhow::{bail, Context};
 use outpost_shared::api::{DispatchRequest, RunView};
@@ -45,12 +46,48 @@ pub(crate) fn find_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
 
 /// Path of the `outpost` binary.
 pub fn outpost_bin() -> anyhow::Result<PathBuf> {
-    find_bin("OUTPOST_BIN", "outpost")
+    reachable(find_bin("OUTPOST_BIN", "outpost")?)
 }
 
 /// Path of the fake agent binary.
 pub fn fake_agent_bin() -> anyhow::Result<PathBuf> {
-    find_bin("FAKE_AGENT_BIN", "fake-agent")
+    reachable(find_bin("FAKE_AGENT_BIN", "fake-agent")?)
+}
+
+/// `bin` itself when every user may run it; else a copy in a world-readable folder under the
+/// system temp dir. Agents run as `nobody` when the tests run as root, and a checkout under a
+/// private folder (a home dir) would hide the fake agent from them.
+fn reachable(bin: PathBuf) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let others_pass = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    if bin
+        .ancestors()
+        .skip(1)
+        .all(|a| a.as_os_str().is_empty() || others_pass(a))
+    {
+        return Ok(bin);
+    }
+    let meta = std::fs::metadata(&bin)?;
+    let stamp = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = bin.file_name().context("binary has no name")?;
+    let dir = std::env::temp_dir().join(format!(
+        "outpost-test-bin-{}",
+        sha256_hex(bin.to_string_lossy().as_bytes()).get(..12).unwrap_or("x")
+    ));
+    let copy = dir.join(format!("{}-{stamp:x}", name.to_string_lossy()));
+    if !copy.exists() {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+        std::fs::copy(&bin, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &copy)?;
+    }
+    Ok(copy)
 }
 
 /// Writes `{data}/agents.toml` registering the fake agent as `fake` (key env `FAKE_API_KEY`).
@@ -74,6 +111,10 @@ pub struct ServerOptions {
     pub max_attempts: u32,
     /// Extra environment for the server process (reaches agents only if their entry names it).
     pub env: Vec<(String, String)>,
+    /// More of `agents.toml` (after the fake agent's entry), e.g. overrides of built-in agents.
+    pub agents_toml: String,
+    /// Run `outpost dev` as this uid (and gid) instead of the test's own user (root only).
+    pub run_as: Option<u32>,
 }
 
 impl Default for ServerOptions {
@@ -83,6 +124,8 @@ impl Default for ServerOptions {
             lease_secs: 3,
             max_attempts: 3,
             env: Vec::new(),
+            agents_toml: String::new(),
+            run_as: None,
         }
     }
 }
@@ -138,7 +181,21 @@ impl DevServer {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         write_agents_file(&data)?;
+        if !opts.agents_toml.is_empty() {
+            let path = data.join("agents.toml");
+            let text = std::fs::read_to_string(&path)? + "\n" + &opts.agents_toml;
+            std::fs::write(&path, text)?;
+        }
         let mut cmd = Command::new(outpost_bin()?);
+        if let Some(uid) = opts.run_as {
+            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::process::CommandExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+            for p in [&data, &data.join("agents.toml")] {
+                std::os::unix::fs::chown(p, Some(uid), Some(uid))?;
+            }
+            cmd.uid(uid).gid(uid).env("TMPDIR", &data);
+        }
         cmd.args(["dev", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
             .args(["--slots", &opts.slots.to_string()])
@@ -269,6 +326,7 @@ pub fn fake_task(task: impl Into<String>) -> DispatchRequest {
         repo: None,
         branch: None,
         timeout_secs: None,
+        idle_timeout_secs: None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! End-to-end through the `outpost` binary: dispatch --wait mirrors the run's exit code and
-//! streams its log, runs list/get/logs/cancel, fleet, --json output, and clear one-line errors
-//! with a non-zero exit code.
+//! streams its log, runs list/get/logs/cancel, fleet, --json output, the agent's report (answer,
+//! error, usage, session) and the idle timeout, and clear one-line errors with a non-zero exit
+//! code.
 
-use outpost_tests::{outpost_bin, DevServer};
+use outpost_tests::{outpost_bin, DevServer, ServerOptions};
 use std::process::Command;
 use std::time::Duration;
 
@@ -151,6 +152,114 @@ async fn errors_are_one_readable_line_and_a_non_zero_exit() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn runs_get_and_list_show_the_agents_report_and_idle_timeout() -> anyhow::Result<()> {
+    use outpost_shared::ports::ClaimOutcome;
+    use outpost_shared::{AgentReport, FailureReason, Outcome, RunId, Usage, WorkerId};
+    // No worker in the server: the test plays the worker's part through the store.
+    let server = DevServer::start_with(ServerOptions {
+        slots: 0,
+        ..ServerOptions::default()
+    })?;
+    let out = server.cli(&[
+        "dispatch",
+        "--agent",
+        "fake",
+        "--timeout",
+        "600",
+        "--idle-timeout",
+        "42",
+        "answer me",
+    ])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).split_whitespace().next().unwrap_or_default().to_owned();
+    let run_id: RunId = id.parse()?;
+
+    let backend = outpost_shared::embedded::open(&server.data, outpost_shared::embedded::EmbeddedOptions::default())?;
+    let stored = backend
+        .runs
+        .get_by_id(&run_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("not stored"))?;
+    assert_eq!(stored.idle_timeout_secs, Some(42), "--idle-timeout reaches the record");
+    let worker = WorkerId::generate();
+    let claimed = backend.runs.claim(&run_id, &worker, Duration::from_secs(60), 3).await?;
+    assert!(matches!(claimed, ClaimOutcome::Claimed(_)), "{claimed:?}");
+    let answer = "## Fixed\n\nThe flaky test now waits for the server — ünïcödé ✓";
+    let report = AgentReport {
+        result: Some(answer.into()),
+        error: Some("API Error: 401 invalid x-api-key".into()),
+        usage: Some(Usage {
+            input_tokens: Some(1_200),
+            cached_input_tokens: Some(1_000),
+            output_tokens: Some(34),
+            cost_usd: Some(0.0123),
+            source: "claude result.total_cost_usd".into(),
+        }),
+        session_id: Some("4f9c2b1e-session".into()),
+    };
+    backend
+        .runs
+        .finish(
+            &run_id,
+            &worker,
+            Outcome::failed(FailureReason::AgentError, Some(0)).with_report(report),
+            Vec::new(),
+        )
+        .await?;
+
+    let get = server.cli(&["runs", "get", &id])?;
+    assert!(get.status.success(), "{}", stderr(&get));
+    let text = stdout(&get);
+    for line in [
+        "idle timeout  42s\n",
+        "reason        agent_error\n",
+        "agent error   API Error: 401 invalid x-api-key\n",
+        "usage         1200 in (1000 cached) · 34 out · $0.0123\n",
+        "session       4f9c2b1e-session\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("\nresult\n{answer}\n")),
+        "the whole answer as its own section:\n{text}"
+    );
+
+    let list = server.cli(&["runs", "list"])?;
+    let table = stdout(&list);
+    assert!(table.lines().next().is_some_and(|h| h.contains("COST")), "{table}");
+    assert!(
+        table.lines().any(|l| l.contains(&id) && l.contains("$0.0123")),
+        "{table}"
+    );
+
+    let json = server.cli(&["runs", "get", "--json", &id])?;
+    let run: serde_json::Value = serde_json::from_str(&stdout(&json))?;
+    assert_eq!(run["idle_timeout_secs"], 42);
+    assert_eq!(run["result"], answer);
+    assert_eq!(run["agent_error"], "API Error: 401 invalid x-api-key");
+    assert_eq!(run["usage"]["output_tokens"], 34);
+    assert_eq!(run["usage"]["cost_usd"], 0.0123);
+    assert_eq!(run["session_id"], "4f9c2b1e-session");
+    let page: serde_json::Value = serde_json::from_str(&stdout(&server.cli(&["runs", "list", "--json"])?))?;
+    assert_eq!(page["runs"][0]["usage"], run["usage"]);
+
+    // An idle timeout above the run's timeout is refused, naming the field.
+    let bad = server.cli(&[
+        "dispatch",
+        "--agent",
+        "fake",
+        "--timeout",
+        "60",
+        "--idle-timeout",
+        "61",
+        "x",
+    ])?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("idle_timeout_secs"), "{}", stderr(&bad));
+    Ok(())
+}
+
+#[tokio::test]
 async fn keys_create_prints_the_key_last_and_it_works() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let key = server.create_key("acme")?;
@@ -177,6 +286,7 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
             repo: None,
             branch: None,
             timeout_secs: None,
+            idle_timeout_secs: None,
         })
         .await?
         .id;

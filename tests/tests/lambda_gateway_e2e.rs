@@ -96,6 +96,7 @@ async fn api_serves_through_lambda_and_api_gateway() -> anyhow::Result<()> {
             repo: None,
             branch: None,
             timeout_secs: None,
+            idle_timeout_secs: None,
         })
         .await?;
     assert_eq!(accepted.status, RunStatus::Queued);
@@ -246,6 +247,7 @@ async fn non_utf8_logs_survive_the_lambda() -> anyhow::Result<()> {
             repo: None,
             branch: None,
             timeout_secs: None,
+            idle_timeout_secs: None,
         })
         .await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

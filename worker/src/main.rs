@@ -74,7 +74,12 @@ async fn main() -> anyhow::Result<()> {
         (BackendKind::Embedded, None) => {
             anyhow::bail!("--data (or OUTPOST_DATA) is required with the embedded backend")
         }
-        (BackendKind::Embedded, Some(d)) => (d.clone(), args.work_dir.clone().unwrap_or_else(|| outpost_worker::identity::default_work_dir(d))),
+        (BackendKind::Embedded, Some(d)) => (
+            d.clone(),
+            args.work_dir
+                .clone()
+                .unwrap_or_else(|| outpost_worker::identity::default_work_dir(d)),
+        ),
         (BackendKind::Aws, d) => (
             d.clone().unwrap_or_default(),
             args.work_dir

@@ -112,7 +112,7 @@ async fn record_and_queue(
         task: valid.task,
         repo: valid.repo,
         timeout_secs: valid.timeout_secs,
-        idle_timeout_secs: None,
+        idle_timeout_secs: valid.idle_timeout_secs,
         created_at: Utc::now(),
     };
     let run = backend.runs.create(new).await?;

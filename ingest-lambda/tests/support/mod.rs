@@ -185,6 +185,7 @@ pub fn dispatch_request(agent: &str, task: &str) -> DispatchRequest {
         repo: None,
         branch: None,
         timeout_secs: None,
+        idle_timeout_secs: None,
     }
 }
 

@@ -7,7 +7,7 @@ pub mod run;
 pub mod validation;
 
 pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, OutputReader};
-pub use report::{AgentReport, Usage};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
+pub use report::{AgentReport, Usage};
 pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};
 pub use validation::{DispatchLimits, ValidationError};

@@ -1,4 +1,5 @@
-//! Validation of dispatch input: task size, timeout range, repository URL and branch name.
+//! Validation of dispatch input: task size, timeout and idle timeout ranges, repository URL and
+//! branch name.
 //! Each error names the field and says what is accepted.
 
 use super::run::RepoSpec;
@@ -76,7 +77,29 @@ impl DispatchLimits {
         }
         Ok(secs as u32)
     }
+
+    /// Checks an idle timeout (`idle_timeout_secs`): 1 second up to the longest timeout, and not
+    /// above the run's timeout `timeout_secs` when one was given too (the run would end first).
+    pub fn check_idle_timeout(&self, secs: u64, timeout_secs: Option<u32>) -> Result<u32, ValidationError> {
+        let max = u64::from(self.timeout_max_secs);
+        if !(IDLE_TIMEOUT_MIN_SECS..=max).contains(&secs) {
+            return Err(ValidationError::new(
+                "idle_timeout_secs",
+                format!("is {secs}; it must be between {IDLE_TIMEOUT_MIN_SECS} and {max} seconds"),
+            ));
+        }
+        if let Some(timeout) = timeout_secs.filter(|&t| secs > u64::from(t)) {
+            return Err(ValidationError::new(
+                "idle_timeout_secs",
+                format!("is {secs}; it must not be above timeout_secs ({timeout})"),
+            ));
+        }
+        Ok(secs as u32)
+    }
 }
+
+/// Shortest idle timeout a dispatch may ask for.
+pub const IDLE_TIMEOUT_MIN_SECS: u64 = 1;
 
 /// Checks a repository URL: `https://`, `ssh://`, `file://` or scp-like `user@host:path`.
 /// Plain `http://` (except to a loopback host: a git server on the same machine), `git://`,
@@ -266,6 +289,28 @@ mod tests {
         assert!(l.check_timeout(9).is_err());
         assert!(l.check_timeout(86_401).is_err());
         assert!(l.check_timeout(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn idle_timeout_bounds() {
+        let l = DispatchLimits::default();
+        assert_eq!(l.check_idle_timeout(1, None), Ok(1));
+        assert_eq!(l.check_idle_timeout(86_400, None), Ok(86_400));
+        assert_eq!(
+            l.check_idle_timeout(60, Some(60)),
+            Ok(60),
+            "equal to the timeout is fine"
+        );
+        for bad in [0, 86_401, u64::MAX] {
+            let e = l.check_idle_timeout(bad, None).expect_err("out of range");
+            assert_eq!(e.field, "idle_timeout_secs");
+            assert!(e.message.contains("between 1 and 86400"), "{e}");
+        }
+        let e = l.check_idle_timeout(61, Some(60)).expect_err("above the timeout");
+        assert_eq!(
+            e.to_string(),
+            "idle_timeout_secs: is 61; it must not be above timeout_secs (60)"
+        );
     }
 
     #[test]

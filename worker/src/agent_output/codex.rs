@@ -45,10 +45,8 @@ pub fn read(text: &str) -> AgentReport {
         };
         saw_event = true;
         match kind {
-            "thread.started" => {
-                if session_id.is_none() {
-                    session_id = str_field(&event, "thread_id");
-                }
+            "thread.started" if session_id.is_none() => {
+                session_id = str_field(&event, "thread_id");
             }
             "turn.failed" => {
                 let error = event.get("error");

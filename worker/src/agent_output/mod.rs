@@ -71,7 +71,9 @@ pub(crate) fn json_lines(text: &str) -> impl Iterator<Item = serde_json::Value> 
     text.lines().filter_map(|l| {
         let l = l.trim();
         if l.starts_with('{') {
-            serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.is_object())
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.is_object())
         } else {
             None
         }

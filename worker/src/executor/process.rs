@@ -367,7 +367,7 @@ impl ProcessExecutor {
         }
 
         // Spawn.
-        let argv = agent.argv(&run.task, run.id.as_str());
+        let argv = agent.argv_for(&run.task, run.id.as_str(), run.repo.is_some());
         let Some((program, args)) = argv.split_first() else {
             a.notes.push(format!("agent {:?} has an empty command", agent.name));
             return self

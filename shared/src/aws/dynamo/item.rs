@@ -2,7 +2,7 @@
 //! values and items. Decoding never panics: an item that does not hold what it should is a
 //! [`MalformedItem`] naming the item and the attribute.
 
-use crate::domain::{Artifact, FailureReason, RepoSpec, Run, RunStatus, WorkerId};
+use crate::domain::{AgentReport, Artifact, FailureReason, RepoSpec, Run, RunStatus, WorkerId};
 use crate::ports::{KeyError, StoreError, WorkerInfo};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -39,6 +39,7 @@ pub(super) mod attr {
     pub const TASK: &str = "task";
     pub const REPO: &str = "repo";
     pub const TIMEOUT_SECS: &str = "timeout_secs";
+    pub const IDLE_TIMEOUT_SECS: &str = "idle_timeout_secs";
     pub const STATUS: &str = "status";
     pub const ATTEMPTS: &str = "attempts";
     pub const STARTED_AT: &str = "started_at";
@@ -51,6 +52,8 @@ pub(super) mod attr {
     pub const LEASE_EXPIRES_MS: &str = "lease_expires_ms";
     pub const CANCEL_REQUESTED: &str = "cancel_requested";
     pub const RUNNING: &str = "running";
+    /// The agent's report, JSON (`AgentReport`); absent when it reported nothing.
+    pub const REPORT: &str = "report";
 
     // Inside `repo` and `artifacts`.
     pub const URL: &str = "url";
@@ -176,6 +179,22 @@ pub(super) fn artifacts_value(artifacts: &[Artifact]) -> AttributeValue {
     )
 }
 
+/// The `report` attribute of a report: its JSON, or `None` (no attribute) when the agent reported
+/// nothing. Serialising these plain fields cannot fail; if it ever did, the report is dropped
+/// (and logged) rather than the run's state change.
+pub(super) fn report_value(report: &AgentReport) -> Option<AttributeValue> {
+    if report.is_empty() {
+        return None;
+    }
+    match serde_json::to_string(report) {
+        Ok(json) => Some(s(json)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise an agent report; storing none");
+            None
+        }
+    }
+}
+
 /// The whole item of `run`, with the `running` marker while it runs and its TTL once terminal.
 pub(super) fn run_item(run: &Run) -> Item {
     let mut item = Item::new();
@@ -190,6 +209,9 @@ pub(super) fn run_item(run: &Run) -> Item {
         put(attr::REPO, repo_value(repo));
     }
     put(attr::TIMEOUT_SECS, n(run.timeout_secs));
+    if let Some(secs) = run.idle_timeout_secs {
+        put(attr::IDLE_TIMEOUT_SECS, n(secs));
+    }
     put(attr::STATUS, s(run.status.as_str()));
     put(attr::ATTEMPTS, n(run.attempts));
     put(attr::CREATED_AT, time(run.created_at));
@@ -219,6 +241,9 @@ pub(super) fn run_item(run: &Run) -> Item {
     put(attr::CANCEL_REQUESTED, AttributeValue::Bool(run.cancel_requested));
     if run.status == RunStatus::Running {
         put(attr::RUNNING, s(RUNNING_MARKER));
+    }
+    if let Some(report) = report_value(&run.report) {
+        put(attr::REPORT, report);
     }
     item
 }
@@ -254,6 +279,14 @@ pub(super) fn run_from_item(item: &Item) -> Result<Run, MalformedItem> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let report = r
+        .opt_string(attr::REPORT)?
+        .map(|json| {
+            serde_json::from_str::<AgentReport>(json)
+                .map_err(|e| r.malformed(format!("{} is not an agent report: {e}", attr::REPORT)))
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(Run {
         id: r.parse(attr::PK)?,
         tenant: r.parse(attr::TENANT_ID)?,
@@ -272,8 +305,8 @@ pub(super) fn run_from_item(item: &Item) -> Result<Run, MalformedItem> {
         worker_id: r.opt_string(attr::WORKER_ID)?.map(|w| WorkerId(w.to_owned())),
         lease_expires_at: r.opt_time(attr::LEASE_EXPIRES_AT)?,
         cancel_requested: r.boolean(attr::CANCEL_REQUESTED)?,
-        idle_timeout_secs: None,
-        report: Default::default(),
+        idle_timeout_secs: r.opt_number(attr::IDLE_TIMEOUT_SECS)?,
+        report,
     })
 }
 
@@ -451,7 +484,7 @@ impl<'a> ItemReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{NewRun, RunId};
+    use crate::domain::{NewRun, RunId, Usage};
 
     fn queued_run() -> Run {
         Run::queued(NewRun {
@@ -495,6 +528,19 @@ mod tests {
             ],
             worker_id: Some(WorkerId("wrk_1".into())),
             cancel_requested: true,
+            idle_timeout_secs: Some(120),
+            report: AgentReport {
+                result: Some("Done — ünïcödé ✓".into()),
+                error: Some("401 invalid x-api-key".into()),
+                usage: Some(Usage {
+                    input_tokens: Some(1_200),
+                    cached_input_tokens: Some(1_000),
+                    output_tokens: Some(34),
+                    cost_usd: Some(0.0123),
+                    source: "claude result.total_cost_usd".into(),
+                }),
+                session_id: Some("0b1c-session".into()),
+            },
             ..queued_run()
         }
     }
@@ -518,6 +564,12 @@ mod tests {
             let item = run_item(&run);
             assert_eq!(run_from_item(&item).expect("decodes"), run);
         }
+        // Absent values are absent attributes, not empty ones.
+        let queued = run_item(&queued_run());
+        assert!(!queued.contains_key(attr::IDLE_TIMEOUT_SECS) && !queued.contains_key(attr::REPORT));
+        let done = run_item(&finished_run());
+        assert_eq!(done.get(attr::IDLE_TIMEOUT_SECS), Some(&n(120)));
+        assert!(matches!(done.get(attr::REPORT), Some(AttributeValue::S(json)) if json.contains("total_cost_usd")));
     }
 
     #[test]
@@ -550,7 +602,9 @@ mod tests {
     #[test]
     fn malformed_items_are_errors_that_name_the_attribute() {
         let good = run_item(&finished_run());
-        let cases: [(&str, Option<AttributeValue>, &str); 6] = [
+        let cases: [(&str, Option<AttributeValue>, &str); 8] = [
+            (attr::REPORT, Some(s("{not json")), "report is not an agent report"),
+            (attr::IDLE_TIMEOUT_SECS, Some(n("-5")), "idle_timeout_secs = -5"),
             (attr::STATUS, Some(s("done")), "status"),
             (attr::ATTEMPTS, Some(s("1")), "attempts is not a number"),
             (attr::ATTEMPTS, Some(n("-1")), "attempts = -1"),

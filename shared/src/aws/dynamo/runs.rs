@@ -17,11 +17,14 @@
 //! - `request_cancel` first tries to flag a running run (one write); a queued run takes a second
 //!   write that cancels it.
 //! - List cursors are base64url JSON of the tenant and the last run id returned.
+//! - The agent's report is one string attribute (JSON), absent when the agent reported nothing;
+//!   `finish` sets it, capped ([`AgentReport::capped`](crate::domain::AgentReport::capped)), in
+//!   its one `UpdateItem`.
 
 use super::expr::{Placeholders, UpdateExpression};
 use super::item::{
-    artifacts_value, attr, expiry, n, now_ms, plus, run_from_item, run_item, s, time, time_ms, truncate_ms, Item,
-    RUNNING_MARKER, RUN_RETENTION,
+    artifacts_value, attr, expiry, n, now_ms, plus, report_value, run_from_item, run_item, s, time, time_ms,
+    truncate_ms, Item, RUNNING_MARKER, RUN_RETENTION,
 };
 use super::{DynamoStore, BY_TENANT_INDEX, RUNNING_INDEX};
 use crate::aws::sdk_error;
@@ -482,6 +485,7 @@ impl RunStore for DynamoStore {
         u.set_or_remove(&mut p, attr::EXIT_CODE, outcome.exit_code.map(n));
         u.set_or_remove(&mut p, attr::FAILURE_REASON, outcome.reason.map(|r| s(r.as_str())));
         u.set(&mut p, attr::ARTIFACTS, artifacts_value(&artifacts));
+        u.set_or_remove(&mut p, attr::REPORT, report_value(&outcome.report.capped()));
         let running = status_is(&mut p, RunStatus::Running);
         let owner = format!(
             "{} = {}",

@@ -37,7 +37,8 @@ pub enum OutputReader {
 /// through a shell (`--prompt={prompt}` keeps a task that starts with `-` from being read as an
 /// option); `{run_id}` is the run's id anywhere in an argument;
 /// `{base_url_args}` (a whole argument) expands to [`base_url_args`](Self::base_url_args) when a
-/// [`base_url`](Self::base_url) is set and to nothing otherwise.
+/// [`base_url`](Self::base_url) is set and to nothing otherwise; `{without_repo_args}` (a whole
+/// argument) to [`without_repo_args`](Self::without_repo_args) when the run has no repository.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentSpec {
     pub name: String,
@@ -73,6 +74,11 @@ pub struct AgentSpec {
     /// the key-injecting proxy); the CLI's own default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// Arguments for a run without a repository (an empty workspace), placed where the command
+    /// has `{without_repo_args}`: e.g. aider's `--no-git`, so it does not `git init` the folder,
+    /// while on a clone it uses git for its repository map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_repo_args: Vec<String>,
     /// How the agent's final answer, error, usage and session id are read from its output.
     #[serde(default)]
     pub output: OutputReader,
@@ -119,6 +125,8 @@ fn default_enabled() -> bool {
 
 /// The placeholder argument that expands to `base_url_args`.
 pub const BASE_URL_ARGS: &str = "{base_url_args}";
+/// The placeholder argument that expands to `without_repo_args` for a run without a repository.
+pub const WITHOUT_REPO_ARGS: &str = "{without_repo_args}";
 
 impl AgentSpec {
     /// A new agent with `command` and every other field at its default.
@@ -134,6 +142,7 @@ impl AgentSpec {
             base_url_env: None,
             base_url_args: Vec::new(),
             base_url: None,
+            without_repo_args: Vec::new(),
             output: OutputReader::None,
             default_timeout_secs: default_timeout_secs(),
             idle_timeout_secs: None,
@@ -146,8 +155,13 @@ impl AgentSpec {
         }
     }
 
-    /// The concrete argv for one run.
+    /// The concrete argv for one run without a repository.
     pub fn argv(&self, prompt: &str, run_id: &str) -> Vec<String> {
+        self.argv_for(prompt, run_id, false)
+    }
+
+    /// The concrete argv for one run; `with_repo` when its workspace is a clone.
+    pub fn argv_for(&self, prompt: &str, run_id: &str, with_repo: bool) -> Vec<String> {
         let mut out = Vec::with_capacity(self.command.len() + self.base_url_args.len());
         for part in &self.command {
             match part.as_str() {
@@ -156,6 +170,11 @@ impl AgentSpec {
                 BASE_URL_ARGS => {
                     if let Some(url) = &self.base_url {
                         out.extend(self.base_url_args.iter().map(|a| a.replace("{base_url}", url)));
+                    }
+                }
+                WITHOUT_REPO_ARGS => {
+                    if !with_repo {
+                        out.extend(self.without_repo_args.iter().cloned());
                     }
                 }
                 // `{run_id}` first: a prompt that contains the text `{run_id}` stays as written.
@@ -264,6 +283,7 @@ struct AgentEntry {
     base_url_env: Option<String>,
     base_url_args: Option<Vec<String>>,
     base_url: Option<String>,
+    without_repo_args: Option<Vec<String>>,
     output: Option<OutputReader>,
     default_timeout_secs: Option<u32>,
     idle_timeout_secs: Option<u32>,
@@ -366,6 +386,9 @@ impl AgentRegistry {
                 check_base_url(&u).map_err(|p| invalid(&p))?;
                 spec.base_url = Some(u);
             }
+            if let Some(a) = entry.without_repo_args {
+                spec.without_repo_args = a;
+            }
             if let Some(o) = entry.output {
                 spec.output = o;
             }
@@ -379,7 +402,7 @@ impl AgentRegistry {
             if let Some(i) = entry.ignore {
                 spec.ignore = i;
             }
-            for (var, _) in &spec.env {
+            for var in spec.env.keys() {
                 if !env_name_valid(var) {
                     return Err(invalid(&format!("env var name {var:?} is not valid")));
                 }
@@ -508,6 +531,10 @@ mod tests {
             a.argv("p", "run_1"),
             ["x", "run", "-c", "base=http://127.0.0.1:9/v1", "p"]
         );
+        let mut b = AgentSpec::new("y", &["y", WITHOUT_REPO_ARGS, "{prompt}"]);
+        b.without_repo_args = vec!["--no-git".into()];
+        assert_eq!(b.argv_for("p", "r", false), ["y", "--no-git", "p"]);
+        assert_eq!(b.argv_for("p", "r", true), ["y", "p"]);
         assert!(a
             .fixed_env("/h")
             .contains(&("X_BASE".to_owned(), "http://127.0.0.1:9/v1".to_owned())));
@@ -613,10 +640,7 @@ mod tests {
         assert_eq!(g.base_url.as_deref(), Some("http://127.0.0.1:8080"));
         assert_eq!(g.idle_timeout_secs, None, "0 turns the idle timeout off");
         assert_eq!(g.env.get("EXTRA").map(String::as_str), Some("1"));
-        assert!(
-            g.env.contains_key("GEMINI_CLI_TRUST_WORKSPACE"),
-            "merged over the built-in's"
-        );
+        assert!(g.env.contains_key("TMPDIR"), "merged over the built-in's");
         let m = reg.get("mine").expect("mine");
         assert_eq!(m.output, OutputReader::Claude);
         assert!(m.ignores(".mine/state"));

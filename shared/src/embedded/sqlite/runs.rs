@@ -13,10 +13,14 @@
 //! - Timestamps are kept to the millisecond; the `Run` returned by `create` is already truncated,
 //!   so it equals what `get` returns later.
 //! - List cursors are the hex of the last id returned.
+//! - The agent's report is one JSON column, NULL when the agent reported nothing; `finish` stores
+//!   it capped ([`AgentReport::capped`]).
 
 use super::db::{duration_ms, ms_to_time, now_ms, DbError};
 use super::SqliteStore;
-use crate::domain::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId, RunStatus, TenantId, WorkerId};
+use crate::domain::{
+    AgentReport, Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId, RunStatus, TenantId, WorkerId,
+};
 use crate::ports::runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,7 +30,8 @@ use std::time::Duration;
 
 /// The columns of a run, in the order [`decode_run`] reads them.
 const RUN_COLUMNS: &str = "id, tenant, agent, task, repo, timeout_secs, status, attempts, created_at, started_at, \
-     finished_at, exit_code, failure_reason, artifacts, worker_id, lease_expires_at, cancel_requested";
+     finished_at, exit_code, failure_reason, artifacts, worker_id, lease_expires_at, cancel_requested, \
+     idle_timeout_secs, report";
 
 /// Largest page `list` returns.
 const MAX_PAGE: u32 = 100;
@@ -54,6 +59,14 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {
     DbError::Corrupt(format!("{what}: {e}"))
 }
 
+/// The `report` column of a report: its JSON, or NULL when the agent reported nothing.
+fn report_column(report: &AgentReport) -> Result<Option<String>, DbError> {
+    if report.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(report)?))
+}
+
 /// Reads one row selected with [`RUN_COLUMNS`].
 fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
     let id: String = row.get(0)?;
@@ -63,6 +76,7 @@ fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
     let failure_reason: Option<String> = row.get(12)?;
     let artifacts: String = row.get(13)?;
     let worker_id: Option<String> = row.get(14)?;
+    let report: Option<String> = row.get(18)?;
     let opt_time = |i: usize| -> Result<Option<DateTime<Utc>>, DbError> {
         row.get::<_, Option<i64>>(i)?.map(ms_to_time).transpose()
     };
@@ -87,8 +101,11 @@ fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
         worker_id: worker_id.map(WorkerId),
         lease_expires_at: opt_time(15)?,
         cancel_requested: row.get(16)?,
-        idle_timeout_secs: None,
-        report: Default::default(),
+        idle_timeout_secs: row.get(17)?,
+        report: report
+            .map(|r| serde_json::from_str::<AgentReport>(&r))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -111,7 +128,8 @@ fn select_run(conn: &Connection, id: &RunId, tenant: Option<&TenantId>) -> Resul
 fn update_run(conn: &Connection, prev: &Run, next: &Run) -> Result<Result<(), StoreError>, DbError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE runs SET status = ?2, attempts = ?3, started_at = ?4, finished_at = ?5, exit_code = ?6, \
-         failure_reason = ?7, artifacts = ?8, worker_id = ?9, lease_expires_at = ?10, cancel_requested = ?11 \
+         failure_reason = ?7, artifacts = ?8, worker_id = ?9, lease_expires_at = ?10, cancel_requested = ?11, \
+         report = ?15 \
          WHERE id = ?1 AND status = ?12 AND attempts = ?13 AND worker_id IS ?14",
     )?;
     let changed = stmt.execute(params![
@@ -129,6 +147,7 @@ fn update_run(conn: &Connection, prev: &Run, next: &Run) -> Result<Result<(), St
         prev.status.as_str(),
         prev.attempts,
         prev.worker_id.as_ref().map(WorkerId::as_str),
+        report_column(&next.report)?,
     ])?;
     if changed == 1 {
         Ok(Ok(()))
@@ -236,6 +255,7 @@ fn finish_tx(
         next.exit_code = outcome.exit_code;
         next.failure_reason = outcome.reason;
         next.artifacts = artifacts;
+        next.report = outcome.report.capped();
         next.finished_at = Some(ms_to_time(now_ms()).map_err(StoreError::from)?);
         next.lease_expires_at = None;
         Ok(next)
@@ -374,7 +394,7 @@ impl RunStore for SqliteStore {
             .write(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                     '[]', NULL, NULL, 0) ON CONFLICT (id) DO NOTHING"
+                     '[]', NULL, NULL, 0, ?14, NULL) ON CONFLICT (id) DO NOTHING"
                 ))?;
                 Ok(stmt.execute(params![
                     inserted.id.as_str(),
@@ -390,6 +410,7 @@ impl RunStore for SqliteStore {
                     Option::<i64>::None,
                     Option::<i32>::None,
                     Option::<&str>::None,
+                    inserted.idle_timeout_secs,
                 ])?)
             })
             .await?;

@@ -2,14 +2,20 @@
 //!
 //! `PRAGMA user_version` records the schema version; opening a file made by a newer build fails
 //! rather than guessing. Timestamps are integer milliseconds since the Unix epoch.
+//!
+//! Versions: 1 made the tables; 2 added `runs.idle_timeout_secs` and `runs.report` (the agent's
+//! report as JSON). A file of an older version is brought up step by step, each step once, so a
+//! database made by an earlier build keeps its runs (`ADD COLUMN` leaves them NULL, which reads
+//! as "no idle timeout given" and "no report").
 
 use crate::embedded::EmbeddedError;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
-const SCHEMA_V1: &str = "
+/// Version 1: every table (the schema of the first release, kept as it was).
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id               TEXT PRIMARY KEY NOT NULL,
     tenant           TEXT NOT NULL,
@@ -75,8 +81,26 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 ";
 
+/// Version 2: columns added to `runs`: the run's idle timeout (seconds, NULL = the agent's
+/// default) and the agent's report (JSON `AgentReport`, NULL when it reported nothing).
+const COLUMNS_V2: [(&str, &str); 2] = [("idle_timeout_secs", "INTEGER"), ("report", "TEXT")];
+
+/// `ALTER TABLE table ADD COLUMN column decl`, unless the column is already there.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), rusqlite::Error> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        [table, column],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 /// Brings the database to [`VERSION`], in one transaction (safe when several processes open the
-/// same file at once: the write lock serialises them and every statement is idempotent).
+/// same file at once: the write lock serialises them, the version is read inside it, and every
+/// step is idempotent anyway: `IF NOT EXISTS`, and columns added only when missing).
 pub fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -90,8 +114,15 @@ pub fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
             supported: VERSION,
         });
     }
-    if found < VERSION {
+    if found < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(EmbeddedError::Schema)?;
+    }
+    if found < 2 {
+        for (column, decl) in COLUMNS_V2 {
+            add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
+        }
+    }
+    if found < VERSION {
         tx.pragma_update(None, "user_version", VERSION)
             .map_err(EmbeddedError::Schema)?;
     }

@@ -4,7 +4,7 @@
 use super::queue::{any_visible_sql, visible_sql, Lane, NEXT_LIVE_TENANT_SQL, TENANT_VISIBLE_SQL};
 use super::runs::{decode_cursor, list_sql};
 use super::{open_database, SqliteQueue, SqliteStore};
-use crate::domain::{NewRun, Outcome, Run, RunId, TenantId, WorkerId};
+use crate::domain::{AgentReport, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, Usage, WorkerId};
 use crate::embedded::EmbeddedOptions;
 use crate::ports::queue::{TaskMessage, TaskQueue};
 use crate::ports::runs::{ClaimOutcome, Cursor, RunStore, StoreError};
@@ -352,4 +352,102 @@ async fn a_quiet_tenant_is_served_next_even_behind_a_long_backlog() {
         .expect("receive");
     assert_eq!(next.len(), 3);
     assert!(next.iter().all(|d| d.message.tenant.as_str() == "busy"));
+}
+
+/// A database file as the previous release (schema version 1) left it, holding one finished run.
+fn write_v1_database(path: &Path, run_id: &RunId) {
+    let conn = rusqlite::Connection::open(path).expect("open v1");
+    conn.execute_batch(super::schema::SCHEMA_V1).expect("v1 schema");
+    conn.pragma_update(None, "user_version", 1).expect("version 1");
+    conn.execute(
+        "INSERT INTO runs (id, tenant, agent, task, repo, timeout_secs, status, attempts, created_at, started_at, \
+         finished_at, exit_code, failure_reason, artifacts, worker_id, lease_expires_at, cancel_requested) \
+         VALUES (?1, 'acme', 'claude', 'old task', NULL, 900, 'failed', 1, 1700000000000, 1700000001000, \
+         1700000002000, 3, 'non_zero_exit', '[]', 'wrk_old', NULL, 0)",
+        [run_id.as_str()],
+    )
+    .expect("v1 run");
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_is_migrated_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outpost.db");
+    let old_id = RunId::generate();
+    write_v1_database(&path, &old_id);
+
+    let (store, _) = open_database(&path, &EmbeddedOptions::default()).expect("open the v1 file");
+    let old = store
+        .get_by_id(&old_id)
+        .await
+        .expect("get")
+        .expect("the old run is kept");
+    assert_eq!(
+        (old.agent.as_str(), old.task.as_str(), old.timeout_secs),
+        ("claude", "old task", 900)
+    );
+    assert_eq!((old.status, old.exit_code), (RunStatus::Failed, Some(3)));
+    assert_eq!(old.failure_reason, Some(FailureReason::NonZeroExit));
+    assert_eq!(old.idle_timeout_secs, None, "no idle timeout was given then");
+    assert!(old.report.is_empty(), "no report was stored then");
+    let version: i64 = store
+        .db
+        .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        .await
+        .expect("version");
+    assert_eq!(version, super::schema::VERSION);
+
+    // The new columns work on the migrated file.
+    let w = WorkerId("wrk_new".into());
+    let run = store
+        .create(NewRun {
+            idle_timeout_secs: Some(42),
+            ..new_run("acme")
+        })
+        .await
+        .expect("create");
+    assert!(matches!(
+        store.claim(&run.id, &w, MINUTE, 3).await.expect("claim"),
+        ClaimOutcome::Claimed(_)
+    ));
+    let report = AgentReport {
+        result: Some("done ✓".into()),
+        usage: Some(Usage {
+            cost_usd: Some(0.5),
+            source: "test".into(),
+            ..Usage::default()
+        }),
+        ..AgentReport::default()
+    };
+    store
+        .finish(
+            &run.id,
+            &w,
+            Outcome::succeeded().with_report(report.clone()),
+            Vec::new(),
+        )
+        .await
+        .expect("finish");
+    drop(store);
+
+    // Opening again (as another process would) migrates nothing twice and reads both runs.
+    let (again, _) = open_database(&path, &EmbeddedOptions::default()).expect("reopen");
+    let read = again.get_by_id(&run.id).await.expect("get").expect("stored");
+    assert_eq!((read.idle_timeout_secs, read.report), (Some(42), report));
+    assert_eq!(again.get_by_id(&old_id).await.expect("get"), Some(old));
+}
+
+#[tokio::test]
+async fn an_unreadable_report_is_a_corrupt_row_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    let run = store.create(new_run("acme")).await.expect("create");
+    let id = run.id.clone();
+    store
+        .db
+        .write(move |c| Ok(c.execute("UPDATE runs SET report = '{oops' WHERE id = ?1", [id.as_str()])?))
+        .await
+        .expect("spoil");
+    let err = store.get_by_id(&run.id).await.expect_err("unreadable");
+    assert!(err.to_string().contains("JSON"), "{err}");
 }

@@ -9,12 +9,13 @@
 //! - `--no-pretty`: "Enable/disable pretty, colorized output"; `--no-stream`: "Enable/disable
 //!   streaming responses" — a whole reply carries the vendor's `usage`, so the `Tokens:` line
 //!   holds the vendor's counts (streamed, aider estimates them itself).
-//! - `--no-git`: "Enable/disable looking for a git repo": no `git init` of an empty workspace, no
-//!   `user.name`/`user.email` written into `.git/config`, no staging, no repo map (and so no
-//!   `.aider.tags.cache.v4/` in the workspace). The price: aider sees only the files the model
-//!   names, not the repository's file list or map. `--no-gitignore`: "Enable/disable adding
-//!   .aider* to .gitignore"; `--no-auto-commits`, `--no-dirty-commits`: no commits should git be
-//!   turned back on.
+//! - `--no-git` (only without a repository, `without_repo_args`): "Enable/disable looking for a
+//!   git repo": no `git init` of an empty workspace. On a clone aider uses git, so it sees the
+//!   repository's files and map; it then stages files, writes `user.name`/`user.email` into
+//!   `.git/config` and keeps `.aider.tags.cache.v4/` in the workspace — none of it is the change
+//!   (the worker diffs against the base commit; `.aider*` is ignored). `--no-gitignore`:
+//!   "Enable/disable adding .aider* to .gitignore"; `--no-auto-commits`, `--no-dirty-commits`:
+//!   aider commits nothing.
 //! - `--no-check-update`: "Check for new aider versions on launch" (a PyPI request, seen with
 //!   strace without it); `--no-show-release-notes`: no first-run offer to open the release notes
 //!   in a browser; `--analytics-disable`: "Permanently disable analytics" (state in
@@ -40,7 +41,7 @@
 //! `.aider.conf.yml` and `.aider.model.settings.yml` in the workspace.
 
 use super::env;
-use crate::domain::agents::{AgentSpec, OutputReader};
+use crate::domain::agents::{AgentSpec, OutputReader, WITHOUT_REPO_ARGS};
 
 pub(super) fn spec() -> AgentSpec {
     let mut a = AgentSpec::new(
@@ -52,7 +53,7 @@ pub(super) fn spec() -> AgentSpec {
             "--yes-always",
             "--no-pretty",
             "--no-stream",
-            "--no-git",
+            WITHOUT_REPO_ARGS,
             "--no-gitignore",
             "--no-auto-commits",
             "--no-dirty-commits",
@@ -63,6 +64,7 @@ pub(super) fn spec() -> AgentSpec {
             "--message={prompt}",
         ],
     );
+    a.without_repo_args = vec!["--no-git".into()];
     a.description = "Aider with DeepSeek, one message then exit".into();
     a.key_env = Some("DEEPSEEK_API_KEY".into());
     a.base_url_env = Some("DEEPSEEK_API_BASE".into());
@@ -72,8 +74,8 @@ pub(super) fn spec() -> AgentSpec {
         ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
         ("COLUMNS", "4000"),
     ]);
-    // Nothing of aider's lands in the workspace with the flags above; kept for its caches should
-    // git (and so the repo map) be turned back on.
+    // On a clone aider keeps its repository map cache (`.aider.tags.cache.v4/`) in the
+    // workspace; never the agent's change.
     a.ignore = vec![".aider*".into()];
     a.output = OutputReader::Aider;
     a.idle_timeout_secs = Some(300);

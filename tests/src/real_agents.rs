@@ -1,0 +1,142 @@
+//! Harness of the tests that run the five real agent CLIs (the pinned releases installed by
+//! `scripts/agent-clis`) through `outpost dev` and their real registry entries, pointed at the
+//! loopback vendor stand-in `tests/vendor-standin/standin.py`.
+//!
+//! One stand-in serves every vendor API shape; the key a tenant stores picks the stand-in's
+//! behaviour for that tenant's runs (`-401-` in the key: the vendor refuses it; `-silent-`: the
+//! vendor never answers), so one server and one stand-in cover good, refused and dead vendors.
+
+use crate::{DevServer, KillOnDrop, ServerOptions};
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The file the stand-in's tool call makes the agent write, and what it writes.
+pub const MADE_FILE: &str = "standin-made.txt";
+pub const MADE_CONTENT: &str = "written by the stand-in's tool call\n";
+/// The stand-in's final answer and usage figures (its defaults).
+pub const ANSWER: &str = "Done: I wrote the file.";
+pub const INPUT_TOKENS: u64 = 1234;
+pub const OUTPUT_TOKENS: u64 = 56;
+
+/// The folder holding `bin/{claude,codex,gemini,grok,aider}`: `OUTPOST_AGENT_CLIS` or the
+/// default of `scripts/agent-clis`.
+pub fn clis_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("OUTPOST_AGENT_CLIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/outpost-agent-clis"));
+    for cli in ["claude", "codex", "gemini", "grok", "aider"] {
+        if !dir.join("bin").join(cli).exists() {
+            bail!(
+                "{} has no bin/{cli}: run scripts/agent-clis (scripts/test does) or set OUTPOST_AGENT_CLIS",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// A running stand-in of the vendors' APIs.
+pub struct StandIn {
+    pub url: String,
+    record: PathBuf,
+    _process: KillOnDrop,
+    _dir: tempfile::TempDir,
+}
+
+impl StandIn {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let record = dir.path().join("requests.jsonl");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-standin/standin.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--port", "0", "--record"])
+            .arg(&record)
+            .args(["--file", MADE_FILE, "--content", MADE_CONTENT, "--answer", ANSWER])
+            .args(["--input-tokens", &INPUT_TOKENS.to_string()])
+            .args(["--output-tokens", &OUTPUT_TOKENS.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start python3 tests/vendor-standin/standin.py")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let process = KillOnDrop(child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("listening ") else {
+            bail!("the stand-in did not print its address: {line:?}");
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            record,
+            _process: process,
+            _dir: dir,
+        })
+    }
+
+    /// Every request the stand-in received so far (method, path, headers, body).
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// What a built-in agent is checked against.
+#[derive(Debug, Clone)]
+pub struct AgentCase {
+    pub agent: &'static str,
+    /// The key's variable (the tenant's secret of that name reaches the agent).
+    pub key_env: &'static str,
+    /// What the entry's base URL is, after the stand-in's address (e.g. `/v1`).
+    pub base_path: &'static str,
+    /// The request header the vendor key arrives in, and the value's prefix before the key.
+    pub key_header: (&'static str, &'static str),
+    /// Part of the run's agent error when the vendor refuses the key.
+    pub refused_error: &'static str,
+    /// Usage figures the agent reports for the stand-in's answer (`None`: not reported).
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub reports_cost: bool,
+    pub reports_session: bool,
+    /// Whether the agent's final answer is read exactly (`false`: it only contains the answer).
+    pub exact_result: bool,
+}
+
+/// The `agents.toml` overrides pointing every built-in agent at the stand-in.
+pub fn agents_toml(standin: &StandIn, cases: &[AgentCase]) -> String {
+    cases
+        .iter()
+        .map(|c| format!("[agents.{}]\nbase_url = \"{}{}\"\n", c.agent, standin.url, c.base_path))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An `outpost dev` whose agents reach the stand-in, with the CLIs on its PATH; `run_as` starts
+/// it as that uid (the tests' root then plays a non-root deployment).
+pub fn dev_server(standin: &StandIn, cases: &[AgentCase], run_as: Option<u32>) -> anyhow::Result<DevServer> {
+    let clis = clis_dir()?;
+    let path = format!(
+        "{}:{}",
+        clis.join("bin").display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+    );
+    DevServer::start_with(ServerOptions {
+        slots: 4,
+        lease_secs: 10,
+        env: vec![("PATH".into(), path)],
+        agents_toml: agents_toml(standin, cases),
+        run_as,
+        ..ServerOptions::default()
+    })
+}
+
+/// A key for `agent` whose stand-in behaviour is `mode` (`ok`, `401`, `silent`).
+pub fn key(agent: &str, mode: &str) -> String {
+    format!("sk-test-{mode}-{agent}-7f3a9c1e5b2d4680")
+}

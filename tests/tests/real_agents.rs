@@ -1,0 +1,417 @@
+//! The five built-in agents, run for real: the pinned CLI releases (`scripts/agent-clis`)
+//! started by `outpost dev` through their real registry entries (only the base URL is pointed at
+//! the loopback vendor stand-in, `tests/vendor-standin/`), with tenants' own keys as secrets.
+//!
+//! Per agent: a run on a repository writes the stand-in's file (in `diff.patch`) and reports the
+//! final answer, usage and session; a refused key ends `failed`/`agent_error` with the vendor's
+//! message even where the CLI exits 0; a vendor that never answers ends by the idle timeout; the
+//! key appears in no log, artifact or record. The worker runs as root (agents then run as
+//! `nobody`) and, in a second server, as an unprivileged user itself. `registry_flags_…` fails
+//! when a flag of a built-in entry is missing from the installed CLI's `--help`.
+
+use outpost_shared::api::{DispatchRequest, RunView};
+use outpost_shared::domain::{AgentRegistry, FailureReason, RunStatus};
+use outpost_tests::real_agents::{self, AgentCase, StandIn, ANSWER, MADE_CONTENT, MADE_FILE};
+use outpost_tests::DevServer;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Generous: five CLIs start on two cores at once.
+const RUN_PATIENCE: Duration = Duration::from_secs(240);
+/// Idle timeout of the runs whose vendor never answers.
+const IDLE_SECS: u64 = 8;
+/// uid of the unprivileged deployment (`nobody`).
+const NOBODY: u32 = 65534;
+
+fn case(agent: &str) -> AgentCase {
+    let base = AgentCase {
+        agent: "",
+        key_env: "",
+        base_path: "",
+        key_header: ("authorization", "Bearer "),
+        refused_error: "standin-401",
+        input_tokens: Some(real_agents::INPUT_TOKENS),
+        output_tokens: Some(real_agents::OUTPUT_TOKENS),
+        reports_cost: false,
+        reports_session: false,
+        exact_result: true,
+    };
+    match agent {
+        "claude" => AgentCase {
+            agent: "claude",
+            key_env: "ANTHROPIC_API_KEY",
+            key_header: ("x-api-key", ""),
+            reports_cost: true,
+            reports_session: true,
+            ..base
+        },
+        "codex" => AgentCase {
+            agent: "codex",
+            key_env: "CODEX_API_KEY",
+            base_path: "/v1",
+            reports_session: true,
+            ..base
+        },
+        "gemini" => AgentCase {
+            agent: "gemini",
+            key_env: "GEMINI_API_KEY",
+            key_header: ("x-goog-api-key", ""),
+            reports_session: true,
+            ..base
+        },
+        "aider" => AgentCase {
+            agent: "aider",
+            key_env: "DEEPSEEK_API_KEY",
+            // Aider prints its own rounded figures ("1.2k sent, 56 received").
+            input_tokens: Some(1200),
+            reports_cost: true,
+            exact_result: false,
+            ..base
+        },
+        "grok" => AgentCase {
+            agent: "grok",
+            key_env: "GROK_API_KEY",
+            base_path: "/v1",
+            input_tokens: None,
+            output_tokens: None,
+            exact_result: false,
+            ..base
+        },
+        other => panic!("no case for agent {other}"),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY-free: geteuid has no preconditions; read through the `id` command to keep
+    // `unsafe` out of the tests.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A one-commit repository at `dir`, as a `file://` URL.
+fn origin_repo(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(dir).expect("mkdir");
+    git(&["init", "-q"]);
+    std::fs::write(dir.join("README.md"), "# a repository for the agent\n").expect("write");
+    git(&["add", "README.md"]);
+    git(&["commit", "-q", "-m", "first"]);
+    format!("file://{}", dir.display())
+}
+
+fn dispatch(agent: &str, repo: Option<String>, idle: Option<u64>) -> DispatchRequest {
+    DispatchRequest {
+        agent: agent.to_owned(),
+        // A task that starts with '-' (a Markdown list) must stay a prompt, never become options.
+        task: format!("- create the file {MADE_FILE} --version\n- then say you are done"),
+        repo,
+        branch: None,
+        timeout_secs: Some(180),
+        idle_timeout_secs: idle,
+    }
+}
+
+/// A tenant of `server` whose secret `case.key_env` is the key for stand-in mode `mode`.
+async fn tenant(server: &DevServer, case: &AgentCase, mode: &str) -> outpost_shared::client::OutpostClient {
+    let api_key = server.create_key(&format!("t-{mode}")).expect("tenant key");
+    let client = server.client_with_key(&api_key).expect("client");
+    client
+        .put_secret(case.key_env, &real_agents::key(case.agent, mode))
+        .await
+        .expect("store the tenant's vendor key");
+    client
+}
+
+/// Every byte a client can read of a run: its record, its log and each artifact.
+async fn everything_of(client: &outpost_shared::client::OutpostClient, run: &RunView) -> Vec<u8> {
+    let mut all = serde_json::to_vec(run).expect("json");
+    for a in &run.artifacts {
+        let bytes = client.artifact(&run.id, &a.name).await.expect("artifact");
+        all.extend_from_slice(&bytes);
+    }
+    all
+}
+
+/// Polls the run with its tenant's client until it is terminal.
+async fn wait_end(client: &outpost_shared::client::OutpostClient, id: &str) -> RunView {
+    let deadline = std::time::Instant::now() + RUN_PATIENCE;
+    loop {
+        let run = client.get_run(id).await.expect("get_run");
+        if run.status.is_terminal() {
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "run {id} did not end: {run:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn log_of(client: &outpost_shared::client::OutpostClient, run: &RunView) -> String {
+    String::from_utf8_lossy(&client.artifact(&run.id, "output.log").await.unwrap_or_default()).into_owned()
+}
+
+/// Runs the whole check of one agent.
+async fn check(agent: &str) {
+    let case = case(agent);
+    let standin = StandIn::start().expect("stand-in");
+    let server = real_agents::dev_server(&standin, std::slice::from_ref(&case), None).expect("outpost dev");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = origin_repo(&tmp.path().join("origin"));
+
+    let ok = tenant(&server, &case, "ok").await;
+    let refused = tenant(&server, &case, "401").await;
+    let silent = tenant(&server, &case, "silent").await;
+    let ok_run = ok
+        .dispatch(&dispatch(agent, Some(repo), None))
+        .await
+        .expect("dispatch ok");
+    let refused_run = refused
+        .dispatch(&dispatch(agent, None, None))
+        .await
+        .expect("dispatch 401");
+    let silent_run = silent
+        .dispatch(&dispatch(agent, None, Some(IDLE_SECS)))
+        .await
+        .expect("dispatch silent");
+
+    // The same agent in a deployment that is not root (only when the tests are root: otherwise
+    // the server above already is one).
+    let unprivileged = if is_root() {
+        let s = real_agents::dev_server(&standin, std::slice::from_ref(&case), Some(NOBODY))
+            .expect("outpost dev as nobody");
+        let c = tenant(&s, &case, "ok").await;
+        let id = c.dispatch(&dispatch(agent, None, None)).await.expect("dispatch").id;
+        Some((s, c, id))
+    } else {
+        None
+    };
+
+    // 1. A good key: the file, the answer, usage, session.
+    let run = wait_end(&ok, &ok_run.id).await;
+    let log = log_of(&ok, &run).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{agent}: {run:?}\n{log}");
+    let patch = ok.artifact(&run.id, "diff.patch").await.expect("diff.patch");
+    assert!(
+        contains(&patch, MADE_FILE) && contains(&patch, MADE_CONTENT.trim()),
+        "{agent}: {}",
+        String::from_utf8_lossy(&patch)
+    );
+    let result = run.result.clone().unwrap_or_default();
+    if case.exact_result {
+        assert_eq!(result.trim(), ANSWER, "{agent}: {log}");
+    } else {
+        assert!(result.contains(ANSWER), "{agent}: result {result:?}\n{log}");
+    }
+    let result_md = ok.artifact(&run.id, "result.md").await.expect("result.md");
+    assert_eq!(
+        String::from_utf8_lossy(&result_md),
+        result,
+        "{agent}: result.md is the whole answer"
+    );
+    let usage = run.usage.clone();
+    match (case.input_tokens, &usage) {
+        (Some(n), Some(u)) => {
+            assert_eq!(u.input_tokens, Some(n), "{agent}: {u:?}");
+            assert_eq!(u.output_tokens, case.output_tokens, "{agent}: {u:?}");
+            assert!(!u.source.is_empty());
+        }
+        (Some(_), None) => panic!("{agent}: no usage reported\n{log}"),
+        (None, _) => assert!(
+            usage.as_ref().is_none_or(|u| u.input_tokens.is_none()),
+            "{agent}: {usage:?}"
+        ),
+    }
+    assert_eq!(
+        usage.as_ref().and_then(|u| u.cost_usd).is_some(),
+        case.reports_cost,
+        "{agent}: cost {usage:?}"
+    );
+    assert_eq!(
+        run.session_id.is_some(),
+        case.reports_session,
+        "{agent}: session {:?}",
+        run.session_id
+    );
+    let key = real_agents::key(agent, "ok");
+    assert!(
+        !contains(&everything_of(&ok, &run).await, &key),
+        "{agent}: the key leaked"
+    );
+    let (header, prefix) = case.key_header;
+    let wanted = format!("{prefix}{key}");
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .any(|r| r["headers"][header].as_str() == Some(wanted.as_str())),
+        "{agent}: the stand-in never saw the key in {header}"
+    );
+
+    // 2. A refused key: failed, agent_error, the vendor's message — whatever the exit code.
+    let run = wait_end(&refused, &refused_run.id).await;
+    let log = log_of(&refused, &run).await;
+    assert_eq!(run.status, RunStatus::Failed, "{agent}: {run:?}\n{log}");
+    assert_eq!(
+        run.failure_reason,
+        Some(FailureReason::AgentError),
+        "{agent}: {run:?}\n{log}"
+    );
+    let error = run.agent_error.clone().unwrap_or_default();
+    assert!(error.contains(case.refused_error), "{agent}: error {error:?}\n{log}");
+    assert!(!contains(
+        &everything_of(&refused, &run).await,
+        &real_agents::key(agent, "401")
+    ));
+
+    // 3. A vendor that never answers: stopped by the idle timeout, not the run's timeout.
+    let run = wait_end(&silent, &silent_run.id).await;
+    let log = log_of(&silent, &run).await;
+    assert_eq!(run.status, RunStatus::TimedOut, "{agent}: {run:?}\n{log}");
+    assert_eq!(run.failure_reason, Some(FailureReason::Idle), "{agent}: {run:?}\n{log}");
+    assert!(run.duration_ms.unwrap_or(i64::MAX) < 150_000, "{agent}: {run:?}");
+    assert!(log.contains("idle timeout"), "{agent}: {log}");
+
+    // 4. The unprivileged deployment, in an empty workspace: the file, nothing of the tool's own.
+    if let Some((s, c, id)) = unprivileged {
+        let _server = s;
+        let run = wait_end(&c, &id).await;
+        let log = log_of(&c, &run).await;
+        assert_eq!(run.status, RunStatus::Succeeded, "{agent} as nobody: {run:?}\n{log}");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&c.artifact(&run.id, "summary.json").await.expect("summary")).expect("json");
+        let changed: Vec<&str> = summary["changed_files"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            changed,
+            [MADE_FILE],
+            "{agent} as nobody: only the agent's own change\n{log}"
+        );
+        assert!(
+            summary["agent_report"]["usage"].is_object() || case.input_tokens.is_none(),
+            "{summary}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_runs_for_real() {
+    check("claude").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_runs_for_real() {
+    check("codex").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_runs_for_real() {
+    check("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aider_runs_for_real() {
+    check("aider").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grok_runs_for_real() {
+    check("grok").await;
+}
+
+/// Whether `help` lists `flag` as an option (not merely as part of another word).
+fn help_lists(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(at, _)| {
+        let before = help[..at].chars().next_back();
+        let after = help[at + flag.len()..].chars().next();
+        before.is_none_or(|c| c.is_whitespace() || c == ',' || c == '[' || c == '|')
+            && after.is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'))
+    })
+}
+
+#[test]
+fn registry_flags_are_in_the_installed_clis_help() {
+    let clis = real_agents::clis_dir().expect("agent CLIs installed");
+    let home = tempfile::tempdir().expect("home");
+    let registry = AgentRegistry::builtin(false);
+    let mut checked = 0;
+    for spec in registry.enabled() {
+        // The help of the subcommand the entry runs: `codex exec --help`, `claude --help`.
+        let words: Vec<&str> = spec
+            .command
+            .iter()
+            .skip(1)
+            .take_while(|a| !a.starts_with('-') && !a.starts_with('{'))
+            .map(String::as_str)
+            .collect();
+        let program = clis.join("bin").join(&spec.command[0]);
+        let out = Command::new(&program)
+            .args(&words)
+            .arg("--help")
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", clis.join("bin").display()))
+            .env("HOME", home.path())
+            .env("TERM", "dumb")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        let help = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for arg in spec.command.iter().chain(&spec.base_url_args) {
+            if !arg.starts_with('-') || arg == "--" {
+                continue;
+            }
+            let flag = arg.split('=').next().unwrap_or(arg);
+            assert!(
+                help_lists(&help, flag),
+                "{}: flag {flag} of the built-in entry is not in `{} {} --help` of the installed release ({}):\n{help}",
+                spec.name,
+                spec.command[0],
+                words.join(" "),
+                spec.verified_with.as_deref().unwrap_or("?")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} flags checked");
+}
+
+#[test]
+fn help_lists_matches_whole_flags_only() {
+    let help = "  -p, --print   Print\n  --output-format <f>\n  --yes-always\n";
+    assert!(help_lists(help, "-p"));
+    assert!(help_lists(help, "--print"));
+    assert!(help_lists(help, "--output-format"));
+    assert!(!help_lists(help, "--output"));
+    assert!(!help_lists(help, "--yes"));
+    assert!(!help_lists(help, "-o"));
+}
