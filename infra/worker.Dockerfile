@@ -5,7 +5,9 @@
 #   docker buildx build --platform linux/arm64 -f infra/worker.Dockerfile -t outpost-worker:TAG .
 #
 # The agents' own CLIs (claude, codex, gemini, aider, ...) are not in this image: add the ones your
-# tenants use in a derived image (FROM outpost-worker:TAG), installed for the `outpost` user.
+# tenants use in a derived image (FROM outpost-worker:TAG), installed for the `outpost` user, at
+# the releases the built-in entries are verified with (pinned in scripts/agent-clis). The worker
+# runs as that user, so agents do too; a worker run as root would run them as `nobody`.
 
 FROM rust:1.85-bookworm AS build
 WORKDIR /src

@@ -130,6 +130,16 @@ impl Default for ServerOptions {
     }
 }
 
+/// `{parent}/shared`, writable by every user, with `parent` made passable (0711) to reach it.
+pub fn shared_dir(parent: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+    let shared = parent.join("shared");
+    std::fs::create_dir_all(&shared)?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))?;
+    Ok(shared)
+}
+
 /// A child process killed when dropped.
 pub struct KillOnDrop(pub Child);
 
@@ -167,6 +177,9 @@ pub struct DevServer {
     pub url: String,
     pub api_key: String,
     pub data: PathBuf,
+    /// A folder every user may write to, for files the tests' agents write outside their
+    /// workspace (agents run as `nobody` when the tests run as root).
+    pub shared: PathBuf,
     pub process: KillOnDrop,
     opts: ServerOptions,
     _dir: tempfile::TempDir,
@@ -180,6 +193,7 @@ impl DevServer {
     pub fn start_with(opts: ServerOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
+        let shared = shared_dir(dir.path())?;
         write_agents_file(&data)?;
         if !opts.agents_toml.is_empty() {
             let path = data.join("agents.toml");
@@ -190,7 +204,6 @@ impl DevServer {
         if let Some(uid) = opts.run_as {
             use std::os::unix::fs::PermissionsExt;
             use std::os::unix::process::CommandExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
             for p in [&data, &data.join("agents.toml")] {
                 std::os::unix::fs::chown(p, Some(uid), Some(uid))?;
             }
@@ -237,6 +250,7 @@ impl DevServer {
             url,
             api_key,
             data,
+            shared,
             process,
             opts,
             _dir: dir,

@@ -27,7 +27,7 @@ fn lines(path: &std::path::Path) -> usize {
 async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
     let server = DevServer::start()?;
     let client = server.client()?;
-    let counter = server.data.join("executions.txt");
+    let counter = server.shared.join("executions.txt");
     // Long enough that the duplicate arrives while the first delivery is still running.
     let id = client
         .dispatch(&fake_task(format!("count {}; sleep 3; say done", counter.display())))
@@ -76,7 +76,7 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
         ..ServerOptions::default()
     })?;
     let client = server.client()?;
-    let counter = server.data.join("attempts.txt");
+    let counter = server.shared.join("attempts.txt");
     let mut first = server.start_worker(1, 3)?;
     // The first attempt hangs; the second finishes at once.
     let script = format!("count {0}; sleep-first {0} 120; say finished", counter.display());
@@ -119,7 +119,7 @@ async fn a_run_whose_workers_keep_dying_fails_as_worker_lost() -> anyhow::Result
         ..ServerOptions::default()
     })?;
     let client = server.client()?;
-    let counter = server.data.join("attempts.txt");
+    let counter = server.shared.join("attempts.txt");
     let id = client
         .dispatch(&fake_task(format!("count {}; sleep 20", counter.display())))
         .await?

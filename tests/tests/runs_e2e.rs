@@ -116,7 +116,7 @@ async fn cancel_of_a_queued_run_is_immediate_and_it_never_runs() -> anyhow::Resu
         ..ServerOptions::default()
     })?;
     let client = server.client()?;
-    let marker = server.data.join("ran.txt");
+    let marker = server.shared.join("ran.txt");
     let id = client
         .dispatch(&fake_task(format!("count {}", marker.display())))
         .await?

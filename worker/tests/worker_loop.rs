@@ -58,8 +58,17 @@ impl Env {
         }
     }
 
+    /// A path in a folder every user may write to: agents run as `nobody` when the tests run as
+    /// root, and write the tests' markers there.
     fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
+        let shared = self.tmp.path().join("shared");
+        if !shared.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+            std::fs::create_dir_all(&shared).expect("shared dir");
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+        shared.join(name)
     }
 
     /// Records a queued run of the `shell` agent without sending its message.
@@ -259,7 +268,10 @@ async fn runs_succeed_with_artifacts_in_the_store() {
         .expect("live workers");
     assert!(live.iter().all(|i| i.id != id), "worker removed on clean exit");
     assert!(
-        std::fs::read_dir(e.path("work")).expect("work dir").next().is_none(),
+        std::fs::read_dir(e.tmp.path().join("work"))
+            .expect("work dir")
+            .next()
+            .is_none(),
         "run dirs removed"
     );
 }
@@ -382,6 +394,10 @@ async fn never_more_runs_in_flight_than_slots() {
     let e = env();
     let dir = e.path("running");
     std::fs::create_dir(&dir).expect("mkdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
     let counts = e.path("counts");
     let script = format!(
         "touch '{d}/'\"$OUTPOST_RUN_ID\"; ls '{d}' | wc -l >> '{c}'; sleep 0.3; rm '{d}/'\"$OUTPOST_RUN_ID\"",
