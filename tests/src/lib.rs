@@ -202,7 +202,6 @@ impl DevServer {
         }
         let mut cmd = Command::new(outpost_bin()?);
         if let Some(uid) = opts.run_as {
-            use std::os::unix::fs::PermissionsExt;
             use std::os::unix::process::CommandExt;
             for p in [&data, &data.join("agents.toml")] {
                 std::os::unix::fs::chown(p, Some(uid), Some(uid))?;

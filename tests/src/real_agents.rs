@@ -106,6 +106,9 @@ pub struct AgentCase {
     pub reports_session: bool,
     /// Whether the agent's final answer is read exactly (`false`: it only contains the answer).
     pub exact_result: bool,
+    /// What the CLI prints when it retries a refused request (its retries reach the log as they
+    /// happen); `None` for CLIs that do not retry a refused key.
+    pub retry_notice: Option<&'static str>,
 }
 
 /// The `agents.toml` overrides pointing every built-in agent at the stand-in.

@@ -36,12 +36,14 @@ fn case(agent: &str) -> AgentCase {
         reports_cost: false,
         reports_session: false,
         exact_result: true,
+        retry_notice: None,
     };
     match agent {
         "claude" => AgentCase {
             agent: "claude",
             key_env: "ANTHROPIC_API_KEY",
             key_header: ("x-api-key", ""),
+            retry_notice: Some("\"subtype\":\"api_retry\""),
             reports_cost: true,
             reports_session: true,
             ..base
@@ -283,6 +285,9 @@ async fn check(agent: &str) {
     );
     let error = run.agent_error.clone().unwrap_or_default();
     assert!(error.contains(case.refused_error), "{agent}: error {error:?}\n{log}");
+    if let Some(notice) = case.retry_notice {
+        assert!(log.contains(notice), "{agent}: its retries are not in the log\n{log}");
+    }
     assert!(!contains(
         &everything_of(&refused, &run).await,
         &real_agents::key(agent, "401")

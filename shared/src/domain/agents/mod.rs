@@ -184,14 +184,6 @@ impl AgentSpec {
         out
     }
 
-    /// Names of every env var the agent may receive from the worker's environment.
-    pub fn env_names(&self) -> impl Iterator<Item = &str> {
-        self.key_env
-            .iter()
-            .map(String::as_str)
-            .chain(self.pass_env.iter().map(String::as_str))
-    }
-
     /// Names the agent's key is looked up under, in order: `key_env`, then `key_aliases`.
     pub fn key_names(&self) -> impl Iterator<Item = &str> {
         self.key_env.iter().chain(self.key_aliases.iter()).map(String::as_str)
@@ -605,7 +597,8 @@ mod tests {
             fake.argv("p", "run_9"),
             ["/bin/fake", "--prompt", "p", "--run", "run_9"]
         );
-        assert_eq!(fake.env_names().collect::<Vec<_>>(), ["FAKE_KEY", "FAKE_MODE"]);
+        assert_eq!(fake.key_names().collect::<Vec<_>>(), ["FAKE_KEY"]);
+        assert_eq!(fake.pass_env, ["FAKE_MODE"]);
         let claude = reg.get("claude").expect("claude kept");
         assert_eq!(claude.command[0], "/opt/claude");
         assert_eq!(
