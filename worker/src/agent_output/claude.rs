@@ -19,7 +19,7 @@
 //! `--output-format json`, or a JSON array of events (older releases with `--verbose`), is read
 //! the same way.
 
-use super::json_lines;
+use super::{json_lines, str_field};
 use outpost_shared::domain::{AgentReport, Usage};
 use serde_json::Value;
 
@@ -71,15 +71,6 @@ fn events(text: &str) -> impl Iterator<Item = Value> + '_ {
         };
         found
     })
-}
-
-/// A non-empty string field of `v`.
-fn str_field(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
 }
 
 /// The failure a result event reports, if any.

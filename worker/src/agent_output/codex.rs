@@ -23,7 +23,7 @@
 //! A run killed mid-way (timeout, idle) leaves only the session id: the timeout tells what
 //! happened.
 
-use super::json_lines;
+use super::{json_lines, str_field};
 use outpost_shared::domain::{AgentReport, Usage};
 use serde_json::Value;
 
@@ -103,15 +103,6 @@ fn startup_error(text: &str) -> Option<String> {
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with("Error") || l.starts_with("error:"))
-        .map(str::to_owned)
-}
-
-/// A non-empty string field of `v`, trimmed.
-fn str_field(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
         .map(str::to_owned)
 }
 

@@ -79,3 +79,12 @@ pub(crate) fn json_lines(text: &str) -> impl Iterator<Item = serde_json::Value> 
         }
     })
 }
+
+/// A string field of `v`, trimmed, when it is not empty.
+pub(crate) fn str_field(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(serde_json::Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
