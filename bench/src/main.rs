@@ -11,7 +11,8 @@
 //! - (b) end-to-end runs/s, dispatch to `succeeded`, of the no-op agent (`shell` running `true`)
 //!   with the worker at 2× cores slots;
 //! - (c) the floor for (b): how fast this program itself spawns `sh -c true` with the same
-//!   parallelism and nothing else.
+//!   parallelism and nothing else; run as root, also (c'): the same spawn through `setpriv` as
+//!   an unprivileged user, which is how a root worker starts every agent.
 //!
 //! Run: `cargo build --release -p outpost -p outpost-bench && ./target/release/outpost-bench`.
 //!
@@ -385,16 +386,26 @@ async fn end_to_end(data: &Path, key: &str, clients: usize, runs: usize, slots: 
     Ok((runs as f64 / elapsed.as_secs_f64(), succeeded))
 }
 
-/// (c): spawn `sh -c true` `total` times with `parallelism` at once.
-async fn spawn_floor(total: usize, parallelism: usize) -> anyhow::Result<f64> {
+/// (c): spawn `sh -c true` `total` times with `parallelism` at once, through `wrapper` (a
+/// program and its arguments before `sh`) when given.
+async fn spawn_floor(total: usize, parallelism: usize, wrapper: Option<Vec<String>>) -> anyhow::Result<f64> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..parallelism {
         let next = next.clone();
+        let wrapper = wrapper.clone();
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
-                let status = tokio::process::Command::new("sh")
+                let mut cmd = match wrapper.as_deref() {
+                    Some([program, args @ ..]) => {
+                        let mut c = tokio::process::Command::new(program);
+                        c.args(args).arg("sh");
+                        c
+                    }
+                    _ => tokio::process::Command::new("sh"),
+                };
+                let status = cmd
                     .args(["-c", "true"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -477,7 +488,21 @@ async fn main() -> anyhow::Result<()> {
     let (acked, missing) = durability_check(&data_k, &key_k, args.clients).await?;
 
     eprintln!("bench: (c) spawn floor");
-    let floor = spawn_floor(args.runs, slots).await?;
+    let floor = spawn_floor(args.runs, slots, None).await?;
+    // Run as root, the worker starts every agent as an unprivileged user through setpriv
+    // (outpost_worker::identity): (c') is the floor of that spawn.
+    let unprivileged = match outpost_worker::identity::AgentUser::default_for_this_process() {
+        Some(user) => match outpost_worker::identity::find_setpriv(std::ffi::OsStr::new("/usr/bin:/bin")) {
+            Some(setpriv) => {
+                eprintln!("bench: (c') spawn floor as an unprivileged user through setpriv");
+                let mut wrapper = vec![setpriv.display().to_string()];
+                wrapper.extend(outpost_worker::identity::setpriv_args(user));
+                Some(spawn_floor(args.runs, slots, Some(wrapper)).await?)
+            }
+            None => None,
+        },
+        None => None,
+    };
     eprintln!("bench: (b) end to end");
     let data_b = dir.path().join("b");
     let key_b = make_key(&data_b).await?;
@@ -488,7 +513,7 @@ async fn main() -> anyhow::Result<()> {
          | --- | --- | --- | --- | --- |\n\
          | (a) dispatch `POST /v1/runs`, {c} clients | {dr:.0}/s, p50 {d50:.2} ms, p99 {d99:.2} ms, {de} errors | (a0) `GET /health`: {hr:.0}/s, p99 {h99:.2} ms | {ra:.2}× of floor rate | ≥ 2,000/s, p99 ≤ 20 ms |\n\
          | (a) durability: `kill -9` under load | {acked} accepted, {missing} missing after restart | – | – | 0 missing |\n\
-         | (b) end to end, `shell` `true`, {slots} slots | {e2e:.0} runs/s ({succeeded}/{runs} succeeded) | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b)/(c) = {rb:.2} | ≥ 1,000 runs/s, ≥ 0.5 |\n",
+         | (b) end to end, `shell` `true`, {slots} slots | {e2e:.0} runs/s ({succeeded}/{runs} succeeded) | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b)/(c) = {rb:.2} | ≥ 1,000 runs/s, ≥ 0.5 |\n{unpriv}",
         c = args.clients,
         dr = dispatch.rate(),
         d50 = dispatch.ms(0.5),
@@ -499,6 +524,10 @@ async fn main() -> anyhow::Result<()> {
         ra = dispatch.rate() / health.rate(),
         runs = args.runs,
         rb = e2e / floor,
+        unpriv = unprivileged.map_or_else(String::new, |u| format!(
+            "| (b) as above (the worker is root: agents run as `nobody`) | {e2e:.0} runs/s | (c') `setpriv … sh -c true` spawn, {slots} at once: {u:.0}/s | (b)/(c') = {r:.2} | – |\n",
+            r = e2e / u
+        )),
     );
     println!("{table}");
     println!(

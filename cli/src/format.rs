@@ -235,11 +235,16 @@ pub fn fleet(f: &FleetStatus) -> String {
                 a.name.clone(),
                 a.key_env.clone().unwrap_or_else(|| "-".into()),
                 format!("{}s", a.default_timeout_secs),
+                a.idle_timeout_secs.map_or_else(|| "-".into(), |s| format!("{s}s")),
+                a.verified_with.clone().unwrap_or_else(|| "-".into()),
                 a.description.clone(),
             ]
         })
         .collect();
-    out.push_str(&table(&["AGENT", "KEY ENV", "TIMEOUT", "DESCRIPTION"], &rows));
+    out.push_str(&table(
+        &["AGENT", "KEY ENV", "TIMEOUT", "IDLE", "VERIFIED WITH", "DESCRIPTION"],
+        &rows,
+    ));
     if !f.workers.is_empty() {
         out.push_str("\n\n");
         let rows: Vec<Vec<String>> = f

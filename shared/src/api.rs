@@ -192,9 +192,19 @@ pub struct RunList {
 pub struct AgentView {
     pub name: String,
     pub description: String,
-    /// Env var that carries the vendor API key, if the agent needs one.
+    /// Env var that carries the vendor API key, if the agent needs one: the name of the tenant
+    /// secret (`PUT /v1/secrets/{name}`) that reaches the agent.
     pub key_env: Option<String>,
+    /// Other secret names the key is also taken from (e.g. `OPENAI_API_KEY` for codex).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_aliases: Vec<String>,
     pub default_timeout_secs: u32,
+    /// Seconds without output before a run of this agent is stopped, unless the dispatch says.
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u32>,
+    /// The CLI release the entry was verified with.
+    #[serde(default)]
+    pub verified_with: Option<String>,
 }
 
 /// Queue counts.

@@ -4,6 +4,10 @@
 //! and its side files (mode 0711 folders, 0600 files) and does every git step itself. When the
 //! worker is not root, agents run as the worker's own user.
 //!
+//! The agent is started through `setpriv` (util-linux) where the machine has it, so spawning
+//! stays as cheap as without a user change and the agent runs with no_new_privs; else std sets
+//! the ids in a forked child.
+//!
 //! Claude Code refuses `--dangerously-skip-permissions` as root; beyond that, an agent as root
 //! could read everything the worker can. What this does not yet give: separation between two
 //! concurrent agents (they share the one uid) and a private view of the filesystem — the sandbox
@@ -53,6 +57,34 @@ impl AgentUser {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(FOLDER_MODE))?;
         lchown(path, Some(self.uid), Some(self.gid))
     }
+}
+
+/// `setpriv` (util-linux) on `path` or in `/usr/bin`, `/bin`: agents are started through it as
+/// their user (see `ProcessExecutor::spawn`). `None` when this machine has none (then the ids
+/// are set in a forked child: slower, and without no_new_privs).
+pub fn find_setpriv(path: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path)
+        .chain([std::path::PathBuf::from("/usr/bin"), std::path::PathBuf::from("/bin")])
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join("setpriv"))
+        .find(|p| is_executable(p))
+}
+
+/// Whether `path` is a file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `setpriv` arguments that run the program that follows them as `user`: real and effective
+/// uid and gid, no supplementary groups, no_new_privs.
+pub fn setpriv_args(user: AgentUser) -> Vec<String> {
+    vec![
+        format!("--reuid={}", user.uid),
+        format!("--regid={}", user.gid),
+        "--clear-groups".to_owned(),
+        "--no-new-privs".to_owned(),
+        "--".to_owned(),
+    ]
 }
 
 /// Where an embedded worker over the data dir `data` puts run trees by default: `{data}/work`, or

@@ -41,7 +41,10 @@ pub async fn fleet(State(state): State<AppState>, _tenant: Tenant) -> Result<Jso
             name: a.name.clone(),
             description: a.description.clone(),
             key_env: a.key_env.clone(),
+            key_aliases: a.key_aliases.clone(),
             default_timeout_secs: a.default_timeout_secs,
+            idle_timeout_secs: a.idle_timeout_secs,
+            verified_with: a.verified_with.clone(),
         })
         .collect();
     let slots_total = workers.iter().map(|w| w.slots).fold(0u32, u32::saturating_add);

@@ -510,7 +510,8 @@ async fn agents_never_run_as_root_and_get_their_entrys_env_home_files_and_aliase
     let h = harness();
     let script = "echo uid=$(id -u) gid=$(id -g); echo key=$ENTRY_KEY; echo state=$ENTRY_STATE; \
                   cat \"$HOME/cfg/settings.json\"; echo; mkdir .tool; echo x > .tool/state; echo y > mine.txt; \
-                  cat ../output.log 2>/dev/null && echo spool-readable; ls .. >/dev/null 2>&1 && echo root-listable; true";
+                  cat ../output.log 2>/dev/null && echo spool-readable; ls .. >/dev/null 2>&1 && echo root-listable; \
+                  grep NoNewPrivs /proc/self/status; true";
     let run = run_of("entry", script, None, 60);
     let (outcome, _) = h.exec(&run).await;
     let log = h.log(&run);
@@ -535,6 +536,9 @@ async fn agents_never_run_as_root_and_get_their_entrys_env_home_files_and_aliase
             !log.contains("root-listable"),
             "the agent cannot list its run's root: {log}"
         );
+        if identity::find_setpriv(std::ffi::OsStr::new("/usr/bin:/bin")).is_some() {
+            assert!(log.contains("NoNewPrivs:\t1"), "started through setpriv: {log}");
+        }
     }
     // The CLI's own folder is not the agent's change.
     assert_eq!(h.summary(&run)["changed_files"], serde_json::json!(["mine.txt"]));
