@@ -234,6 +234,11 @@ impl Outcome {
         }
     }
 
+    /// A failure with `reason` instead of this outcome, keeping its exit code and report.
+    pub fn failed_as(self, reason: FailureReason) -> Self {
+        Self::failed(reason, self.exit_code).with_report(self.report)
+    }
+
     /// This outcome carrying the agent's report.
     pub fn with_report(mut self, report: AgentReport) -> Self {
         self.report = report;
@@ -404,6 +409,22 @@ mod tests {
         assert_eq!(
             (o.status, o.exit_code, o.reason),
             (TerminalStatus::Failed, Some(3), Some(FailureReason::NonZeroExit))
+        );
+        let report = AgentReport {
+            result: Some("done".into()),
+            ..AgentReport::default()
+        };
+        let f = Outcome::succeeded()
+            .with_report(report.clone())
+            .failed_as(FailureReason::ArtifactUploadFailed);
+        assert_eq!(
+            (f.status, f.exit_code, f.reason, f.report),
+            (
+                TerminalStatus::Failed,
+                Some(0),
+                Some(FailureReason::ArtifactUploadFailed),
+                report
+            )
         );
     }
 }

@@ -700,8 +700,7 @@ impl ProcessExecutor {
         drop(a.spool);
         let log_ok = up.put(OUTPUT_LOG, &dirs.spool, LOG_CONTENT_TYPE).await;
         if early_failure || !log_ok {
-            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code)
-                .with_report(std::mem::take(&mut outcome.report));
+            outcome = outcome.failed_as(FailureReason::ArtifactUploadFailed);
         }
         let notes: Vec<String> = a
             .notes
@@ -741,8 +740,7 @@ impl ProcessExecutor {
             }
         };
         if !summary_ok {
-            outcome = Outcome::failed(FailureReason::ArtifactUploadFailed, outcome.exit_code)
-                .with_report(std::mem::take(&mut outcome.report));
+            outcome = outcome.failed_as(FailureReason::ArtifactUploadFailed);
         }
         Execution::Finished {
             outcome,
