@@ -53,7 +53,9 @@ pub fn validate_dispatch(
     let timeout_secs = given_timeout.unwrap_or(agent.default_timeout_secs);
     let idle_timeout_secs = req
         .idle_timeout_secs
-        .map(|secs| limits.check_idle_timeout(secs, given_timeout))
+        // Against the run's timeout, the agent's default when the dispatch gives none: an idle
+        // timeout above it could never fire.
+        .map(|secs| limits.check_idle_timeout(secs, Some(timeout_secs)))
         .transpose()?;
     Ok(ValidDispatch {
         agent: agent.name.clone(),
@@ -166,6 +168,11 @@ mod tests {
         );
         assert_eq!(e.field.as_deref(), Some("idle_timeout_secs"));
         assert!(e.message.contains("not be above timeout_secs (120)"), "{}", e.message);
+        // Without a timeout, against the agent's default (claude: 1800 s).
+        let mut r = req("claude", "x");
+        r.idle_timeout_secs = Some(1801);
+        let e = check(r).expect_err("above the agent's default timeout");
+        assert!(e.message.contains("(1800)"), "{}", e.message);
         // A bad timeout is reported first (field order).
         let mut r = req("claude", "x");
         r.timeout_secs = Some(5);

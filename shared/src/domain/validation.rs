@@ -79,7 +79,8 @@ impl DispatchLimits {
     }
 
     /// Checks an idle timeout (`idle_timeout_secs`): 1 second up to the longest timeout, and not
-    /// above the run's timeout `timeout_secs` when one was given too (the run would end first).
+    /// above the run's timeout `timeout_secs` when given (the dispatch's, else the agent's
+    /// default: the run would end first).
     pub fn check_idle_timeout(&self, secs: u64, timeout_secs: Option<u32>) -> Result<u32, ValidationError> {
         let max = u64::from(self.timeout_max_secs);
         if !(IDLE_TIMEOUT_MIN_SECS..=max).contains(&secs) {
