@@ -111,18 +111,27 @@ pub struct AgentCase {
     pub retry_notice: Option<&'static str>,
 }
 
-/// The `agents.toml` overrides pointing every built-in agent at the stand-in.
-pub fn agents_toml(standin: &StandIn, cases: &[AgentCase]) -> String {
+/// The `agents.toml` overrides pointing every agent of `cases` at the vendor API `base`.
+pub fn agents_toml(base: &str, cases: &[AgentCase]) -> String {
     cases
         .iter()
-        .map(|c| format!("[agents.{}]\nbase_url = \"{}{}\"\n", c.agent, standin.url, c.base_path))
+        .map(|c| format!("[agents.{}]\nbase_url = \"{base}{}\"\n", c.agent, c.base_path))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// An `outpost dev` whose agents reach the stand-in, with the CLIs on its PATH; `run_as` starts
-/// it as that uid (the tests' root then plays a non-root deployment).
-pub fn dev_server(standin: &StandIn, cases: &[AgentCase], run_as: Option<u32>) -> anyhow::Result<DevServer> {
+/// `http://127.0.0.1:PORT` of a loopback port nothing listens on: a dead vendor.
+pub fn closed_port_url() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    drop(listener);
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// An `outpost dev` whose agents reach the vendor API at `base` (the stand-in's URL, or a dead
+/// port), with the CLIs on its PATH; `run_as` starts it as that uid (the tests' root then plays a
+/// non-root deployment).
+pub fn dev_server(base: &str, cases: &[AgentCase], run_as: Option<u32>) -> anyhow::Result<DevServer> {
     let clis = clis_dir()?;
     let path = format!(
         "{}:{}",
@@ -133,7 +142,7 @@ pub fn dev_server(standin: &StandIn, cases: &[AgentCase], run_as: Option<u32>) -
         slots: 4,
         lease_secs: 10,
         env: vec![("PATH".into(), path)],
-        agents_toml: agents_toml(standin, cases),
+        agents_toml: agents_toml(base, cases),
         run_as,
         ..ServerOptions::default()
     })

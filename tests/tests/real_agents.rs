@@ -4,8 +4,9 @@
 //!
 //! Per agent: a run on a repository writes the stand-in's file (in `diff.patch`) and reports the
 //! final answer, usage and session; a refused key ends `failed`/`agent_error` with the vendor's
-//! message even where the CLI exits 0; a vendor that never answers ends by the idle timeout; the
-//! key appears in no log, artifact or record. The worker runs as root (agents then run as
+//! message even where the CLI exits 0; a vendor that never answers ends by the idle timeout; a
+//! dead vendor (nothing listening) ends the run with the CLI's error within its bounded retries;
+//! the key appears in no log, artifact or record. The worker runs as root (agents then run as
 //! `nobody`) and, in a second server, as an unprivileged user itself. `registry_flags_…` fails
 //! when a flag of a built-in entry is missing from the installed CLI's `--help`.
 
@@ -181,7 +182,7 @@ async fn log_of(client: &outpost_shared::client::OutpostClient, run: &RunView) -
 async fn check(agent: &str) {
     let case = case(agent);
     let standin = StandIn::start().expect("stand-in");
-    let server = real_agents::dev_server(&standin, std::slice::from_ref(&case), None).expect("outpost dev");
+    let server = real_agents::dev_server(&standin.url, std::slice::from_ref(&case), None).expect("outpost dev");
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = origin_repo(&tmp.path().join("origin"));
 
@@ -201,10 +202,23 @@ async fn check(agent: &str) {
         .await
         .expect("dispatch silent");
 
+    // A dead vendor (nothing listens): the CLI's bounded retries end the run, not its timeout.
+    let dead_server = real_agents::dev_server(
+        &real_agents::closed_port_url().expect("a free port"),
+        std::slice::from_ref(&case),
+        None,
+    )
+    .expect("outpost dev with a dead vendor");
+    let dead = tenant(&dead_server, &case, "ok").await;
+    let dead_run = dead
+        .dispatch(&dispatch(agent, None, None))
+        .await
+        .expect("dispatch dead");
+
     // The same agent in a deployment that is not root (only when the tests are root: otherwise
     // the server above already is one).
     let unprivileged = if is_root() {
-        let s = real_agents::dev_server(&standin, std::slice::from_ref(&case), Some(NOBODY))
+        let s = real_agents::dev_server(&standin.url, std::slice::from_ref(&case), Some(NOBODY))
             .expect("outpost dev as nobody");
         let c = tenant(&s, &case, "ok").await;
         let id = c.dispatch(&dispatch(agent, None, None)).await.expect("dispatch").id;
@@ -301,7 +315,24 @@ async fn check(agent: &str) {
     assert!(run.duration_ms.unwrap_or(i64::MAX) < 150_000, "{agent}: {run:?}");
     assert!(log.contains("idle timeout"), "{agent}: {log}");
 
-    // 4. The unprivileged deployment, in an empty workspace: the file, nothing of the tool's own.
+    // 4. A dead vendor: failed with the CLI's own connection error, within its bounded retries
+    // (aider's are the longest, about a minute), long before the run's 180 s timeout.
+    let run = wait_end(&dead, &dead_run.id).await;
+    let log = log_of(&dead, &run).await;
+    assert_eq!(run.status, RunStatus::Failed, "{agent}: {run:?}\n{log}");
+    assert_eq!(
+        run.failure_reason,
+        Some(FailureReason::AgentError),
+        "{agent}: {run:?}\n{log}"
+    );
+    assert!(
+        run.agent_error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{agent}: {run:?}"
+    );
+    assert!(run.duration_ms.unwrap_or(i64::MAX) < 150_000, "{agent}: {run:?}");
+    drop(dead_server);
+
+    // 5. The unprivileged deployment, in an empty workspace: the file, nothing of the tool's own.
     if let Some((s, c, id)) = unprivileged {
         let _server = s;
         let run = wait_end(&c, &id).await;
