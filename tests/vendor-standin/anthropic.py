@@ -51,8 +51,7 @@ def is_model_request(req):
 def handle(req, settings):
     """Answers req per settings.mode ('ok' or '401')."""
     if settings.mode == "401":
-        _send_json(
-            req,
+        req.send_json(
             401,
             {"type": "error", "error": {"type": "authentication_error", "message": AUTH_ERROR}},
             {"request-id": "req_standin_401"},
@@ -63,7 +62,7 @@ def handle(req, settings):
         _message(req, settings)
     elif p == "/v1/messages/count_tokens":
         body = req.body_json()
-        _send_json(req, 200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
+        req.send_json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
     elif p == "/v1/models" or p.startswith("/v1/models/"):
         model = {
             "type": "model",
@@ -72,42 +71,16 @@ def handle(req, settings):
             "created_at": "2026-01-01T00:00:00Z",
         }
         if p == "/v1/models":
-            _send_json(
-                req,
+            req.send_json(
                 200,
                 {"data": [model], "has_more": False, "first_id": model["id"], "last_id": model["id"]},
             )
         else:
-            _send_json(req, 200, dict(model, id=p.rsplit("/", 1)[1]))
+            req.send_json(200, dict(model, id=p.rsplit("/", 1)[1]))
     else:
-        _send_json(req, 200, {})
+        req.send_json(200, {})
 
 
-# -- replies: one per connection ------------------------------------------------------------
-
-
-def _send_json(req, status, obj, headers=None):
-    """req.send_json, then the connection is closed (see _send_sse)."""
-    req.send_json(status, obj, dict(headers or {}, Connection="close"))
-
-
-def _send_sse(req, events):
-    """events as one text/event-stream body, then the connection is closed.
-
-    Every reply closes its connection: standin.py caches the request body on the handler, which
-    lives as long as a kept-alive connection, so a second request on one connection would be
-    read with the first one's body (and its own body taken for the next request line).
-    """
-    body = b"".join(
-        (f"event: {name}\n" + f"data: {json.dumps(data)}\n\n").encode() for name, data in events
-    )
-    req.send_response(200)
-    req.send_header("Content-Type", "text/event-stream")
-    req.send_header("Cache-Control", "no-cache")
-    req.send_header("Content-Length", str(len(body)))
-    req.send_header("Connection", "close")
-    req.end_headers()
-    req.wfile.write(body)
 
 
 # -- the conversation -------------------------------------------------------------------------
@@ -186,10 +159,9 @@ def _message(req, settings):
         stop, usage = "tool_use", zero
     msg_id = "msg_standin_" + uuid.uuid4().hex[:16]
     if body.get("stream"):
-        _send_sse(req, _events(msg_id, model, blocks, stop, usage))
+        req.send_sse(_events(msg_id, model, blocks, stop, usage))
     else:
-        _send_json(
-            req,
+        req.send_json(
             200,
             {
                 "id": msg_id,

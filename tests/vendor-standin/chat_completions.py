@@ -65,16 +65,6 @@ def _bearer(req):
 
 def handle(req, settings):
     """Answers req per settings.mode ('ok' or '401')."""
-    try:
-        _handle(req, settings)
-    finally:
-        # standin.py caches the body on the handler, which lives as long as the connection: drop
-        # it, or the next request on a kept-alive connection (the SDKs' default) is read as this
-        # one and its unread body as the request line after it.
-        req.__dict__.pop("_body", None)
-
-
-def _handle(req, settings):
     if settings.mode == "401":
         req.send_json(401, UNAUTHORIZED)
         return

@@ -65,13 +65,6 @@ def is_model_request(req):
 
 def handle(req, settings):
     """Answers req per settings.mode ('ok' or '401')."""
-    try:
-        _handle(req, settings)
-    finally:
-        req.__dict__.pop("_body", None)
-
-
-def _handle(req, settings):
     model, method = _route(req)
     if settings.mode == "401":
         req.send_json(401, ERROR_401)
