@@ -18,7 +18,7 @@ use crate::workspace::{self, RunDirs};
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
-use outpost_shared::domain::agents::ignore_matches;
+use outpost_shared::domain::agents::{env_name_valid, ignore_matches};
 use outpost_shared::domain::{
     AgentRegistry, AgentReport, AgentSpec, Artifact, FailureReason, Outcome, Run, TerminalStatus,
 };
@@ -184,11 +184,6 @@ impl Executor for ProcessExecutor {
     }
 }
 
-/// Valid env var names only: `std::env::var_os` panics on `=` or NUL.
-fn env_name_ok(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['=', '\0'])
-}
-
 /// The secret values of a run: its agent's key, its tenant's secrets and a password in its
 /// repository URL.
 fn run_secrets(
@@ -215,7 +210,7 @@ fn run_secrets(
 /// The agent's key: the first of its [`key_names`](AgentSpec::key_names) the tenant has a secret
 /// of, else the first the worker's environment has.
 fn key_value(agent: &AgentSpec, env: &EnvLookup, tenant: &[(SecretName, SecretString)]) -> Option<OsString> {
-    let names = || agent.key_names().filter(|n| env_name_ok(n));
+    let names = || agent.key_names().filter(|n| env_name_valid(n));
     names()
         .find_map(|n| tenant_value(tenant, n))
         .or_else(|| names().find_map(|n| env(n)))
@@ -529,7 +524,7 @@ impl ProcessExecutor {
             _ => tokio::process::Command::new(&resolved),
         };
         cmd.args(args).env_clear();
-        for name in agent.pass_env.iter().filter(|n| env_name_ok(n)) {
+        for name in agent.pass_env.iter().filter(|n| env_name_valid(n)) {
             if let Some(v) = (self.env)(name) {
                 cmd.env(name, v);
             }
@@ -538,13 +533,13 @@ impl ProcessExecutor {
         for (name, value) in tenant_env {
             cmd.env(name.as_str(), value.expose_secret());
         }
-        if let Some(var) = agent.key_env.as_deref().filter(|n| env_name_ok(n)) {
+        if let Some(var) = agent.key_env.as_deref().filter(|n| env_name_valid(n)) {
             if let Some(key) = key_value(agent, &self.env, tenant_env) {
                 cmd.env(var, key);
             }
         }
         for (name, value) in agent.fixed_env(&dirs.home.to_string_lossy()) {
-            if env_name_ok(&name) {
+            if env_name_valid(&name) {
                 cmd.env(name, value);
             }
         }
