@@ -23,8 +23,8 @@
 //! A run killed mid-way (timeout, idle) leaves only the session id: the timeout tells what
 //! happened.
 
-use super::{json_lines, str_field};
-use outpost_shared::domain::{AgentReport, Usage};
+use super::{json_lines, str_field, TokenSum};
+use outpost_shared::domain::AgentReport;
 use serde_json::Value;
 
 /// Where the usage figures come from.
@@ -38,7 +38,7 @@ pub fn read(text: &str) -> AgentReport {
     // The last non-retry `error` event not yet followed by a completed turn.
     let mut open_error: Option<String> = None;
     let mut answer: Option<String> = None;
-    let mut usage = Sum::default();
+    let mut usage = TokenSum::default();
     for event in json_lines(text) {
         let Some(kind) = event.get("type").and_then(Value::as_str) else {
             continue;
@@ -67,7 +67,7 @@ pub fn read(text: &str) -> AgentReport {
             "turn.completed" => {
                 open_error = None;
                 if let Some(u) = event.get("usage").filter(|u| u.is_object()) {
-                    usage.add(u);
+                    add_turn(&mut usage, u);
                 }
             }
             "item.completed" => {
@@ -87,7 +87,8 @@ pub fn read(text: &str) -> AgentReport {
     AgentReport {
         result: if error.is_none() { answer } else { None },
         error,
-        usage: usage.into_usage(),
+        // A completed turn reports usage, even when its figures are empty.
+        usage: (usage.calls > 0).then(|| usage.usage(USAGE_SOURCE)),
         session_id,
     }
 }
@@ -106,37 +107,14 @@ fn startup_error(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Token counts summed over turns; a count no turn reported stays unknown.
-#[derive(Default)]
-struct Sum {
-    turns: usize,
-    input: Option<u64>,
-    cached: Option<u64>,
-    output: Option<u64>,
-}
-
-impl Sum {
-    fn add(&mut self, usage: &Value) {
-        self.turns += 1;
-        let plus = |acc: &mut Option<u64>, key: &str| {
-            if let Some(n) = usage.get(key).and_then(Value::as_u64) {
-                *acc = Some(acc.unwrap_or(0).saturating_add(n));
-            }
-        };
-        plus(&mut self.input, "input_tokens");
-        plus(&mut self.cached, "cached_input_tokens");
-        plus(&mut self.output, "output_tokens");
-    }
-
-    fn into_usage(self) -> Option<Usage> {
-        (self.turns > 0).then(|| Usage {
-            input_tokens: self.input,
-            cached_input_tokens: self.cached,
-            output_tokens: self.output,
-            cost_usd: None,
-            source: USAGE_SOURCE.to_owned(),
-        })
-    }
+/// Adds one `turn.completed.usage` object to `sum`.
+fn add_turn(sum: &mut TokenSum, usage: &Value) {
+    let count = |key: &str| usage.get(key).and_then(Value::as_u64);
+    sum.add(
+        count("input_tokens"),
+        count("cached_input_tokens"),
+        count("output_tokens"),
+    );
 }
 
 #[cfg(test)]

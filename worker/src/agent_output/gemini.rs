@@ -19,7 +19,7 @@
 use outpost_shared::domain::{AgentReport, Usage};
 use serde_json::Value;
 
-use super::json_lines;
+use super::{json_lines, TokenSum};
 
 /// Most lines tried as the start of a `--output-format json` object, from the end.
 const JSON_STARTS_TRIED: usize = 64;
@@ -89,7 +89,7 @@ fn stream_usage(stats: &Value) -> Option<Usage> {
         Some(models) => models.values().collect(),
         None => vec![stats],
     };
-    let mut sum = Sum::default();
+    let mut sum = TokenSum::default();
     for m in per_model {
         let input = u64_at(m, "input_tokens");
         let candidates = u64_at(m, "output_tokens");
@@ -100,10 +100,12 @@ fn stream_usage(stats: &Value) -> Option<Usage> {
         };
         sum.add(input, u64_at(m, "cached"), output);
     }
-    sum.usage(
-        "gemini result.stats.models.*: input_tokens, cached, output = total_tokens - input_tokens \
-         (thinking included); the CLI reports no cost",
-    )
+    sum.any().then(|| {
+        sum.usage(
+            "gemini result.stats.models.*: input_tokens, cached, output = total_tokens - input_tokens \
+             (thinking included); the CLI reports no cost",
+        )
+    })
 }
 
 /// The `--output-format json` object: the last line that is `{` alone and starts a JSON object
@@ -147,7 +149,7 @@ fn read_json_object(text: &str) -> AgentReport {
 /// `cached`, `candidates` and `thoughts`.
 fn json_usage(stats: &Value) -> Option<Usage> {
     let models = stats.get("models").and_then(Value::as_object)?;
-    let mut sum = Sum::default();
+    let mut sum = TokenSum::default();
     for m in models.values() {
         let Some(t) = m.get("tokens") else { continue };
         let output = match (u64_at(t, "candidates"), u64_at(t, "thoughts")) {
@@ -156,41 +158,9 @@ fn json_usage(stats: &Value) -> Option<Usage> {
         };
         sum.add(u64_at(t, "prompt"), u64_at(t, "cached"), output);
     }
-    sum.usage("gemini stats.models.*.tokens: prompt, cached, candidates + thoughts; the CLI reports no cost")
-}
-
-/// Token figures summed over models; a figure no model reported stays unknown.
-#[derive(Default)]
-struct Sum {
-    input: Option<u64>,
-    cached: Option<u64>,
-    output: Option<u64>,
-}
-
-impl Sum {
-    fn add(&mut self, input: Option<u64>, cached: Option<u64>, output: Option<u64>) {
-        fn plus(acc: &mut Option<u64>, v: Option<u64>) {
-            if let Some(v) = v {
-                *acc = Some(acc.unwrap_or(0).saturating_add(v));
-            }
-        }
-        plus(&mut self.input, input);
-        plus(&mut self.cached, cached);
-        plus(&mut self.output, output);
-    }
-
-    fn usage(self, source: &str) -> Option<Usage> {
-        if self.input.is_none() && self.output.is_none() && self.cached.is_none() {
-            return None;
-        }
-        Some(Usage {
-            input_tokens: self.input,
-            cached_input_tokens: self.cached,
-            output_tokens: self.output,
-            cost_usd: None,
-            source: source.to_owned(),
-        })
-    }
+    sum.any().then(|| {
+        sum.usage("gemini stats.models.*.tokens: prompt, cached, candidates + thoughts; the CLI reports no cost")
+    })
 }
 
 /// The CLI's `[API Error: …]` text (stream-json) or bare vendor JSON error (json) unpacked:

@@ -8,7 +8,7 @@
 //! are pure functions of that text and never fail: what they cannot read stays `None`.
 //! Cost: one read of the spool, capped at [`MAX_READ`] (head and tail of a larger one).
 
-use outpost_shared::domain::{AgentReport, OutputReader};
+use outpost_shared::domain::{AgentReport, OutputReader, Usage};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -87,4 +87,45 @@ pub(crate) fn str_field(v: &serde_json::Value, key: &str) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// Token counts summed over a run's model calls; a count no call reported stays unknown.
+#[derive(Debug, Default)]
+pub(crate) struct TokenSum {
+    /// How many calls were added.
+    pub calls: usize,
+    input: Option<u64>,
+    cached: Option<u64>,
+    output: Option<u64>,
+}
+
+impl TokenSum {
+    /// Adds one call's figures (saturating).
+    pub fn add(&mut self, input: Option<u64>, cached: Option<u64>, output: Option<u64>) {
+        fn plus(acc: &mut Option<u64>, v: Option<u64>) {
+            if let Some(v) = v {
+                *acc = Some(acc.unwrap_or(0).saturating_add(v));
+            }
+        }
+        self.calls += 1;
+        plus(&mut self.input, input);
+        plus(&mut self.cached, cached);
+        plus(&mut self.output, output);
+    }
+
+    /// Whether any call reported any figure.
+    pub fn any(&self) -> bool {
+        self.input.is_some() || self.cached.is_some() || self.output.is_some()
+    }
+
+    /// The sums as usage without a cost, from `source`.
+    pub fn usage(self, source: &str) -> Usage {
+        Usage {
+            input_tokens: self.input,
+            cached_input_tokens: self.cached,
+            output_tokens: self.output,
+            cost_usd: None,
+            source: source.to_owned(),
+        }
+    }
 }
