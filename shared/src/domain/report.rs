@@ -64,6 +64,14 @@ impl AgentReport {
         self == &Self::default()
     }
 
+    /// The report as stores keep it: its JSON, or `None` when the agent reported nothing.
+    pub fn to_stored_json(&self) -> Result<Option<String>, serde_json::Error> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(self).map(Some)
+    }
+
     /// The report as the run record keeps it: the answer and the error cut at a char boundary
     /// to [`RESULT_RECORD_BYTES`] and [`ERROR_RECORD_BYTES`], an over-long session id dropped.
     pub fn capped(&self) -> Self {

@@ -183,11 +183,8 @@ pub(super) fn artifacts_value(artifacts: &[Artifact]) -> AttributeValue {
 /// nothing. Serialising these plain fields cannot fail; if it ever did, the report is dropped
 /// (and logged) rather than the run's state change.
 pub(super) fn report_value(report: &AgentReport) -> Option<AttributeValue> {
-    if report.is_empty() {
-        return None;
-    }
-    match serde_json::to_string(report) {
-        Ok(json) => Some(s(json)),
+    match report.to_stored_json() {
+        Ok(json) => json.map(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise an agent report; storing none");
             None

@@ -59,14 +59,6 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> DbError {
     DbError::Corrupt(format!("{what}: {e}"))
 }
 
-/// The `report` column of a report: its JSON, or NULL when the agent reported nothing.
-fn report_column(report: &AgentReport) -> Result<Option<String>, DbError> {
-    if report.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::to_string(report)?))
-}
-
 /// Reads one row selected with [`RUN_COLUMNS`].
 fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
     let id: String = row.get(0)?;
@@ -147,7 +139,7 @@ fn update_run(conn: &Connection, prev: &Run, next: &Run) -> Result<Result<(), St
         prev.status.as_str(),
         prev.attempts,
         prev.worker_id.as_ref().map(WorkerId::as_str),
-        report_column(&next.report)?,
+        next.report.to_stored_json()?,
     ])?;
     if changed == 1 {
         Ok(Ok(()))
