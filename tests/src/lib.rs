@@ -311,24 +311,66 @@ impl DevServer {
         timeout: Duration,
         done: impl Fn(&RunView) -> bool,
     ) -> anyhow::Result<RunView> {
-        let client = self.client()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let run = client.get_run(id).await?;
-            if done(&run) {
-                return Ok(run);
-            }
-            if Instant::now() > deadline {
-                bail!("run {id} did not reach the expected state in {timeout:?}; last: {run:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_run_with(&self.client()?, id, timeout, done).await
     }
 
     /// Waits until the run is terminal.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> anyhow::Result<RunView> {
         self.wait_run(id, timeout, |r| r.status.is_terminal()).await
     }
+}
+
+/// Polls the run through `client` (its tenant's) until `done` holds (or `timeout` passes).
+pub async fn wait_run_with(
+    client: &OutpostClient,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&RunView) -> bool,
+) -> anyhow::Result<RunView> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let run = client.get_run(id).await?;
+        if done(&run) {
+            return Ok(run);
+        }
+        if Instant::now() > deadline {
+            bail!("run {id} did not reach the expected state in {timeout:?}; last: {run:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs git and returns its stdout; panics with git's message on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository with `main` (README.md, src/lib.txt) and a branch `dev` one commit ahead.
+pub fn make_origin(dir: &Path) -> String {
+    std::fs::create_dir_all(dir.join("src")).expect("mkdir");
+    git(dir, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(dir.join("README.md"), "hello\n").expect("write");
+    std::fs::write(dir.join("src/lib.txt"), "one\ntwo\nthree\n").expect("write");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "--quiet", "-m", "first"]);
+    git(dir, &["checkout", "--quiet", "-b", "dev"]);
+    std::fs::write(dir.join("NOTES.md"), "dev notes\n").expect("write");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "--quiet", "-m", "dev work"]);
+    git(dir, &["checkout", "--quiet", "main"]);
+    format!("file://{}", dir.display())
 }
 
 /// A dispatch of the fake agent with the script `task` (see `src/bin/fake_agent.rs`).

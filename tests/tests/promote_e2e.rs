@@ -10,28 +10,11 @@ use outpost_shared::api::{DispatchRequest, PromoteRequest, PromoteResult};
 use outpost_shared::client::{ClientError, OutpostClient};
 use outpost_shared::RunStatus;
 use outpost_tests::git_http::GitHttpServer;
-use outpost_tests::{binary_bytes, fake_task, DevServer};
+use outpost_tests::{binary_bytes, fake_task, git, make_origin, DevServer};
 use std::path::Path;
 use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs git and returns its stdout; panics with git's message on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("git")
@@ -42,22 +25,6 @@ fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
         .expect("run git");
     assert!(out.status.success(), "git {args:?} failed");
     out.stdout
-}
-
-/// A repository with `main` (README.md, src/lib.txt) and a branch `dev` one commit ahead.
-fn make_origin(dir: &Path) -> String {
-    std::fs::create_dir_all(dir.join("src")).expect("mkdir");
-    git(dir, &["init", "--quiet", "--initial-branch=main"]);
-    std::fs::write(dir.join("README.md"), "hello\n").expect("write");
-    std::fs::write(dir.join("src/lib.txt"), "one\ntwo\nthree\n").expect("write");
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "--quiet", "-m", "first"]);
-    git(dir, &["checkout", "--quiet", "-b", "dev"]);
-    std::fs::write(dir.join("NOTES.md"), "dev notes\n").expect("write");
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "--quiet", "-m", "dev work"]);
-    git(dir, &["checkout", "--quiet", "main"]);
-    format!("file://{}", dir.display())
 }
 
 fn repo_task(task: &str, url: &str, branch: Option<&str>) -> DispatchRequest {

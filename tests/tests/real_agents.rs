@@ -14,7 +14,6 @@ use outpost_shared::api::{DispatchRequest, RunView};
 use outpost_shared::domain::{AgentRegistry, FailureReason, RunStatus};
 use outpost_tests::real_agents::{self, AgentCase, StandIn, ANSWER, MADE_CONTENT, MADE_FILE};
 use outpost_tests::DevServer;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -94,36 +93,6 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// A one-commit repository at `dir`, as a `file://` URL.
-fn origin_repo(dir: &Path) -> String {
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::create_dir_all(dir).expect("mkdir");
-    git(&["init", "-q"]);
-    std::fs::write(dir.join("README.md"), "# a repository for the agent\n").expect("write");
-    git(&["add", "README.md"]);
-    git(&["commit", "-q", "-m", "first"]);
-    format!("file://{}", dir.display())
-}
-
 fn dispatch(agent: &str, repo: Option<String>, idle: Option<u64>) -> DispatchRequest {
     DispatchRequest {
         agent: agent.to_owned(),
@@ -157,17 +126,11 @@ async fn everything_of(client: &outpost_shared::client::OutpostClient, run: &Run
     all
 }
 
-/// Polls the run with its tenant's client until it is terminal.
+/// Waits for the run's end through its tenant's client.
 async fn wait_end(client: &outpost_shared::client::OutpostClient, id: &str) -> RunView {
-    let deadline = std::time::Instant::now() + RUN_PATIENCE;
-    loop {
-        let run = client.get_run(id).await.expect("get_run");
-        if run.status.is_terminal() {
-            return run;
-        }
-        assert!(std::time::Instant::now() < deadline, "run {id} did not end: {run:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    outpost_tests::wait_run_with(client, id, RUN_PATIENCE, |r| r.status.is_terminal())
+        .await
+        .expect("the run ends")
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {
@@ -184,7 +147,7 @@ async fn check(agent: &str) {
     let standin = StandIn::start().expect("stand-in");
     let server = real_agents::dev_server(&standin.url, std::slice::from_ref(&case), None).expect("outpost dev");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = origin_repo(&tmp.path().join("origin"));
+    let repo = outpost_tests::make_origin(&tmp.path().join("origin"));
 
     let ok = tenant(&server, &case, "ok").await;
     let refused = tenant(&server, &case, "401").await;
