@@ -16,11 +16,11 @@
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use ingest_lambda::{router, ApiConfig, AppState};
-use outpost_shared::aws::testing::{emulator_sdk_config, fresh_settings};
-use outpost_shared::aws::{self, AwsClients, RequestCounter};
-use outpost_shared::ports::keys::CreatedKey;
-use outpost_shared::ports::Backend;
-use outpost_shared::{AgentRegistry, ApiKeyKind, RunId, TenantId};
+use outpost_aws::{AwsClients, RequestCounter};
+use outpost_core::ports::keys::CreatedKey;
+use outpost_core::ports::Backend;
+use outpost_core::{AgentRegistry, ApiKeyKind, RunId, TenantId};
+use outpost_testkit::aws::{emulator_sdk_config, fresh_settings};
 use outpost_worker::{Worker, WorkerConfig};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -92,8 +92,8 @@ pub async fn run(args: &AwsBenchArgs) -> anyhow::Result<String> {
     let plain = AwsClients::new(&sdk, None);
     let settings = fresh_settings(&plain, 5).await;
     let floor_settings = fresh_settings(&plain, 5).await;
-    let backend = aws::backend(&counted, &settings);
-    let observer = aws::backend(&plain, &settings);
+    let backend = outpost_aws::backend(&counted, &settings);
+    let observer = outpost_aws::backend(&plain, &settings);
 
     let tenant: TenantId = "bench".parse()?;
     let key = CreatedKey::generate(tenant.clone(), ApiKeyKind::Test);
@@ -208,7 +208,7 @@ pub async fn run(args: &AwsBenchArgs) -> anyhow::Result<String> {
 
 /// The floor of a dispatch: one PutItem of a run-sized item and one SendMessage of a task-sized
 /// body, as the API sends them.
-async fn raw_pair(clients: &AwsClients, settings: &aws::AwsSettings, i: usize) -> anyhow::Result<()> {
+async fn raw_pair(clients: &AwsClients, settings: &outpost_aws::AwsSettings, i: usize) -> anyhow::Result<()> {
     use aws_sdk_dynamodb::types::AttributeValue as Av;
     let id = RunId::generate();
     clients
@@ -249,7 +249,7 @@ async fn wait_all_done(observer: &Backend, tenant: &TenantId, ids: &[String]) ->
         for id in remaining {
             match observer.runs.get(tenant, &id).await? {
                 Some(r) if r.status.is_terminal() => {
-                    if r.status != outpost_shared::RunStatus::Succeeded {
+                    if r.status != outpost_core::RunStatus::Succeeded {
                         bail!("run {id} ended {:?}: {:?}", r.status, r.failure_reason);
                     }
                 }

@@ -24,9 +24,9 @@ mod aws_mode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use outpost_shared::embedded::{self, EmbeddedOptions};
-use outpost_shared::ports::keys::CreatedKey;
-use outpost_shared::{ApiKeyKind, RunId, RunStatus, TenantId};
+use outpost_core::ports::keys::CreatedKey;
+use outpost_core::{ApiKeyKind, RunId, RunStatus, TenantId};
+use outpost_embedded::EmbeddedOptions;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -125,7 +125,7 @@ fn start_server(data: &Path, slots: usize) -> anyhow::Result<Server> {
 /// Creates a bench tenant key directly in the data dir (as `outpost keys create` does).
 async fn make_key(data: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(data)?;
-    let backend = embedded::open(data, EmbeddedOptions::default())?;
+    let backend = outpost_embedded::open(data, EmbeddedOptions::default())?;
     let key = CreatedKey::generate("bench".parse::<TenantId>()?, ApiKeyKind::Test);
     backend.keys.insert_key(&key).await?;
     Ok(key.expose().to_owned())
@@ -299,7 +299,7 @@ async fn durability_check(data: &Path, key: &str, clients: usize) -> anyhow::Res
     let _ = server.child.wait();
     stop.store(true, Ordering::Relaxed);
     let result = load.await??;
-    let backend = embedded::open(data, EmbeddedOptions::default())?;
+    let backend = outpost_embedded::open(data, EmbeddedOptions::default())?;
     let mut missing = 0;
     for id in &result.accepted {
         let run_id: RunId = id.parse()?;
@@ -367,9 +367,9 @@ async fn end_to_end(data: &Path, key: &str, clients: usize, runs: usize, slots: 
     }
     let elapsed = started.elapsed();
     drop(server);
-    let backend = embedded::open(data, EmbeddedOptions::default())?;
+    let backend = outpost_embedded::open(data, EmbeddedOptions::default())?;
     let tenant: TenantId = "bench".parse()?;
-    let filter = outpost_shared::ports::RunFilter {
+    let filter = outpost_core::ports::RunFilter {
         status: Some(RunStatus::Succeeded),
         agent: None,
     };

@@ -3,9 +3,9 @@
 use crate::format;
 use crate::ApiArgs;
 use anyhow::Context;
-use outpost_shared::api::{DispatchRequest, ListRunsQuery, PromoteRequest, RunView};
-use outpost_shared::client::OutpostClient;
-use outpost_shared::{FailureReason, RunStatus};
+use outpost_api::client::OutpostClient;
+use outpost_api::{DispatchRequest, ListRunsQuery, PromoteRequest, RunView};
+use outpost_core::{FailureReason, RunStatus};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

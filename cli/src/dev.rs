@@ -6,7 +6,7 @@ use crate::DataArgs;
 use crate::PoolArgs;
 use anyhow::Context;
 use ingest_lambda::{router, ApiConfig, AppState};
-use outpost_shared::TenantId;
+use outpost_core::TenantId;
 use outpost_worker::{Worker, WorkerConfig, WorkerError};
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ fn print_banner(lines: &[String]) {
 }
 
 fn init_tracing() {
-    outpost_shared::telemetry::init_logs("warn,outpost=info,outpost_worker=info,ingest_lambda=info", false);
+    outpost_config::telemetry::init_logs("warn,outpost=info,outpost_worker=info,ingest_lambda=info", false);
 }
 
 fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
@@ -47,7 +47,7 @@ fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
 /// Resolves on SIGINT or SIGTERM or when `token` is cancelled, and cancels `token`.
 async fn shutdown_signal(token: CancellationToken) {
     tokio::select! {
-        () = outpost_shared::telemetry::shutdown_signal() => {}
+        () = outpost_config::telemetry::shutdown_signal() => {}
         () = token.cancelled() => {}
     }
     token.cancel();
@@ -115,7 +115,7 @@ pub async fn run_dev(listen: &str, data_args: &DataArgs, pool: &PoolArgs) -> any
             .trim()
             .parse::<bool>()
             .map_err(|_| anyhow::anyhow!("OUTPOST_ALLOW_LOCAL_REPOS must be true or false, not {v:?}"))?,
-        Err(_) => opened.kind == outpost_shared::deployment::BackendKind::Embedded,
+        Err(_) => opened.kind == outpost_config::deployment::BackendKind::Embedded,
     };
     if let Some(expiry) = opened.presign_expiry {
         api_config.presign_expiry = expiry;

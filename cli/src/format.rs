@@ -1,8 +1,8 @@
 //! Human output: tables, durations and ages.
 
 use chrono::{DateTime, Utc};
-use outpost_shared::api::{FleetStatus, RunView};
-use outpost_shared::Usage;
+use outpost_api::{FleetStatus, RunView};
+use outpost_core::Usage;
 
 /// Name of the artifact holding the agent's whole final answer.
 const RESULT_ARTIFACT: &str = "result.md";
@@ -277,8 +277,8 @@ mod tests {
         assert_eq!(duration_ms(7_500_000), "2h05m");
     }
 
-    fn finished_run(report: outpost_shared::AgentReport) -> RunView {
-        use outpost_shared::{Artifact, FailureReason, NewRun, Run, RunId, RunStatus};
+    fn finished_run(report: outpost_core::AgentReport) -> RunView {
+        use outpost_core::{Artifact, FailureReason, NewRun, Run, RunId, RunStatus};
         let now = Utc::now();
         let mut run = Run::queued(NewRun {
             id: RunId::generate(),
@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn run_details_show_the_answer_error_usage_and_session() {
-        let view = finished_run(outpost_shared::AgentReport {
+        let view = finished_run(outpost_core::AgentReport {
             result: Some("## Fixed\n\nThe test now waits — ünïcödé ✓\n".into()),
             error: Some("API Error: 401\ninvalid x-api-key".into()),
             usage: Some(Usage {
@@ -346,7 +346,7 @@ mod tests {
         assert!(table.contains("$0.0123"), "{table}");
 
         // Nothing reported: no empty sections.
-        let quiet = run_details(&finished_run(outpost_shared::AgentReport::default()));
+        let quiet = run_details(&finished_run(outpost_core::AgentReport::default()));
         for absent in ["agent error", "usage", "session", "\nresult\n"] {
             assert!(!quiet.contains(absent), "{absent:?} in:\n{quiet}");
         }

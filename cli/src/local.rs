@@ -3,10 +3,10 @@
 
 use crate::DataArgs;
 use anyhow::Context;
-use outpost_shared::deployment::{self, BackendKind, OpenedBackend};
-use outpost_shared::embedded::EmbeddedOptions;
-use outpost_shared::ports::{keys::CreatedKey, Backend};
-use outpost_shared::{AgentRegistry, ApiKeyKind, TenantId};
+use outpost_config::deployment::{self, BackendKind, OpenedBackend};
+use outpost_core::ports::{keys::CreatedKey, Backend};
+use outpost_core::{AgentRegistry, ApiKeyKind, TenantId};
+use outpost_embedded::EmbeddedOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,9 +59,10 @@ pub async fn create_key(data: &DataArgs, tenant: &str, test: bool) -> anyhow::Re
 /// `outpost aws provision`: creates the table, queues and bucket of a deployment through the AWS
 /// SDK (for emulators and quick trials; production uses the template in `infra/`), then prints
 /// the variables that select it.
+#[cfg(feature = "aws")]
 pub async fn aws_provision(name: &str, max_receive_count: u32) -> anyhow::Result<ExitCode> {
-    use outpost_shared::aws::provision::{provision, ProvisionOptions};
-    let clients = outpost_shared::aws::AwsClients::from_env(None).await;
+    use outpost_aws::provision::{provision, ProvisionOptions};
+    let clients = outpost_aws::AwsClients::from_env(None).await;
     let opts = ProvisionOptions {
         name: name.to_owned(),
         max_receive_count,
@@ -74,4 +75,10 @@ pub async fn aws_provision(name: &str, max_receive_count: u32) -> anyhow::Result
     println!("export OUTPOST_DLQ_URL={}", settings.dead_letter_queue_url);
     println!("export OUTPOST_BUCKET={}", settings.bucket);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `outpost aws provision` in a build without the AWS backend.
+#[cfg(not(feature = "aws"))]
+pub async fn aws_provision(_name: &str, _max_receive_count: u32) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this outpost was built without AWS support: build it with `--features aws`")
 }

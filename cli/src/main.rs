@@ -15,7 +15,7 @@ mod local;
 mod mcp;
 
 use clap::{Args, Parser, Subcommand};
-use outpost_shared::deployment::BackendKind;
+use outpost_config::deployment::BackendKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -4,12 +4,12 @@
 
 use crate::ApiArgs;
 use anyhow::Context;
+use outpost_api::client::OutpostClient;
 use outpost_mcp::{McpOptions, RemoteApi};
-use outpost_shared::client::OutpostClient;
 use std::process::ExitCode;
 
 pub async fn run(api: &ApiArgs) -> anyhow::Result<ExitCode> {
-    outpost_shared::telemetry::init_logs("warn", false);
+    outpost_config::telemetry::init_logs("warn", false);
     if api.api_key.is_none() {
         anyhow::bail!("no API key: pass --api-key or set OUTPOST_API_KEY (outpost dev prints one at first start)");
     }

@@ -7,9 +7,9 @@
 use axum::http::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use outpost_shared::api::{ErrorBody, ErrorDetail};
-use outpost_shared::ports::{ArtifactError, KeyError, QueueError, StoreError};
-use outpost_shared::ValidationError;
+use outpost_api::{ErrorBody, ErrorDetail};
+use outpost_core::ports::{ArtifactError, KeyError, QueueError, StoreError};
+use outpost_core::ValidationError;
 
 /// An error answer of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +199,7 @@ pub async fn json_errors(resp: Response) -> Response {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use outpost_shared::RunStatus;
+    use outpost_core::RunStatus;
 
     async fn body_of(resp: Response) -> ErrorBody {
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
@@ -233,7 +233,7 @@ mod tests {
         assert!(!e.message.contains("/secret/path"));
         assert_eq!(ApiError::from(StoreError::NotFound).status, StatusCode::NOT_FOUND);
         assert_eq!(ApiError::from(StoreError::BadCursor).code, "invalid_cursor");
-        let id = outpost_shared::RunId::generate();
+        let id = outpost_core::RunId::generate();
         let conflict = StoreError::Conflict {
             id: id.clone(),
             status: RunStatus::Succeeded,

@@ -8,7 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use outpost_shared::RunId;
+use outpost_core::RunId;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -197,7 +197,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ArtifactPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_shared::api::DispatchRequest;
+    use outpost_api::DispatchRequest;
 
     fn err(body: &str) -> ApiError {
         parse_json::<DispatchRequest>(body.as_bytes()).expect_err("refused")

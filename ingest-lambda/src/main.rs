@@ -14,9 +14,9 @@ use anyhow::Context;
 use clap::Parser;
 use ingest_lambda::lambda::lambda_router;
 use ingest_lambda::{router, ApiConfig, AppState};
-use outpost_shared::deployment::{open_backend, BackendKind};
-use outpost_shared::embedded::EmbeddedOptions;
-use outpost_shared::AgentRegistry;
+use outpost_config::deployment::{open_backend, BackendKind};
+use outpost_core::AgentRegistry;
+use outpost_embedded::EmbeddedOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let in_lambda = std::env::var_os(LAMBDA_RUNTIME_VAR).is_some();
-    outpost_shared::telemetry::init_logs("info", in_lambda);
+    outpost_config::telemetry::init_logs("info", in_lambda);
     let args = Args::parse();
     let kind = args.backend.unwrap_or(if in_lambda {
         BackendKind::Aws
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "Outpost API listening");
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(outpost_shared::telemetry::shutdown_signal())
+        .with_graceful_shutdown(outpost_config::telemetry::shutdown_signal())
         .await
         .context("server failed")?;
     tracing::info!("stopped");

@@ -1,16 +1,17 @@
 //! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes and the
-//! `ToSchema` wire types of `outpost_shared::api`, with a bearer security scheme required by
+//! `ToSchema` wire types of `outpost_api`, with a bearer security scheme required by
 //! every operation except health and the document itself.
 
 use crate::handlers::{
     artifacts, fleet, logs, promote, runs, secrets, system, TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM,
 };
-use outpost_shared::api::{
+use outpost_api::{
     AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health,
-    PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList,
+    PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList, SecretView,
+    WorkerView,
 };
-use outpost_shared::ports::{SecretInfo, WorkerInfo};
-use outpost_shared::{FailureReason, RepoSpec, RunStatus, Usage};
+
+use outpost_core::{FailureReason, RepoSpec, RunStatus, Usage};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -55,12 +56,12 @@ pub const SECURITY_SCHEME: &str = "bearer";
         FleetStatus,
         AgentView,
         QueueView,
-        WorkerInfo,
+        WorkerView,
         PromoteRequest,
         PromoteResult,
         PutSecretRequest,
         SecretList,
-        SecretInfo,
+        SecretView,
         Health,
         ErrorBody,
         ErrorDetail,

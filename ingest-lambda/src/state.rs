@@ -2,8 +2,8 @@
 //! and the OpenAPI document (rendered once).
 
 use crate::auth::KeyCache;
-use outpost_shared::ports::Backend;
-use outpost_shared::{AgentRegistry, DispatchLimits};
+use outpost_core::ports::Backend;
+use outpost_core::{AgentRegistry, DispatchLimits};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use outpost_shared::api::DispatchRequest;
-use outpost_shared::{AgentRegistry, DispatchLimits, RepoSpec, ValidationError};
+use outpost_api::DispatchRequest;
+use outpost_core::{AgentRegistry, DispatchLimits, RepoSpec, ValidationError};
 
 /// Longest part of a client's input quoted back in an error message.
 const MAX_QUOTED: usize = 64;

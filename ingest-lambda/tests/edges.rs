@@ -4,8 +4,8 @@
 mod support;
 
 use chrono::Utc;
-use outpost_shared::ports::WorkerInfo;
-use outpost_shared::WorkerId;
+use outpost_core::ports::WorkerInfo;
+use outpost_core::WorkerId;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{dispatch_request, error_of, start};
@@ -98,7 +98,7 @@ async fn other_tenants_runs_do_not_exist() {
         .await
         .expect("append");
     let log = api.put(&run, "files/a.txt", b"acme file", "text/plain").await;
-    api.finish(&run, &worker, outpost_shared::Outcome::succeeded(), vec![log])
+    api.finish(&run, &worker, outpost_core::Outcome::succeeded(), vec![log])
         .await;
 
     let globex = api.globex();
@@ -142,7 +142,7 @@ async fn other_tenants_runs_do_not_exist() {
     }
     // acme still sees it, untouched.
     let view = api.acme().get_run(id).await.expect("owner");
-    assert_eq!(view.status, outpost_shared::RunStatus::Succeeded);
+    assert_eq!(view.status, outpost_core::RunStatus::Succeeded);
     assert!(!view.cancel_requested);
 }
 
@@ -275,7 +275,7 @@ async fn every_validation_error_is_422_with_its_field() {
         .dispatch(&dispatch_request("fake", &"é".repeat(50_000)))
         .await
         .expect("limit is in characters");
-    assert_eq!(accepted.status, outpost_shared::RunStatus::Queued);
+    assert_eq!(accepted.status, outpost_core::RunStatus::Queued);
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 
 mod support;
 
-use outpost_shared::api::{HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
-use outpost_shared::{Outcome, RunStatus};
+use outpost_api::{HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
+use outpost_core::{Outcome, RunStatus};
 use reqwest::Method;
 use support::{error_of, start};
 

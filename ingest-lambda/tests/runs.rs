@@ -4,10 +4,10 @@
 mod support;
 
 use async_trait::async_trait;
-use outpost_shared::api::{DispatchRequest, ListRunsQuery};
-use outpost_shared::client::ClientError;
-use outpost_shared::ports::{Backend, Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
-use outpost_shared::{FailureReason, Outcome, RunStatus};
+use outpost_api::client::ClientError;
+use outpost_api::{DispatchRequest, ListRunsQuery};
+use outpost_core::ports::{Backend, Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
+use outpost_core::{FailureReason, Outcome, RunStatus};
 use reqwest::Method;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ async fn dispatch_is_accepted_recorded_and_queued() {
         .and_then(|v| v.to_str().ok())
         .expect("location")
         .to_owned();
-    let accepted: outpost_shared::api::DispatchAccepted = resp.json().await.expect("body");
+    let accepted: outpost_api::DispatchAccepted = resp.json().await.expect("body");
     assert_eq!(accepted.status, RunStatus::Queued);
     assert_eq!(location, format!("/v1/runs/{}", accepted.id));
     assert_eq!(accepted.links.self_, location);
@@ -79,7 +79,7 @@ async fn dispatch_is_accepted_recorded_and_queued() {
     let accepted = api.acme().dispatch(&req).await.expect("dispatch");
     let view = api.acme().get_run(&accepted.id).await.expect("get");
     assert_eq!((view.timeout_secs, view.idle_timeout_secs), (600, Some(42)));
-    let id: outpost_shared::RunId = accepted.id.parse().expect("run id");
+    let id: outpost_core::RunId = accepted.id.parse().expect("run id");
     let stored = api.backend.runs.get_by_id(&id).await.expect("get").expect("stored");
     assert_eq!(stored.idle_timeout_secs, Some(42));
 }
@@ -89,10 +89,10 @@ async fn a_finished_run_shows_the_agent_report() {
     let api = start().await;
     let id = api.dispatch("fake", "answer me").await;
     let worker = api.claim(&id).await;
-    let report = outpost_shared::AgentReport {
+    let report = outpost_core::AgentReport {
         result: Some("The answer — ünïcödé ✓".into()),
         error: Some("API Error: 401 invalid x-api-key".into()),
-        usage: Some(outpost_shared::Usage {
+        usage: Some(outpost_core::Usage {
             input_tokens: Some(1_000),
             cached_input_tokens: Some(800),
             output_tokens: Some(50),

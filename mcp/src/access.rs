@@ -4,7 +4,7 @@
 use axum::Router;
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
-use outpost_shared::client::{ApiTransport, ClientError, HttpTransport, OutpostClient};
+use outpost_api::client::{ApiTransport, ClientError, HttpTransport, OutpostClient};
 use rmcp::service::RequestContext;
 use rmcp::RoleServer;
 use tower::ServiceExt;

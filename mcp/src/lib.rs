@@ -1,7 +1,7 @@
 //! Outpost's MCP (Model Context Protocol) server, built on the official Rust SDK `rmcp`.
 //!
 //! One implementation of the tools ([`OutpostMcp`]) calls the Outpost REST API through the typed
-//! client [`outpost_shared::client::OutpostClient`]; where its requests go is an [`ApiAccess`]:
+//! client [`outpost_api::client::OutpostClient`]; where its requests go is an [`ApiAccess`]:
 //!
 //! - [`RemoteApi`]: over the network to `OUTPOST_URL` with `OUTPOST_API_KEY` (reqwest); served on
 //!   stdio by [`serve_stdio`] for `outpost mcp`.

@@ -11,9 +11,9 @@
 
 use crate::access::ApiAccess;
 use crate::tools::{self, DispatchArgs, PromoteArgs, RunIdArgs};
-use outpost_shared::api::{ListRunsQuery, RunView};
-use outpost_shared::client::{ApiTransport, ClientError, OutpostClient};
-use outpost_shared::RunStatus;
+use outpost_api::client::{ApiTransport, ClientError, OutpostClient};
+use outpost_api::{ListRunsQuery, RunView};
+use outpost_core::RunStatus;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult, DetailedTask,
     GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -379,8 +379,8 @@ fn task_error(task_id: &str, e: &ClientError) -> McpError {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use outpost_shared::api::{HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
-    use outpost_shared::{AgentReport, FailureReason, NewRun, Run, RunId, Usage};
+    use outpost_api::{HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
+    use outpost_core::{AgentReport, FailureReason, NewRun, Run, RunId, Usage};
 
     const BASE: &str = "http://outpost.test";
 

@@ -3,7 +3,7 @@
 //! `ListRunsQuery`, `PromoteRequest`), flattened into the few MCP-only fields, so the API and
 //! the tools cannot drift apart.
 
-use outpost_shared::api::{DispatchRequest, ListRunsQuery, PromoteRequest};
+use outpost_api::{DispatchRequest, ListRunsQuery, PromoteRequest};
 use rmcp::handler::server::common::{schema_for_empty_input, schema_for_input};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;

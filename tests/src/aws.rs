@@ -6,8 +6,8 @@
 
 use crate::{find_bin, outpost_bin, KillOnDrop};
 use anyhow::Context;
-use outpost_shared::aws::testing::{emulator_clients, emulator_endpoint, fresh_settings};
-use outpost_shared::aws::{AwsClients, AwsSettings};
+use outpost_aws::{AwsClients, AwsSettings};
+use outpost_testkit::aws::{emulator_clients, emulator_endpoint, fresh_settings};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 

@@ -11,8 +11,8 @@ pub mod lambda_gateway;
 pub mod real_agents;
 
 use anyhow::{bail, Context};
-use outpost_shared::api::{DispatchRequest, RunView};
-use outpost_shared::client::OutpostClient;
+use outpost_api::client::OutpostClient;
+use outpost_api::{DispatchRequest, RunView};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -4,9 +4,9 @@
 //! artifacts in the emulator's S3 fetched through presigned URLs, state in DynamoDB, tasks in
 //! SQS, tenants' secrets in SSM Parameter Store.
 
-use outpost_shared::api::RunView;
-use outpost_shared::client::{ClientError, OutpostClient};
-use outpost_shared::{FailureReason, RunStatus};
+use outpost_api::client::{ClientError, OutpostClient};
+use outpost_api::RunView;
+use outpost_core::{FailureReason, RunStatus};
 use outpost_tests::aws::AwsDeployment;
 use outpost_tests::lambda_gateway::{ingest_lambda_bin, LambdaFunction, LambdaGateway};
 use outpost_tests::{fake_task, sha256_hex};

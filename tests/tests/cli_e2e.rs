@@ -85,13 +85,13 @@ async fn runs_commands_list_get_logs_and_cancel() -> anyhow::Result<()> {
     let long_id = stdout(&long).split_whitespace().next().unwrap_or_default().to_owned();
     server
         .wait_run(&long_id, Duration::from_secs(60), |r| {
-            r.status == outpost_shared::RunStatus::Running
+            r.status == outpost_core::RunStatus::Running
         })
         .await?;
     let cancel = server.cli(&["runs", "cancel", &long_id])?;
     assert!(cancel.status.success(), "{}", stderr(&cancel));
     let run = server.wait_terminal(&long_id, Duration::from_secs(30)).await?;
-    assert_eq!(run.status, outpost_shared::RunStatus::Cancelled);
+    assert_eq!(run.status, outpost_core::RunStatus::Cancelled);
 
     let fleet = server.cli(&["fleet"])?;
     assert!(
@@ -153,8 +153,8 @@ async fn errors_are_one_readable_line_and_a_non_zero_exit() -> anyhow::Result<()
 
 #[tokio::test]
 async fn runs_get_and_list_show_the_agents_report_and_idle_timeout() -> anyhow::Result<()> {
-    use outpost_shared::ports::ClaimOutcome;
-    use outpost_shared::{AgentReport, FailureReason, Outcome, RunId, Usage, WorkerId};
+    use outpost_core::ports::ClaimOutcome;
+    use outpost_core::{AgentReport, FailureReason, Outcome, RunId, Usage, WorkerId};
     // No worker in the server: the test plays the worker's part through the store.
     let server = DevServer::start_with(ServerOptions {
         slots: 0,
@@ -174,7 +174,7 @@ async fn runs_get_and_list_show_the_agents_report_and_idle_timeout() -> anyhow::
     let id = stdout(&out).split_whitespace().next().unwrap_or_default().to_owned();
     let run_id: RunId = id.parse()?;
 
-    let backend = outpost_shared::embedded::open(&server.data, outpost_shared::embedded::EmbeddedOptions::default())?;
+    let backend = outpost_embedded::open(&server.data, outpost_embedded::EmbeddedOptions::default())?;
     let stored = backend
         .runs
         .get_by_id(&run_id)
@@ -280,7 +280,7 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
     let mut server = DevServer::start()?;
     let client = server.client()?;
     let id = client
-        .dispatch(&outpost_shared::api::DispatchRequest {
+        .dispatch(&outpost_api::DispatchRequest {
             agent: "shell".into(),
             task: "echo persisted".into(),
             repo: None,
@@ -321,9 +321,9 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
     }
     std::thread::spawn(move || for _ in lines {});
     let url = url.ok_or_else(|| anyhow::anyhow!("no URL printed"))?;
-    let client = outpost_shared::client::OutpostClient::new(&url, Some(server.api_key.clone()))?;
+    let client = outpost_api::client::OutpostClient::new(&url, Some(server.api_key.clone()))?;
     let run = client.get_run(&id).await?;
-    assert_eq!(run.status, outpost_shared::RunStatus::Succeeded);
+    assert_eq!(run.status, outpost_core::RunStatus::Succeeded);
     Ok(())
 }
 

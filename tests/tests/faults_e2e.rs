@@ -2,9 +2,9 @@
 //! worker process is killed (SIGKILL, so its lease simply expires) is finished by another worker,
 //! which also stops the agent the dead worker left running.
 
-use outpost_shared::embedded::{self, EmbeddedOptions};
-use outpost_shared::ports::TaskMessage;
-use outpost_shared::{RunId, RunStatus, TenantId};
+use outpost_core::ports::TaskMessage;
+use outpost_core::{RunId, RunStatus, TenantId};
+use outpost_embedded::EmbeddedOptions;
 use outpost_tests::{eventually, fake_task, DevServer, ServerOptions};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
 
     // Send the same run's message twice more, as an at-least-once queue may, through the same
     // SQLite file the server uses.
-    let backend = embedded::open(&server.data, EmbeddedOptions::default())?;
+    let backend = outpost_embedded::open(&server.data, EmbeddedOptions::default())?;
     let msg = TaskMessage {
         run_id: id.parse::<RunId>()?,
         tenant: "dev".parse::<TenantId>()?,
@@ -136,7 +136,7 @@ async fn a_run_whose_workers_keep_dying_fails_as_worker_lost() -> anyhow::Result
     let _last = server.start_worker(1, 3)?;
     let run = server.wait_terminal(&id, Duration::from_secs(90)).await?;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
-    assert_eq!(run.failure_reason, Some(outpost_shared::FailureReason::WorkerLost));
+    assert_eq!(run.failure_reason, Some(outpost_core::FailureReason::WorkerLost));
     assert_eq!(run.attempts, 2);
     Ok(())
 }

@@ -4,9 +4,9 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use outpost_shared::api::DispatchRequest;
-use outpost_shared::client::{ClientError, OutpostClient};
-use outpost_shared::RunStatus;
+use outpost_api::client::{ClientError, OutpostClient};
+use outpost_api::DispatchRequest;
+use outpost_core::RunStatus;
 use outpost_tests::lambda_gateway::{ingest_lambda_bin, GatewayConfig, LambdaFunction, LambdaGateway, MAX_EVENT_BYTES};
 use outpost_tests::outpost_bin;
 use serde_json::{json, Value};

@@ -6,9 +6,9 @@
 //! worker's clone and the API's push reach only with the tenant's `GIT_TOKEN` secret, which never
 //! shows in the run's log. Last, the same over the AWS backend (moto) through the Lambda gateway.
 
-use outpost_shared::api::{DispatchRequest, PromoteRequest, PromoteResult};
-use outpost_shared::client::{ClientError, OutpostClient};
-use outpost_shared::RunStatus;
+use outpost_api::client::{ClientError, OutpostClient};
+use outpost_api::{DispatchRequest, PromoteRequest, PromoteResult};
+use outpost_core::RunStatus;
 use outpost_tests::git_http::GitHttpServer;
 use outpost_tests::{binary_bytes, fake_task, git, make_origin, DevServer};
 use std::path::Path;
@@ -35,13 +35,13 @@ fn repo_task(task: &str, url: &str, branch: Option<&str>) -> DispatchRequest {
 }
 
 /// Dispatches and waits for the end.
-async fn run_to_end(server: &DevServer, req: &DispatchRequest) -> anyhow::Result<outpost_shared::api::RunView> {
+async fn run_to_end(server: &DevServer, req: &DispatchRequest) -> anyhow::Result<outpost_api::RunView> {
     let id = server.client()?.dispatch(req).await?.id;
     server.wait_terminal(&id, RUN_TIMEOUT).await
 }
 
 /// Polls the run through `client` until it is finished.
-async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<outpost_shared::api::RunView> {
+async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<outpost_api::RunView> {
     let deadline = std::time::Instant::now() + RUN_TIMEOUT;
     loop {
         let run = client.get_run(id).await?;

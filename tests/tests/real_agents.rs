@@ -10,8 +10,8 @@
 //! `nobody`) and, in a second server, as an unprivileged user itself. `registry_flags_…` fails
 //! when a flag of a built-in entry is missing from the installed CLI's `--help`.
 
-use outpost_shared::api::{DispatchRequest, RunView};
-use outpost_shared::domain::{AgentRegistry, FailureReason, RunStatus};
+use outpost_api::{DispatchRequest, RunView};
+use outpost_core::domain::{AgentRegistry, FailureReason, RunStatus};
 use outpost_tests::real_agents::{self, AgentCase, StandIn, ANSWER, MADE_CONTENT, MADE_FILE};
 use outpost_tests::DevServer;
 use std::process::Command;
@@ -106,7 +106,7 @@ fn dispatch(agent: &str, repo: Option<String>, idle: Option<u64>) -> DispatchReq
 }
 
 /// A tenant of `server` whose secret `case.key_env` is the key for stand-in mode `mode`.
-async fn tenant(server: &DevServer, case: &AgentCase, mode: &str) -> outpost_shared::client::OutpostClient {
+async fn tenant(server: &DevServer, case: &AgentCase, mode: &str) -> outpost_api::client::OutpostClient {
     let api_key = server.create_key(&format!("t-{mode}")).expect("tenant key");
     let client = server.client_with_key(&api_key).expect("client");
     client
@@ -117,7 +117,7 @@ async fn tenant(server: &DevServer, case: &AgentCase, mode: &str) -> outpost_sha
 }
 
 /// Every byte a client can read of a run: its record, its log and each artifact.
-async fn everything_of(client: &outpost_shared::client::OutpostClient, run: &RunView) -> Vec<u8> {
+async fn everything_of(client: &outpost_api::client::OutpostClient, run: &RunView) -> Vec<u8> {
     let mut all = serde_json::to_vec(run).expect("json");
     for a in &run.artifacts {
         let bytes = client.artifact(&run.id, &a.name).await.expect("artifact");
@@ -127,7 +127,7 @@ async fn everything_of(client: &outpost_shared::client::OutpostClient, run: &Run
 }
 
 /// Waits for the run's end through its tenant's client.
-async fn wait_end(client: &outpost_shared::client::OutpostClient, id: &str) -> RunView {
+async fn wait_end(client: &outpost_api::client::OutpostClient, id: &str) -> RunView {
     outpost_tests::wait_run_with(client, id, RUN_PATIENCE, |r| r.status.is_terminal())
         .await
         .expect("the run ends")
@@ -137,7 +137,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-async fn log_of(client: &outpost_shared::client::OutpostClient, run: &RunView) -> String {
+async fn log_of(client: &outpost_api::client::OutpostClient, run: &RunView) -> String {
     String::from_utf8_lossy(&client.artifact(&run.id, "output.log").await.unwrap_or_default()).into_owned()
 }
 

@@ -2,9 +2,9 @@
 //! requests; the fake agent does the work. Covers success with artifacts, non-zero exit, timeout,
 //! cancel while running, 5 MB of output intact, live log tail, bad input and tenant isolation.
 
-use outpost_shared::api::DispatchRequest;
-use outpost_shared::client::ClientError;
-use outpost_shared::{FailureReason, RunStatus};
+use outpost_api::client::ClientError;
+use outpost_api::DispatchRequest;
+use outpost_core::{FailureReason, RunStatus};
 use outpost_tests::{fake_output, fake_task, sha256_hex, DevServer};
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
 //! Artifact collection and upload: the files the agent left in `ws/outpost-artifacts/` (regular
 //! files only, capped), content types, `summary.json`, and putting each into the ArtifactStore.
 
-use outpost_shared::domain::{AgentReport, Artifact, FailureReason, TerminalStatus};
-use outpost_shared::ports::artifacts::check_artifact_name;
-use outpost_shared::ports::{ArtifactStore, RunKey};
+use outpost_core::domain::{AgentReport, Artifact, FailureReason, TerminalStatus};
+use outpost_core::ports::artifacts::check_artifact_name;
+use outpost_core::ports::{ArtifactStore, RunKey};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! run (unless already final, or still held under a live lease) is marked `failed` with reason
 //! `worker_lost` and the dead letter deleted.
 
-use outpost_shared::domain::FailureReason;
-use outpost_shared::ports::{Backend, Delivery, StoreError};
+use outpost_core::domain::FailureReason;
+use outpost_core::ports::{Backend, Delivery, StoreError};
 use std::time::Duration;
 
 const BATCH: usize = 10;

@@ -5,8 +5,8 @@
 use crate::executor::{stop_channel, Execution, Executor, Stop, StopHandle};
 use crate::WorkerConfig;
 use chrono::Utc;
-use outpost_shared::domain::{Run, RunId, WorkerId};
-use outpost_shared::ports::{Backend, ClaimOutcome, Delivery, QueueError, Receipt, StoreError, TaskQueue};
+use outpost_core::domain::{Run, RunId, WorkerId};
+use outpost_core::ports::{Backend, ClaimOutcome, Delivery, QueueError, Receipt, StoreError, TaskQueue};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -184,8 +184,8 @@ async fn finish(
     shared: &Shared,
     id: &RunId,
     receipt: &Receipt,
-    outcome: outpost_shared::domain::Outcome,
-    artifacts: Vec<outpost_shared::domain::Artifact>,
+    outcome: outpost_core::domain::Outcome,
+    artifacts: Vec<outpost_core::domain::Artifact>,
 ) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=FINISH_TRIES {

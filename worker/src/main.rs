@@ -9,9 +9,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use outpost_shared::deployment::{open_backend, BackendKind};
-use outpost_shared::domain::AgentRegistry;
-use outpost_shared::embedded::EmbeddedOptions;
+use outpost_config::deployment::{open_backend, BackendKind};
+use outpost_core::domain::AgentRegistry;
+use outpost_embedded::EmbeddedOptions;
 use outpost_worker::config::default_slots;
 use outpost_worker::{Worker, WorkerConfig};
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Some("text") => false,
         Some(other) => anyhow::bail!("--log-format must be json or text, not {other:?}"),
     };
-    outpost_shared::telemetry::init_logs("info", json);
+    outpost_config::telemetry::init_logs("info", json);
     anyhow::ensure!(args.lease_secs >= 1, "--lease-secs must be at least 1");
     anyhow::ensure!(args.max_attempts >= 1, "--max-attempts must be at least 1");
     let slots = args.slots.unwrap_or_else(default_slots);
@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let worker = Worker::new(opened.backend, Arc::new(agents), config);
     tracing::info!(worker_id = %worker.id(), backend = %opened.description, slots, "outpost-worker starting");
-    worker.run(outpost_shared::telemetry::shutdown_signal()).await?;
+    worker.run(outpost_config::telemetry::shutdown_signal()).await?;
     tracing::info!("outpost-worker stopped");
     Ok(())
 }

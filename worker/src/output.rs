@@ -4,7 +4,7 @@
 
 use crate::executor::group::Activity;
 use crate::scrub::{Scrubber, Secrets};
-use outpost_shared::ports::{ArtifactStore, RunKey};
+use outpost_core::ports::{ArtifactStore, RunKey};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;

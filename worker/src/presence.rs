@@ -2,8 +2,8 @@
 //! seconds so `GET /v1/fleet` can show it, and removes itself on a clean exit.
 
 use chrono::{DateTime, Utc};
-use outpost_shared::domain::WorkerId;
-use outpost_shared::ports::{WorkerInfo, WorkerRegistry};
+use outpost_core::domain::WorkerId;
+use outpost_core::ports::{WorkerInfo, WorkerRegistry};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

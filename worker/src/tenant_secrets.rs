@@ -7,8 +7,8 @@
 //! new runs within that time. Concurrent runs of one tenant that find the cache cold wait for one
 //! read rather than each making their own.
 
-use outpost_shared::domain::TenantId;
-use outpost_shared::ports::{SecretError, SecretName, SecretStore};
+use outpost_core::domain::TenantId;
+use outpost_core::ports::{SecretError, SecretName, SecretStore};
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,7 +90,7 @@ impl TenantSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_shared::embedded::LocalSecretStore;
+    use outpost_embedded::LocalSecretStore;
     use secrecy::ExposeSecret;
 
     fn name(s: &str) -> SecretName {
@@ -145,7 +145,7 @@ mod tests {
         async fn get_secret(&self, t: &TenantId, n: &SecretName) -> Result<Option<SecretString>, SecretError> {
             self.inner.get_secret(t, n).await
         }
-        async fn list_secrets(&self, t: &TenantId) -> Result<Vec<outpost_shared::ports::SecretInfo>, SecretError> {
+        async fn list_secrets(&self, t: &TenantId) -> Result<Vec<outpost_core::ports::SecretInfo>, SecretError> {
             self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             // Slow enough that concurrent callers overlap.
             tokio::time::sleep(Duration::from_millis(50)).await;

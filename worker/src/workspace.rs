@@ -3,7 +3,7 @@
 //! the spool `output.log` outside `ws`. Also the git steps: clone, base commit, and the
 //! binary-safe diff of everything the agent changed.
 
-use outpost_shared::domain::RepoSpec;
+use outpost_core::domain::RepoSpec;
 use secrecy::SecretString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -143,7 +143,7 @@ pub async fn clone_with_token(
 ) -> Result<Option<String>, String> {
     let mut cmd = git(None);
     if let Some(t) = token {
-        cmd.envs(outpost_shared::promote::git_auth_env(&repo.url, t));
+        cmd.envs(outpost_git::promote::git_auth_env(&repo.url, t));
     }
     cmd.args(["clone", "--quiet", "--depth", "1", "--no-tags"]);
     if let Some(b) = &repo.branch {

@@ -6,11 +6,9 @@
 //! deadline.
 
 use chrono::Utc;
-use outpost_shared::domain::{
-    AgentRegistry, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, WorkerId,
-};
-use outpost_shared::embedded::{self, EmbeddedOptions};
-use outpost_shared::ports::{Backend, ClaimOutcome, QueueDepth, RunKey, TaskMessage};
+use outpost_core::domain::{AgentRegistry, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, WorkerId};
+use outpost_core::ports::{Backend, ClaimOutcome, QueueDepth, RunKey, TaskMessage};
+use outpost_embedded::EmbeddedOptions;
 use outpost_worker::{Worker, WorkerConfig};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -34,7 +32,7 @@ fn env() -> Env {
 
 fn env_with(opts: EmbeddedOptions) -> Env {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let backend = embedded::open(&tmp.path().join("data"), opts).expect("embedded backend");
+    let backend = outpost_embedded::open(&tmp.path().join("data"), opts).expect("embedded backend");
     Env {
         tmp,
         backend,

@@ -17,10 +17,10 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use outpost_shared::api::{ArtifactView, ErrorBody};
-use outpost_shared::ports::artifacts::check_artifact_name;
-use outpost_shared::ports::RunKey;
-use outpost_shared::Run;
+use outpost_api::{ArtifactView, ErrorBody};
+use outpost_core::ports::artifacts::check_artifact_name;
+use outpost_core::ports::RunKey;
+use outpost_core::Run;
 
 #[utoipa::path(
     get,

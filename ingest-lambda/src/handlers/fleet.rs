@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use outpost_shared::api::{AgentView, ErrorBody, FleetStatus, QueueView};
+use outpost_api::{AgentView, ErrorBody, FleetStatus, QueueView};
 
 #[utoipa::path(
     get,
@@ -53,7 +53,7 @@ pub async fn fleet(State(state): State<AppState>, _tenant: Tenant) -> Result<Jso
         agents,
         queue: QueueView::from(depth),
         running,
-        workers,
+        workers: workers.into_iter().map(Into::into).collect(),
         slots_total,
         slots_busy,
     }))

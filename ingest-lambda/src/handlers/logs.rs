@@ -12,8 +12,8 @@ use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use outpost_shared::api::{ErrorBody, HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
-use outpost_shared::ports::RunKey;
+use outpost_api::{ErrorBody, HEADER_LOG_SIZE, HEADER_NEXT_OFFSET, HEADER_RUN_STATUS};
+use outpost_core::ports::RunKey;
 use serde::Deserialize;
 use utoipa::IntoParams;
 

@@ -1,7 +1,7 @@
 //! Promote (`POST /v1/runs/{id}/promote`): pushes a succeeded run's changes (`diff.patch`, applied
 //! to the base commit in `summary.json`) to a new branch of the run's repository, authenticated
 //! with the tenant's `GIT_TOKEN` secret when it has one. The git work is
-//! [`outpost_shared::promote`]; this module reads the run, its artifacts and the token, and maps
+//! [`outpost_git::promote`]; this module reads the run, its artifacts and the token, and maps
 //! the outcome onto the API's error shape.
 //!
 //! The API process needs the `git` binary on its PATH (true for `outpost dev`; on Lambda a git
@@ -16,9 +16,9 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use outpost_shared::api::{ErrorBody, PromoteRequest, PromoteResult};
-use outpost_shared::ports::{RunKey, SecretName};
-use outpost_shared::promote::{self, PromoteError, PromoteInput, PromoteOptions, GIT_TOKEN_SECRET};
+use outpost_api::{ErrorBody, PromoteRequest, PromoteResult};
+use outpost_core::ports::{RunKey, SecretName};
+use outpost_git::promote::{self, PromoteError, PromoteInput, PromoteOptions, GIT_TOKEN_SECRET};
 use std::time::Duration;
 
 /// Largest `diff.patch` promoted.
@@ -118,7 +118,15 @@ pub async fn promote_run(
                 PROMOTE_TIMEOUT.as_secs()
             ))
         })??;
-    Ok(Json(result))
+    Ok(Json(PromoteResult {
+        run_id: result.run_id,
+        branch: result.branch,
+        commit: result.commit,
+        base_commit: result.base_commit,
+        compare_url: result.compare_url,
+        pushed: result.pushed,
+        pull_request_url: result.pull_request_url,
+    }))
 }
 
 /// A whole stored artifact of at most `max` bytes; a missing or larger one is `not_promotable`.

@@ -17,9 +17,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use outpost_shared::api::{DispatchAccepted, DispatchRequest, ErrorBody, ListRunsQuery, RunLinks, RunList, RunView};
-use outpost_shared::ports::{Backend, Cursor, RunFilter, TaskMessage};
-use outpost_shared::{FailureReason, NewRun, Run, RunId, TenantId};
+use outpost_api::{DispatchAccepted, DispatchRequest, ErrorBody, ListRunsQuery, RunLinks, RunList, RunView};
+use outpost_core::ports::{Backend, Cursor, RunFilter, TaskMessage};
+use outpost_core::{FailureReason, NewRun, Run, RunId, TenantId};
 use std::time::Duration;
 
 /// Default and largest page of `GET /v1/runs`.
@@ -251,7 +251,7 @@ pub async fn cancel_run(
     }
     let after = state.backend().runs.request_cancel(&tenant, &id).await?;
     // It may have finished by itself between the read and the cancel.
-    if after.status.is_terminal() && after.status != outpost_shared::RunStatus::Cancelled {
+    if after.status.is_terminal() && after.status != outpost_core::RunStatus::Cancelled {
         return Err(already_finished(&after));
     }
     tracing::info!(run_id = %id, status = %after.status, "cancel requested");

@@ -10,9 +10,9 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use outpost_shared::api::{ErrorBody, PutSecretRequest, SecretList};
-use outpost_shared::ports::secrets::check_secret_value;
-use outpost_shared::ports::{SecretError, SecretInfo, SecretName};
+use outpost_api::{ErrorBody, PutSecretRequest, SecretList, SecretView};
+use outpost_core::ports::secrets::check_secret_value;
+use outpost_core::ports::{SecretError, SecretName};
 use secrecy::SecretString;
 
 impl From<SecretError> for ApiError {
@@ -40,7 +40,7 @@ fn parse_name(raw: &str) -> Result<SecretName, ApiError> {
     params(("name" = String, Path, description = "An environment variable name: letters, digits, `_`, not starting with a digit, at most 128")),
     request_body = PutSecretRequest,
     responses(
-        (status = 200, description = "Stored", body = SecretInfo),
+        (status = 200, description = "Stored", body = SecretView),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 422, description = "Bad name or value", body = ErrorBody),
         (status = 503, description = "Secret store unavailable", body = ErrorBody),
@@ -51,14 +51,14 @@ pub async fn put_secret(
     Tenant(tenant): Tenant,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PutSecretRequest>,
-) -> Result<Json<SecretInfo>, ApiError> {
+) -> Result<Json<SecretView>, ApiError> {
     let name = parse_name(&name)?;
     check_secret_value(&body.value)?;
     let value = SecretString::from(body.value);
     state.backend().secrets.put_secret(&tenant, &name, &value).await?;
     tracing::info!(tenant = %tenant, secret = %name, "secret set");
-    Ok(Json(SecretInfo {
-        name,
+    Ok(Json(SecretView {
+        name: name.to_string(),
         updated_at: chrono::Utc::now(),
     }))
 }
@@ -77,7 +77,9 @@ pub async fn put_secret(
 )]
 pub async fn list_secrets(State(state): State<AppState>, Tenant(tenant): Tenant) -> Result<Json<SecretList>, ApiError> {
     let secrets = state.backend().secrets.list_secrets(&tenant).await?;
-    Ok(Json(SecretList { secrets }))
+    Ok(Json(SecretList {
+        secrets: secrets.into_iter().map(Into::into).collect(),
+    }))
 }
 
 #[utoipa::path(

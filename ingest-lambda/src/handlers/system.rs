@@ -8,7 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use outpost_shared::api::Health;
+use outpost_api::Health;
 
 /// Longest request path quoted back in a 404.
 const MAX_QUOTED_PATH: usize = 200;

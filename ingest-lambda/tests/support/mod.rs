@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 use ingest_lambda::{router, ApiConfig, AppState};
-use outpost_shared::api::DispatchRequest;
-use outpost_shared::client::OutpostClient;
-use outpost_shared::ports::{Backend, ClaimOutcome, CreatedKey, RunKey};
-use outpost_shared::{AgentRegistry, AgentSpec, ApiKeyKind, Artifact, Outcome, RunId, TenantId, WorkerId};
+use outpost_api::client::OutpostClient;
+use outpost_api::DispatchRequest;
+use outpost_core::ports::{Backend, ClaimOutcome, CreatedKey, RunKey};
+use outpost_core::{AgentRegistry, AgentSpec, ApiKeyKind, Artifact, Outcome, RunId, TenantId, WorkerId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ pub fn test_agents() -> AgentRegistry {
 /// Opens the embedded backend in a fresh tempdir.
 pub fn open_backend() -> (tempfile::TempDir, Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = outpost_shared::embedded::open(dir.path(), Default::default()).expect("embedded backend");
+    let backend = outpost_embedded::open(dir.path(), Default::default()).expect("embedded backend");
     (dir, backend)
 }
 
@@ -203,6 +203,6 @@ pub async fn error_of(resp: reqwest::Response) -> (u16, String, Option<String>, 
         .unwrap_or_default()
         .to_owned();
     assert!(ct.starts_with("application/json"), "error answer is {ct:?}, not JSON");
-    let body: outpost_shared::api::ErrorBody = resp.json().await.expect("error body");
+    let body: outpost_api::ErrorBody = resp.json().await.expect("error body");
     (status, body.error.code, body.error.field, body.error.message)
 }

@@ -24,7 +24,7 @@
 //! `Tokens:` line: the last model reply as printed, edit blocks included. No session id (aider
 //! has no sessions).
 
-use outpost_shared::domain::{AgentReport, Usage};
+use outpost_core::domain::{AgentReport, Usage};
 
 /// Where the usage figures come from.
 pub const USAGE_SOURCE: &str =

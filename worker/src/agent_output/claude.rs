@@ -20,7 +20,7 @@
 //! the same way.
 
 use super::{json_lines, str_field};
-use outpost_shared::domain::{AgentReport, Usage};
+use outpost_core::domain::{AgentReport, Usage};
 use serde_json::Value;
 
 /// Where the usage figures come from.

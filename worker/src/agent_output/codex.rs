@@ -24,7 +24,7 @@
 //! happened.
 
 use super::{json_lines, str_field, TokenSum};
-use outpost_shared::domain::AgentReport;
+use outpost_core::domain::AgentReport;
 use serde_json::Value;
 
 /// Where the usage figures come from.

@@ -16,7 +16,7 @@
 //! (the model router's calls are a model of their own); the CLI reports no cost.
 //! `session_id` = `init.session_id` or the json `session_id`.
 
-use outpost_shared::domain::{AgentReport, Usage};
+use outpost_core::domain::{AgentReport, Usage};
 use serde_json::Value;
 
 use super::{json_lines, TokenSum};

@@ -16,7 +16,7 @@
 //! rejection` line is `error`. `usage` is always `None`: grok-cli prints no token counts or cost
 //! (it never shows the API's `usage`). No session id (headless runs have none).
 
-use outpost_shared::domain::AgentReport;
+use outpost_core::domain::AgentReport;
 use serde_json::Value;
 
 use super::json_lines;

@@ -8,7 +8,7 @@
 //! are pure functions of that text and never fail: what they cannot read stays `None`.
 //! Cost: one read of the spool, capped at [`MAX_READ`] (head and tail of a larger one).
 
-use outpost_shared::domain::{AgentReport, OutputReader, Usage};
+use outpost_core::domain::{AgentReport, OutputReader, Usage};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 

@@ -5,7 +5,7 @@ pub mod group;
 pub mod process;
 
 use async_trait::async_trait;
-use outpost_shared::domain::{Artifact, Outcome, Run};
+use outpost_core::domain::{Artifact, Outcome, Run};
 use tokio::sync::watch;
 
 pub use process::{ProcessConfig, ProcessExecutor};

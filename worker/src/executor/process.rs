@@ -18,11 +18,11 @@ use crate::workspace::{self, RunDirs};
 use async_trait::async_trait;
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
-use outpost_shared::domain::agents::{env_name_valid, ignore_matches};
-use outpost_shared::domain::{
+use outpost_core::domain::agents::{env_name_valid, ignore_matches};
+use outpost_core::domain::{
     AgentRegistry, AgentReport, AgentSpec, Artifact, FailureReason, Outcome, Run, TerminalStatus,
 };
-use outpost_shared::ports::{ArtifactStore, RunKey, SecretName};
+use outpost_core::ports::{ArtifactStore, RunKey, SecretName};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -321,7 +321,7 @@ impl ProcessExecutor {
         if let Some(repo) = &run.repo {
             let token = tenant_env
                 .iter()
-                .find(|(n, _)| n.as_str() == outpost_shared::promote::GIT_TOKEN_SECRET)
+                .find(|(n, _)| n.as_str() == outpost_git::promote::GIT_TOKEN_SECRET)
                 .map(|(_, v)| v);
             let cloned = tokio::select! {
                 r = tokio::time::timeout_at(deadline, workspace::clone_with_token(repo, &dirs.ws, token)) => match r {

@@ -1,0 +1,8 @@
+//! Outpost's configuration: which backend a process runs on ([`deployment`]), log setup and the
+//! shutdown signal ([`telemetry`]).
+//!
+//! The AWS backend is behind the `aws` feature, so the embedded default builds without the AWS
+//! SDK.
+
+pub mod deployment;
+pub mod telemetry;

@@ -1,0 +1,16 @@
+//! Domain types: identifiers, the run and its state machine, agents, validation, and the
+//! artifact contract ([`run_files`]).
+
+pub mod agents;
+pub mod ids;
+pub mod report;
+pub mod run;
+pub mod run_files;
+pub mod validation;
+
+pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, OutputReader};
+pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
+pub use report::{AgentReport, Usage};
+pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};
+pub use run_files::Summary;
+pub use validation::{DispatchLimits, ValidationError};
