@@ -1,29 +1,26 @@
 //! An AWS deployment on the emulator for end-to-end tests: fresh DynamoDB table, SQS queues, S3
-//! bucket (and SSM prefix) on moto server, the environment that points Outpost's binaries at them,
-//! and the real `outpost-worker --backend aws` and `outpost keys create --backend aws` processes.
+//! bucket (and SSM prefix) on moto server, and the environment that points Outpost's binaries at
+//! them. [`crate::TestApp`] ([`crate::AppOptions::aws`]) starts the processes on it: the Lambda
+//! function, `outpost-worker --backend aws`, `outpost keys create --backend aws`.
 //!
 //! The emulator comes from `OUTPOST_TEST_AWS_ENDPOINT` (`scripts/test` starts it).
 
-use crate::{find_bin, outpost_bin, KillOnDrop};
-use anyhow::Context;
+use crate::find_bin;
 use outpost_aws::{AwsClients, AwsSettings};
 use outpost_testkit::aws::{emulator_clients, emulator_endpoint, fresh_settings};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Path of the `outpost-worker` binary.
 pub fn worker_bin() -> anyhow::Result<PathBuf> {
     find_bin("OUTPOST_WORKER_BIN", "outpost-worker")
 }
 
-/// Fresh AWS resources on the emulator plus a folder for agents files and workspaces.
+/// Fresh AWS resources on the emulator, and the SDK clients to inspect them.
 pub struct AwsDeployment {
     pub endpoint: String,
     pub settings: AwsSettings,
     pub clients: AwsClients,
-    /// `agents.toml` registering the fake agent (as `write_agents_file` does).
-    pub agents_file: PathBuf,
-    pub dir: tempfile::TempDir,
 }
 
 impl AwsDeployment {
@@ -32,15 +29,10 @@ impl AwsDeployment {
         let endpoint = emulator_endpoint();
         let clients = emulator_clients(None).await;
         let settings = fresh_settings(&clients, max_receive_count).await;
-        let dir = tempfile::tempdir()?;
-        crate::write_agents_file(dir.path())?;
-        let agents_file = dir.path().join("agents.toml");
         Ok(Self {
             endpoint,
             settings,
             clients,
-            agents_file,
-            dir,
         })
     }
 
@@ -66,7 +58,9 @@ impl AwsDeployment {
         .collect()
     }
 
-    fn command(&self, program: PathBuf) -> Command {
+    /// `program` with this deployment's environment and none of the test's AWS profile or
+    /// Outpost client settings.
+    pub(crate) fn command(&self, program: PathBuf) -> Command {
         let mut cmd = Command::new(program);
         cmd.envs(self.env())
             .env_remove("AWS_PROFILE")
@@ -74,34 +68,5 @@ impl AwsDeployment {
             .env_remove("OUTPOST_URL")
             .env_remove("OUTPOST_API_KEY");
         cmd
-    }
-
-    /// `outpost keys create --backend aws --tenant T`: the key (last line of stdout).
-    pub fn create_key(&self, tenant: &str) -> anyhow::Result<String> {
-        let out = self
-            .command(outpost_bin()?)
-            .args(["keys", "create", "--tenant", tenant])
-            .stdin(Stdio::null())
-            .output()?;
-        crate::key_from_output(out)
-    }
-
-    /// Starts `outpost-worker --backend aws` with the fake agent registered.
-    pub fn start_worker(&self, slots: usize, lease_secs: u64) -> anyhow::Result<KillOnDrop> {
-        let work = self.dir.path().join(format!("work-{}", ulid::Ulid::new()));
-        let child = self
-            .command(worker_bin()?)
-            .arg("--agents")
-            .arg(&self.agents_file)
-            .arg("--work-dir")
-            .arg(&work)
-            .args(["--slots", &slots.to_string(), "--lease-secs", &lease_secs.to_string()])
-            .args(["--drain-secs", "20", "--log-format", "text"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start outpost-worker")?;
-        Ok(KillOnDrop(child))
     }
 }

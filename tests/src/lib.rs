@@ -1,21 +1,36 @@
-//! Test harness for Outpost's end-to-end tests: starts the real `outpost` binary (`outpost dev`
-//! or `outpost worker`) on a free loopback port with a temporary data dir, registers the fake
-//! agent, and offers a typed client and a way to run the CLI.
+//! Test harness for Outpost's end-to-end tests. [`TestApp::spawn`] is the one way they start a
+//! server: a whole deployment of the real binaries on free loopback ports with temporary folders
+//! and the fake agent registered, chosen by [`AppOptions`]:
+//!
+//! - [`AppOptions::dev`]: `outpost dev` (API and worker slots in one process, embedded backend);
+//! - [`AppOptions::lambda`]: `ingest-lambda` as a Lambda function behind the API Gateway emulator
+//!   ([`outpost_testkit::lambda_gateway`]) over the embedded backend;
+//! - [`AppOptions::aws`]: the same front on fresh AWS resources on moto server, with
+//!   `outpost-worker --backend aws` workers ([`aws`]);
+//! - [`real_agents::options`]: `outpost dev` running the five real agent CLIs.
+//!
+//! A [`TestApp`] offers typed clients, the CLI, more keys and workers, and run polling. Starting
+//! one costs a few processes (and on AWS a set of emulator resources); it stops them when dropped.
 //!
 //! The binaries are found next to the test executable (`target/debug/`); `scripts/test` builds
-//! them first (`cargo build --workspace --bins`). `OUTPOST_BIN` / `FAKE_AGENT_BIN` override.
+//! them first (`cargo build --workspace --bins`). `OUTPOST_BIN`, `OUTPOST_WORKER_BIN`,
+//! `INGEST_LAMBDA_BIN` and `FAKE_AGENT_BIN` override.
 
 pub mod aws;
 pub mod git_http;
-pub mod lambda_gateway;
 pub mod real_agents;
 
+pub use outpost_testkit::KillOnDrop;
+
 use anyhow::{bail, Context};
+use aws::AwsDeployment;
 use outpost_api::client::OutpostClient;
 use outpost_api::{DispatchRequest, RunView};
+use outpost_testkit::lambda_gateway::{LambdaFunction, LambdaGateway};
+use outpost_testkit::{git_ok, seed_repo, sha256_hex};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// `target/debug` (or wherever the test binary's profile dir is).
@@ -47,6 +62,11 @@ pub(crate) fn find_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
 /// Path of the `outpost` binary.
 pub fn outpost_bin() -> anyhow::Result<PathBuf> {
     reachable(find_bin("OUTPOST_BIN", "outpost")?)
+}
+
+/// Path of the `ingest-lambda` binary, the API as a Lambda function.
+pub fn ingest_lambda_bin() -> anyhow::Result<PathBuf> {
+    find_bin("INGEST_LAMBDA_BIN", "ingest-lambda")
 }
 
 /// Path of the fake agent binary.
@@ -102,34 +122,6 @@ pub fn write_agents_file(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Options of a test server.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Worker slots in the dev process (0: API only).
-    pub slots: usize,
-    pub lease_secs: u64,
-    pub max_attempts: u32,
-    /// Extra environment for the server process (reaches agents only if their entry names it).
-    pub env: Vec<(String, String)>,
-    /// More of `agents.toml` (after the fake agent's entry), e.g. overrides of built-in agents.
-    pub agents_toml: String,
-    /// Run `outpost dev` as this uid (and gid) instead of the test's own user (root only).
-    pub run_as: Option<u32>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            slots: 4,
-            lease_secs: 3,
-            max_attempts: 3,
-            env: Vec::new(),
-            agents_toml: String::new(),
-            run_as: None,
-        }
-    }
-}
-
 /// `{parent}/shared`, writable by every user, with `parent` made passable (0711) to reach it.
 pub fn shared_dir(parent: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -140,57 +132,184 @@ pub fn shared_dir(parent: &Path) -> anyhow::Result<PathBuf> {
     Ok(shared)
 }
 
-/// A child process killed when dropped.
-pub struct KillOnDrop(pub Child);
+/// The tenant of [`TestApp::api_key`] on a Lambda front (`outpost dev` makes its own, `dev`).
+pub const LAMBDA_TENANT: &str = "acme";
 
-impl KillOnDrop {
-    /// SIGKILL now and reap.
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Where a [`TestApp`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// `outpost dev` over a fresh embedded data dir: the API and the app's worker slots in one
+    /// process; more workers are `outpost worker --data` processes.
+    Dev,
+    /// The real `ingest-lambda` binary as a Lambda function (`instances` sandboxes) behind the
+    /// API Gateway emulator ([`outpost_testkit::lambda_gateway`]), over a fresh embedded data dir;
+    /// workers are `outpost worker --data` processes.
+    Lambda,
+    /// The AWS backend on moto server (fresh table, queues, bucket, SSM prefix: [`AwsDeployment`]):
+    /// `ingest-lambda` behind the API Gateway emulator, workers `outpost-worker --backend aws`.
+    /// `max_receive_count` is the queue's redrive limit (deliveries before the DLQ).
+    Aws { max_receive_count: u32 },
+}
+
+/// What [`TestApp::spawn`] starts: the deployment and its settings, built from
+/// [`AppOptions::dev`], [`AppOptions::lambda`] or [`AppOptions::aws`] (the real-agent variant is
+/// [`real_agents::options`]).
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    deployment: Deployment,
+    slots: usize,
+    lease_secs: u64,
+    max_attempts: u32,
+    env: Vec<(String, String)>,
+    agents_toml: String,
+    instances: usize,
+    function_args: Vec<String>,
+    run_as: Option<u32>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self::dev()
     }
+}
 
-    /// SIGTERM, then wait up to `grace` before SIGKILL. Returns whether it exited by itself.
-    pub fn terminate(&mut self, grace: Duration) -> bool {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+impl AppOptions {
+    /// `outpost dev` with 4 worker slots, 3 s leases, 3 attempts.
+    pub fn dev() -> Self {
+        Self {
+            deployment: Deployment::Dev,
+            slots: 4,
+            lease_secs: 3,
+            max_attempts: 3,
+            env: Vec::new(),
+            agents_toml: String::new(),
+            instances: 1,
+            function_args: Vec::new(),
+            run_as: None,
         }
-        self.kill();
-        false
+    }
+
+    /// One Lambda instance over the embedded backend, no worker.
+    pub fn lambda() -> Self {
+        Self {
+            deployment: Deployment::Lambda,
+            slots: 0,
+            ..Self::dev()
+        }
+    }
+
+    /// One Lambda instance on fresh AWS resources (redrive after `max_receive_count` deliveries),
+    /// no worker; workers of this deployment take 10 s leases.
+    pub fn aws(max_receive_count: u32) -> Self {
+        Self {
+            deployment: Deployment::Aws { max_receive_count },
+            slots: 0,
+            lease_secs: 10,
+            ..Self::dev()
+        }
+    }
+
+    /// Worker slots started with the app (0: API only): `outpost dev`'s own slots, or on a Lambda
+    /// front one worker process of that many slots.
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// Lease of the app's own worker slots.
+    pub fn lease_secs(mut self, secs: u64) -> Self {
+        self.lease_secs = secs;
+        self
+    }
+
+    /// Attempts of a run before it fails (embedded backend: `outpost dev` and its workers).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Extra environment of the API process (`outpost dev`, whose slots start the agents, or the
+    /// Lambda function); reaches agents only if their entry names it.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// More of `agents.toml` (after the fake agent's entry), e.g. overrides of built-in agents.
+    pub fn agents_toml(mut self, text: impl Into<String>) -> Self {
+        self.agents_toml = text.into();
+        self
+    }
+
+    /// Lambda sandboxes (processes) of the function (Lambda front only; default 1).
+    pub fn instances(mut self, instances: usize) -> Self {
+        self.instances = instances;
+        self
+    }
+
+    /// An argument of `ingest-lambda` after `--agents FILE` (Lambda front only), e.g. `--allow-shell`.
+    pub fn function_arg(mut self, arg: impl Into<String>) -> Self {
+        self.function_args.push(arg.into());
+        self
+    }
+
+    /// Run `outpost dev` as this uid (and gid) instead of the test's own user (root and
+    /// [`Deployment::Dev`] only).
+    pub fn run_as(mut self, uid: u32) -> Self {
+        self.run_as = Some(uid);
+        self
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let lambda = self.deployment != Deployment::Dev;
+        if !lambda && (self.instances != 1 || !self.function_args.is_empty()) {
+            bail!("Lambda instances and function arguments need a Lambda front, not outpost dev");
+        }
+        if lambda && self.run_as.is_some() {
+            bail!("run_as starts outpost dev as another user: Deployment::Dev only");
+        }
+        Ok(())
     }
 }
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The API front of a [`TestApp`].
+enum Front {
+    Dev(KillOnDrop),
+    Lambda(LambdaGateway),
 }
 
-/// A running `outpost dev` with its own data dir.
-pub struct DevServer {
+/// A whole deployment of the real binaries on loopback, with the fake agent registered (as
+/// `fake`, key variable `FAKE_API_KEY`) and its own temporary folders; everything it started is
+/// stopped when it is dropped. The one way the end-to-end tests start a server:
+/// [`TestApp::spawn`].
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the API.
     pub url: String,
+    /// A key of [`TestApp::tenant`].
     pub api_key: String,
+    /// `dev` (`outpost dev`'s own key) or [`LAMBDA_TENANT`] (a key made at spawn).
+    pub tenant: String,
+    /// The embedded data dir (holding `agents.toml`); on AWS only the agents file and the
+    /// workers' work dirs are in it.
     pub data: PathBuf,
     /// A folder every user may write to, for files the tests' agents write outside their
     /// workspace (agents run as `nobody` when the tests run as root).
     pub shared: PathBuf,
-    pub process: KillOnDrop,
-    opts: ServerOptions,
+    opts: AppOptions,
+    // Dropped in this order: workers, the API, the AWS resources' handles, the folders.
+    workers: Vec<KillOnDrop>,
+    front: Front,
+    aws: Option<AwsDeployment>,
     _dir: tempfile::TempDir,
 }
 
-impl DevServer {
-    pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(ServerOptions::default())
-    }
-
-    pub fn start_with(opts: ServerOptions) -> anyhow::Result<Self> {
+impl TestApp {
+    /// Starts the deployment `opts` describes and returns once its API serves: a fresh data dir
+    /// with the fake agent's `agents.toml`, the API front (`outpost dev`, or `ingest-lambda`
+    /// behind the API Gateway emulator with a key of [`LAMBDA_TENANT`]), then the app's worker
+    /// slots. On AWS it first provisions fresh resources on moto (`OUTPOST_TEST_AWS_ENDPOINT`).
+    pub async fn spawn(opts: AppOptions) -> anyhow::Result<Self> {
+        opts.check()?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         let shared = shared_dir(dir.path())?;
@@ -200,64 +319,93 @@ impl DevServer {
             let text = std::fs::read_to_string(&path)? + "\n" + &opts.agents_toml;
             std::fs::write(&path, text)?;
         }
-        let mut cmd = Command::new(outpost_bin()?);
-        if let Some(uid) = opts.run_as {
-            use std::os::unix::process::CommandExt;
-            for p in [&data, &data.join("agents.toml")] {
-                std::os::unix::fs::chown(p, Some(uid), Some(uid))?;
-            }
-            cmd.uid(uid).gid(uid).env("TMPDIR", &data);
-        }
-        cmd.args(["dev", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
-            .args(["--slots", &opts.slots.to_string()])
-            .args(["--lease-secs", &opts.lease_secs.to_string()])
-            .args(["--max-attempts", &opts.max_attempts.to_string()])
-            .args(["--kill-grace-secs", "1"])
-            .env_remove("OUTPOST_URL")
-            .env_remove("OUTPOST_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().context("cannot start outpost dev")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let process = KillOnDrop(child);
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut url, mut key) = (None, None);
-        for line in lines.by_ref() {
-            let line = line?;
-            if let Some(rest) = line.trim().strip_prefix("export ") {
-                for part in rest.split_whitespace() {
-                    if let Some(u) = part.strip_prefix("OUTPOST_URL=") {
-                        url = Some(u.to_owned());
-                    }
-                    if let Some(k) = part.strip_prefix("OUTPOST_API_KEY=") {
-                        key = Some(k.to_owned());
-                    }
-                }
-                break;
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let (Some(url), Some(api_key)) = (url, key) else {
-            bail!("outpost dev did not print its URL and key");
+        let aws = match opts.deployment {
+            Deployment::Aws { max_receive_count } => Some(AwsDeployment::provision(max_receive_count).await?),
+            Deployment::Dev | Deployment::Lambda => None,
         };
-        Ok(Self {
-            url,
-            api_key,
-            data,
-            shared,
-            process,
-            opts,
-            _dir: dir,
-        })
+        let mut app = match opts.deployment {
+            Deployment::Dev => {
+                let (process, url, api_key) = tokio::task::spawn_blocking({
+                    let (data, opts) = (data.clone(), opts.clone());
+                    move || start_dev(&data, &opts)
+                })
+                .await
+                .context("outpost dev start")??;
+                Self {
+                    url,
+                    api_key,
+                    tenant: "dev".to_owned(),
+                    data,
+                    shared,
+                    opts,
+                    workers: Vec::new(),
+                    front: Front::Dev(process),
+                    aws,
+                    _dir: dir,
+                }
+            }
+            Deployment::Lambda | Deployment::Aws { .. } => {
+                let api_key = create_key(&data, aws.as_ref(), LAMBDA_TENANT)?;
+                let env = match &aws {
+                    Some(aws) => aws.env(),
+                    None => vec![
+                        ("OUTPOST_BACKEND".to_owned(), "embedded".to_owned()),
+                        ("OUTPOST_DATA".to_owned(), data.display().to_string()),
+                    ],
+                };
+                let mut args = vec!["--agents".to_owned(), data.join("agents.toml").display().to_string()];
+                args.extend(opts.function_args.iter().cloned());
+                let gateway = LambdaGateway::start(LambdaFunction {
+                    program: ingest_lambda_bin()?,
+                    args,
+                    env: env.into_iter().chain(opts.env.iter().cloned()).collect(),
+                    instances: opts.instances,
+                })
+                .await?;
+                Self {
+                    url: gateway.url().to_owned(),
+                    api_key,
+                    tenant: LAMBDA_TENANT.to_owned(),
+                    data,
+                    shared,
+                    opts,
+                    workers: Vec::new(),
+                    front: Front::Lambda(gateway),
+                    aws,
+                    _dir: dir,
+                }
+            }
+        };
+        if app.opts.deployment != Deployment::Dev && app.opts.slots > 0 {
+            let worker = app.start_worker(app.opts.slots, app.opts.lease_secs)?;
+            app.workers.push(worker);
+        }
+        Ok(app)
+    }
+
+    /// The `outpost dev` process (`None` on a Lambda front).
+    pub fn process(&mut self) -> Option<&mut KillOnDrop> {
+        match &mut self.front {
+            Front::Dev(process) => Some(process),
+            Front::Lambda(_) => None,
+        }
+    }
+
+    /// The API Gateway emulator in front of the Lambda function (`None` for `outpost dev`).
+    pub fn gateway(&self) -> Option<&LambdaGateway> {
+        match &self.front {
+            Front::Dev(_) => None,
+            Front::Lambda(gateway) => Some(gateway),
+        }
+    }
+
+    /// The AWS resources ([`Deployment::Aws`] only).
+    pub fn aws(&self) -> Option<&AwsDeployment> {
+        self.aws.as_ref()
     }
 
     pub fn client(&self) -> anyhow::Result<OutpostClient> {
-        Ok(OutpostClient::new(&self.url, Some(self.api_key.clone()))?)
+        self.client_with_key(&self.api_key)
     }
 
     /// A client with another key.
@@ -265,7 +413,7 @@ impl DevServer {
         Ok(OutpostClient::new(&self.url, Some(key.to_owned()))?)
     }
 
-    /// Runs `outpost ARGS` against this server (URL and key in the environment).
+    /// Runs `outpost ARGS` against this app (URL and key in the environment).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
         Ok(Command::new(outpost_bin()?)
             .args(args)
@@ -275,36 +423,49 @@ impl DevServer {
             .output()?)
     }
 
-    /// `outpost keys create --tenant T --data DIR`; returns the key (last line of stdout).
+    /// A new key of `tenant` (`outpost keys create`, on this app's backend).
     pub fn create_key(&self, tenant: &str) -> anyhow::Result<String> {
-        let out = Command::new(outpost_bin()?)
-            .args(["keys", "create", "--tenant", tenant, "--data"])
-            .arg(&self.data)
-            .output()?;
-        key_from_output(out)
+        create_key(&self.data, self.aws.as_ref(), tenant)
     }
 
-    /// Starts `outpost worker` over this server's data dir (same max attempts as the server).
+    /// Starts one more worker process: `outpost worker --data` on the embedded backend (same max
+    /// attempts as the app), `outpost-worker --backend aws` on AWS.
     pub fn start_worker(&self, slots: usize, lease_secs: u64) -> anyhow::Result<KillOnDrop> {
-        let child = Command::new(outpost_bin()?)
-            .args(["worker", "--data"])
-            .arg(&self.data)
-            .args([
-                "--slots",
-                &slots.to_string(),
-                "--lease-secs",
-                &lease_secs.to_string(),
-                "--kill-grace-secs",
-                "1",
-            ])
-            .args(["--max-attempts", &self.opts.max_attempts.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let child = match &self.aws {
+            Some(aws) => aws
+                .command(aws::worker_bin()?)
+                .arg("--agents")
+                .arg(self.data.join("agents.toml"))
+                .arg("--work-dir")
+                .arg(self.data.join(format!("work-{}", ulid::Ulid::new())))
+                .args(["--slots", &slots.to_string(), "--lease-secs", &lease_secs.to_string()])
+                .args(["--drain-secs", "20", "--log-format", "text"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("cannot start outpost-worker")?,
+            None => Command::new(outpost_bin()?)
+                .args(["worker", "--data"])
+                .arg(&self.data)
+                .args([
+                    "--slots",
+                    &slots.to_string(),
+                    "--lease-secs",
+                    &lease_secs.to_string(),
+                    "--kill-grace-secs",
+                    "1",
+                ])
+                .args(["--max-attempts", &self.opts.max_attempts.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("cannot start outpost worker")?,
+        };
         Ok(KillOnDrop(child))
     }
 
-    /// Polls the run until `done` holds (or `timeout` passes).
+    /// Polls the run (as [`TestApp::tenant`]) until `done` holds (or `timeout` passes).
     pub async fn wait_run(
         &self,
         id: &str,
@@ -318,6 +479,70 @@ impl DevServer {
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> anyhow::Result<RunView> {
         self.wait_run(id, timeout, |r| r.status.is_terminal()).await
     }
+}
+
+/// Starts `outpost dev` over `data` and reads the URL and key it prints (blocking).
+fn start_dev(data: &Path, opts: &AppOptions) -> anyhow::Result<(KillOnDrop, String, String)> {
+    let mut cmd = Command::new(outpost_bin()?);
+    if let Some(uid) = opts.run_as {
+        use std::os::unix::process::CommandExt;
+        for p in [data, &data.join("agents.toml")] {
+            std::os::unix::fs::chown(p, Some(uid), Some(uid))?;
+        }
+        cmd.uid(uid).gid(uid).env("TMPDIR", data);
+    }
+    cmd.args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(["--slots", &opts.slots.to_string()])
+        .args(["--lease-secs", &opts.lease_secs.to_string()])
+        .args(["--max-attempts", &opts.max_attempts.to_string()])
+        .args(["--kill-grace-secs", "1"])
+        .env_remove("OUTPOST_URL")
+        .env_remove("OUTPOST_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().context("cannot start outpost dev")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let process = KillOnDrop(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut url, mut key) = (None, None);
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(rest) = line.trim().strip_prefix("export ") {
+            for part in rest.split_whitespace() {
+                if let Some(u) = part.strip_prefix("OUTPOST_URL=") {
+                    url = Some(u.to_owned());
+                }
+                if let Some(k) = part.strip_prefix("OUTPOST_API_KEY=") {
+                    key = Some(k.to_owned());
+                }
+            }
+            break;
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let (Some(url), Some(api_key)) = (url, key) else {
+        bail!("outpost dev did not print its URL and key");
+    };
+    Ok((process, url, api_key))
+}
+
+/// `outpost keys create --tenant T`: over the data dir `data`, or on the AWS deployment; returns
+/// the key (last line of stdout).
+fn create_key(data: &Path, aws: Option<&AwsDeployment>, tenant: &str) -> anyhow::Result<String> {
+    let mut cmd = match aws {
+        Some(aws) => aws.command(outpost_bin()?),
+        None => Command::new(outpost_bin()?),
+    };
+    cmd.args(["keys", "create", "--tenant", tenant]);
+    if aws.is_none() {
+        cmd.arg("--data").arg(data);
+    }
+    key_from_output(cmd.stdin(Stdio::null()).output()?)
 }
 
 /// Polls the run through `client` (its tenant's) until `done` holds (or `timeout` passes).
@@ -340,37 +565,16 @@ pub async fn wait_run_with(
     }
 }
 
-/// Runs git and returns its stdout; panics with git's message on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A repository with `main` (README.md, src/lib.txt) and a branch `dev` one commit ahead.
+/// A repository with `main` (the testkit's seed: README.md, src/lib.txt) and a branch `dev` one
+/// commit ahead.
 pub fn make_origin(dir: &Path) -> String {
-    std::fs::create_dir_all(dir.join("src")).expect("mkdir");
-    git(dir, &["init", "--quiet", "--initial-branch=main"]);
-    std::fs::write(dir.join("README.md"), "hello\n").expect("write");
-    std::fs::write(dir.join("src/lib.txt"), "one\ntwo\nthree\n").expect("write");
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "--quiet", "-m", "first"]);
-    git(dir, &["checkout", "--quiet", "-b", "dev"]);
+    let url = seed_repo(dir);
+    git_ok(dir, &["checkout", "--quiet", "-b", "dev"]);
     std::fs::write(dir.join("NOTES.md"), "dev notes\n").expect("write");
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "--quiet", "-m", "dev work"]);
-    git(dir, &["checkout", "--quiet", "main"]);
-    format!("file://{}", dir.display())
+    git_ok(dir, &["add", "-A"]);
+    git_ok(dir, &["commit", "--quiet", "-m", "dev work"]);
+    git_ok(dir, &["checkout", "--quiet", "main"]);
+    url
 }
 
 /// A dispatch of the fake agent with the script `task` (see `src/bin/fake_agent.rs`).
@@ -383,12 +587,6 @@ pub fn fake_task(task: impl Into<String>) -> DispatchRequest {
         timeout_secs: None,
         idle_timeout_secs: None,
     }
-}
-
-/// Hex SHA-256, as artifact manifests carry it.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
 }
 
 /// The key printed by `outpost keys create` (the last line of its stdout).

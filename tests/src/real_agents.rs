@@ -6,7 +6,7 @@
 //! behaviour for that tenant's runs (`-401-` in the key: the vendor refuses it; `-silent-`: the
 //! vendor never answers), so one server and one stand-in cover good, refused and dead vendors.
 
-use crate::{DevServer, KillOnDrop, ServerOptions};
+use crate::{AppOptions, KillOnDrop};
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -128,24 +128,22 @@ pub fn closed_port_url() -> anyhow::Result<String> {
     Ok(format!("http://127.0.0.1:{port}"))
 }
 
-/// An `outpost dev` whose agents reach the vendor API at `base` (the stand-in's URL, or a dead
-/// port), with the CLIs on its PATH; `run_as` starts it as that uid (the tests' root then plays a
-/// non-root deployment).
-pub fn dev_server(base: &str, cases: &[AgentCase], run_as: Option<u32>) -> anyhow::Result<DevServer> {
+/// The [`crate::TestApp`] of these tests: an `outpost dev` whose agents reach the vendor API at
+/// `base` (the stand-in's URL, or a dead port), with the CLIs on its PATH. Add
+/// [`AppOptions::run_as`] to start it as another uid (the tests' root then plays a non-root
+/// deployment).
+pub fn options(base: &str, cases: &[AgentCase]) -> anyhow::Result<AppOptions> {
     let clis = clis_dir()?;
     let path = format!(
         "{}:{}",
         clis.join("bin").display(),
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
     );
-    DevServer::start_with(ServerOptions {
-        slots: 4,
-        lease_secs: 10,
-        env: vec![("PATH".into(), path)],
-        agents_toml: agents_toml(base, cases),
-        run_as,
-        ..ServerOptions::default()
-    })
+    Ok(AppOptions::dev()
+        .slots(4)
+        .lease_secs(10)
+        .env("PATH", path)
+        .agents_toml(agents_toml(base, cases)))
 }
 
 /// A key for `agent` whose stand-in behaviour is `mode` (`ok`, `401`, `silent`).

@@ -1,54 +1,44 @@
 //! End-to-end on the AWS backend, on moto server: the real `ingest-lambda` binary served as a
-//! Lambda function behind the API Gateway emulator (`outpost_tests::lambda_gateway`, payload
+//! Lambda function behind the API Gateway emulator (`outpost_testkit::lambda_gateway`, payload
 //! v2 through the Lambda runtime API), the real `outpost-worker --backend aws`, the fake agent,
 //! artifacts in the emulator's S3 fetched through presigned URLs, state in DynamoDB, tasks in
 //! SQS, tenants' secrets in SSM Parameter Store.
 
-use outpost_api::client::{ClientError, OutpostClient};
+use outpost_api::client::ClientError;
 use outpost_api::RunView;
 use outpost_core::{FailureReason, RunStatus};
+use outpost_testkit::sha256_hex;
 use outpost_tests::aws::AwsDeployment;
-use outpost_tests::lambda_gateway::{ingest_lambda_bin, LambdaFunction, LambdaGateway};
-use outpost_tests::{fake_task, sha256_hex};
+use outpost_tests::{fake_task, AppOptions, TestApp};
 use std::time::{Duration, Instant};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The API of `deployment` as a Lambda function with `instances` instances behind the gateway.
-async fn api_gateway(deployment: &AwsDeployment, instances: usize) -> anyhow::Result<LambdaGateway> {
-    LambdaGateway::start(LambdaFunction {
-        program: ingest_lambda_bin()?,
-        args: vec!["--agents".into(), deployment.agents_file.display().to_string()],
-        env: deployment.env(),
-        instances,
-    })
-    .await
+/// A deployment on fresh AWS resources (five deliveries before the DLQ): the API as a Lambda
+/// function with `instances` instances behind the gateway, a key of `acme`, and an AWS worker of
+/// `slots` slots (10 s leases; 0: none).
+async fn spawn(instances: usize, slots: usize) -> anyhow::Result<TestApp> {
+    TestApp::spawn(AppOptions::aws(5).instances(instances).slots(slots).lease_secs(10)).await
+}
+
+fn resources(app: &TestApp) -> &AwsDeployment {
+    app.aws().expect("an AWS deployment")
 }
 
 /// Polls the run through the API until its status satisfies `done`.
-async fn wait_status(client: &OutpostClient, id: &str, done: impl Fn(RunStatus) -> bool) -> anyhow::Result<RunView> {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        let run = client.get_run(id).await?;
-        if done(run.status) {
-            return Ok(run);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "run {id} did not reach the state: {run:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_status(app: &TestApp, id: &str, done: impl Fn(RunStatus) -> bool) -> anyhow::Result<RunView> {
+    app.wait_run(id, RUN_TIMEOUT, |run| done(run.status)).await
 }
 
-async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<RunView> {
-    wait_status(client, id, RunStatus::is_terminal).await
+async fn wait_terminal(app: &TestApp, id: &str) -> anyhow::Result<RunView> {
+    wait_status(app, id, RunStatus::is_terminal).await
 }
 
 #[tokio::test]
 async fn a_run_dispatched_through_the_lambda_runs_on_an_aws_worker_with_artifacts_in_s3() -> anyhow::Result<()> {
-    let aws = AwsDeployment::provision(5).await?;
-    let key = aws.create_key("acme")?;
-    let gateway = api_gateway(&aws, 2).await?;
-    let _worker = aws.start_worker(2, 10)?;
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let app = spawn(2, 2).await?;
+    let aws = resources(&app);
+    let client = app.client()?;
 
     let accepted = client
         .dispatch(&fake_task(
@@ -56,7 +46,7 @@ async fn a_run_dispatched_through_the_lambda_runs_on_an_aws_worker_with_artifact
         ))
         .await?;
     assert_eq!(accepted.status, RunStatus::Queued);
-    let run = wait_terminal(&client, &accepted.id).await?;
+    let run = wait_terminal(&app, &accepted.id).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.exit_code, Some(0));
     assert_eq!(run.attempts, 1);
@@ -123,18 +113,14 @@ async fn a_run_dispatched_through_the_lambda_runs_on_an_aws_worker_with_artifact
 
 #[tokio::test]
 async fn failures_cancels_and_tenant_isolation_on_aws() -> anyhow::Result<()> {
-    let aws = AwsDeployment::provision(5).await?;
-    let key = aws.create_key("acme")?;
-    let other_key = aws.create_key("globex")?;
-    let gateway = api_gateway(&aws, 1).await?;
-    let _worker = aws.start_worker(2, 10)?;
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
-    let other = OutpostClient::new(gateway.url(), Some(other_key))?;
+    let app = spawn(1, 2).await?;
+    let client = app.client()?;
+    let other = app.client_with_key(&app.create_key("globex")?)?;
 
     let failing = client.dispatch(&fake_task("say about to fail; exit 3")).await?;
     let sleeping = client.dispatch(&fake_task("say sleeping; sleep 60")).await?;
 
-    let run = wait_terminal(&client, &failing.id).await?;
+    let run = wait_terminal(&app, &failing.id).await?;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.failure_reason, Some(FailureReason::NonZeroExit));
     assert_eq!(run.exit_code, Some(3));
@@ -155,20 +141,18 @@ async fn failures_cancels_and_tenant_isolation_on_aws() -> anyhow::Result<()> {
     assert!(other.list_runs(&Default::default()).await?.runs.is_empty());
 
     // Cancel while running: the worker stops the agent at its next heartbeat.
-    wait_status(&client, &sleeping.id, |s| s == RunStatus::Running).await?;
+    wait_status(&app, &sleeping.id, |s| s == RunStatus::Running).await?;
     client.cancel_run(&sleeping.id).await?;
-    let run = wait_terminal(&client, &sleeping.id).await?;
+    let run = wait_terminal(&app, &sleeping.id).await?;
     assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
     Ok(())
 }
 
 #[tokio::test]
 async fn a_tenants_secret_reaches_its_agent_and_never_comes_back() -> anyhow::Result<()> {
-    let aws = AwsDeployment::provision(5).await?;
-    let key = aws.create_key("acme")?;
-    let gateway = api_gateway(&aws, 1).await?;
-    let _worker = aws.start_worker(1, 10)?;
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let app = spawn(1, 1).await?;
+    let aws = resources(&app);
+    let client = app.client()?;
 
     let secret = "sk-tenant-own-0123456789";
     client.put_secret("FAKE_API_KEY", secret).await?;
@@ -193,7 +177,7 @@ async fn a_tenants_secret_reaches_its_agent_and_never_comes_back() -> anyhow::Re
     let run = client
         .dispatch(&fake_task("env FAKE_API_KEY; write key.txt x; exit 0"))
         .await?;
-    let run = wait_terminal(&client, &run.id).await?;
+    let run = wait_terminal(&app, &run.id).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     let log = String::from_utf8(client.artifact(&run.id, "output.log").await?.to_vec())?;
     assert!(log.contains("FAKE_API_KEY=[REDACTED]"), "{log}");
@@ -210,16 +194,14 @@ async fn a_tenants_secret_reaches_its_agent_and_never_comes_back() -> anyhow::Re
 
 #[tokio::test]
 async fn the_aws_worker_drains_on_sigterm() -> anyhow::Result<()> {
-    let aws = AwsDeployment::provision(5).await?;
-    let key = aws.create_key("acme")?;
-    let gateway = api_gateway(&aws, 1).await?;
-    let mut worker = aws.start_worker(1, 10)?;
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let app = spawn(1, 0).await?;
+    let mut worker = app.start_worker(1, 10)?;
+    let client = app.client()?;
 
     let run = client
         .dispatch(&fake_task("say working; sleep 2; say done; exit 0"))
         .await?;
-    wait_status(&client, &run.id, |s| s == RunStatus::Running).await?;
+    wait_status(&app, &run.id, |s| s == RunStatus::Running).await?;
     // SIGTERM: stop receiving, finish the run in flight, exit on its own.
     assert!(
         worker.terminate(Duration::from_secs(30)),
@@ -235,10 +217,9 @@ async fn the_aws_worker_drains_on_sigterm() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_dead_lettered_task_fails_its_run_as_worker_lost() -> anyhow::Result<()> {
     // One delivery allowed: the second receive moves the message to the DLQ (SQS redrive).
-    let aws = AwsDeployment::provision(1).await?;
-    let key = aws.create_key("acme")?;
-    let gateway = api_gateway(&aws, 1).await?;
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let app = TestApp::spawn(AppOptions::aws(1)).await?;
+    let aws = resources(&app);
+    let client = app.client()?;
     let run = client.dispatch(&fake_task("say never runs")).await?;
 
     // A consumer that takes the message and dies without deleting it (no worker is running).
@@ -285,8 +266,8 @@ async fn a_dead_lettered_task_fails_its_run_as_worker_lost() -> anyhow::Result<(
     assert_eq!(client.get_run(&run.id).await?.status, RunStatus::Queued);
 
     // A worker's dead-letter drain fails the run; the agent never starts.
-    let _worker = aws.start_worker(1, 10)?;
-    let failed = wait_terminal(&client, &run.id).await?;
+    let _worker = app.start_worker(1, 10)?;
+    let failed = wait_terminal(&app, &run.id).await?;
     assert_eq!(failed.status, RunStatus::Failed, "{failed:?}");
     assert_eq!(failed.failure_reason, Some(FailureReason::WorkerLost));
     assert_eq!(failed.attempts, 0, "no worker ever claimed it");

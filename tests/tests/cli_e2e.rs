@@ -3,7 +3,7 @@
 //! error, usage, session) and the idle timeout, and clear one-line errors with a non-zero exit
 //! code.
 
-use outpost_tests::{outpost_bin, DevServer, ServerOptions};
+use outpost_tests::{outpost_bin, AppOptions, TestApp};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[tokio::test]
 async fn dispatch_wait_streams_the_log_and_mirrors_the_exit_code() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let ok = server.cli(&[
         "dispatch",
         "--agent",
@@ -49,7 +49,7 @@ async fn dispatch_wait_streams_the_log_and_mirrors_the_exit_code() -> anyhow::Re
 
 #[tokio::test]
 async fn runs_commands_list_get_logs_and_cancel() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let out = server.cli(&["dispatch", "--agent", "fake", "say line one; say line two"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).split_whitespace().next().unwrap_or_default().to_owned();
@@ -107,7 +107,7 @@ async fn runs_commands_list_get_logs_and_cancel() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn errors_are_one_readable_line_and_a_non_zero_exit() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let unknown = server.cli(&["dispatch", "--agent", "nope", "x"])?;
     assert_eq!(unknown.status.code(), Some(1));
     let err = stderr(&unknown);
@@ -156,10 +156,7 @@ async fn runs_get_and_list_show_the_agents_report_and_idle_timeout() -> anyhow::
     use outpost_core::ports::ClaimOutcome;
     use outpost_core::{AgentReport, FailureReason, Outcome, RunId, Usage, WorkerId};
     // No worker in the server: the test plays the worker's part through the store.
-    let server = DevServer::start_with(ServerOptions {
-        slots: 0,
-        ..ServerOptions::default()
-    })?;
+    let server = TestApp::spawn(AppOptions::dev().slots(0)).await?;
     let out = server.cli(&[
         "dispatch",
         "--agent",
@@ -261,7 +258,7 @@ async fn runs_get_and_list_show_the_agents_report_and_idle_timeout() -> anyhow::
 
 #[tokio::test]
 async fn keys_create_prints_the_key_last_and_it_works() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let key = server.create_key("acme")?;
     assert!(key.starts_with("op_live_") && key.len() == 8 + 64, "{key}");
     let client = server.client_with_key(&key)?;
@@ -277,7 +274,7 @@ async fn keys_create_prints_the_key_last_and_it_works() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
-    let mut server = DevServer::start()?;
+    let mut server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let id = client
         .dispatch(&outpost_api::DispatchRequest {
@@ -292,7 +289,10 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
         .id;
     server.wait_terminal(&id, Duration::from_secs(60)).await?;
     assert!(
-        server.process.terminate(Duration::from_secs(30)),
+        server
+            .process()
+            .expect("outpost dev")
+            .terminate(Duration::from_secs(30)),
         "outpost dev exits cleanly on SIGTERM"
     );
 
@@ -329,7 +329,7 @@ async fn dev_survives_a_restart_with_its_data() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_dev_start_that_cannot_listen_stores_no_unseen_key() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let taken = server.url.trim_start_matches("http://").to_owned();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");

@@ -5,7 +5,7 @@
 use outpost_core::ports::TaskMessage;
 use outpost_core::{RunId, RunStatus, TenantId};
 use outpost_embedded::EmbeddedOptions;
-use outpost_tests::{eventually, fake_task, DevServer, ServerOptions};
+use outpost_tests::{eventually, fake_task, AppOptions, TestApp};
 use std::time::Duration;
 
 /// Whether a process with this pid exists and is not a zombie.
@@ -25,7 +25,7 @@ fn lines(path: &std::path::Path) -> usize {
 
 #[tokio::test]
 async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let counter = server.shared.join("executions.txt");
     // Long enough that the duplicate arrives while the first delivery is still running.
@@ -70,11 +70,7 @@ async fn duplicate_delivery_runs_the_agent_once() -> anyhow::Result<()> {
 #[tokio::test]
 async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()> {
     // API only in the dev process; the work happens in separate worker processes.
-    let server = DevServer::start_with(ServerOptions {
-        slots: 0,
-        lease_secs: 3,
-        ..ServerOptions::default()
-    })?;
+    let server = TestApp::spawn(AppOptions::dev().slots(0).lease_secs(3)).await?;
     let client = server.client()?;
     let counter = server.shared.join("attempts.txt");
     let mut first = server.start_worker(1, 3)?;
@@ -112,12 +108,7 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn a_run_whose_workers_keep_dying_fails_as_worker_lost() -> anyhow::Result<()> {
-    let server = DevServer::start_with(ServerOptions {
-        slots: 0,
-        lease_secs: 3,
-        max_attempts: 2,
-        ..ServerOptions::default()
-    })?;
+    let server = TestApp::spawn(AppOptions::dev().slots(0).lease_secs(3).max_attempts(2)).await?;
     let client = server.client()?;
     let counter = server.shared.join("attempts.txt");
     let id = client

@@ -1,5 +1,5 @@
 //! End-to-end: the real `ingest-lambda` binary as a Lambda function behind the emulated API
-//! Gateway HTTP API (`outpost_tests::lambda_gateway`), over the embedded backend; and the
+//! Gateway HTTP API (`outpost_testkit::lambda_gateway`), over the embedded backend; and the
 //! emulator's own error paths, with the test playing the function over the Runtime API.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -7,66 +7,36 @@ use base64::Engine;
 use outpost_api::client::{ClientError, OutpostClient};
 use outpost_api::DispatchRequest;
 use outpost_core::RunStatus;
-use outpost_tests::lambda_gateway::{ingest_lambda_bin, GatewayConfig, LambdaFunction, LambdaGateway, MAX_EVENT_BYTES};
-use outpost_tests::outpost_bin;
+use outpost_testkit::lambda_gateway::{GatewayConfig, LambdaFunction, LambdaGateway, MAX_EVENT_BYTES};
+use outpost_tests::{ingest_lambda_bin, AppOptions, TestApp};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// The API in `instances` Lambda instances over a fresh embedded data dir, with a key of `acme`.
 struct LambdaApi {
-    gateway: LambdaGateway,
+    app: TestApp,
     key: String,
-    _dir: tempfile::TempDir,
 }
 
 impl LambdaApi {
     async fn start(instances: usize) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data)?;
-        let key = create_key(&data, "acme")?;
-        let function = LambdaFunction {
-            args: vec!["--allow-shell".to_owned()],
-            env: vec![
-                ("OUTPOST_BACKEND".to_owned(), "embedded".to_owned()),
-                ("OUTPOST_DATA".to_owned(), data.display().to_string()),
-            ],
-            instances,
-            ..LambdaFunction::new(ingest_lambda_bin()?)
-        };
-        let gateway = LambdaGateway::start(function).await?;
-        Ok(Self {
-            gateway,
-            key,
-            _dir: dir,
-        })
+        let app = TestApp::spawn(AppOptions::lambda().instances(instances).function_arg("--allow-shell")).await?;
+        let key = app.api_key.clone();
+        Ok(Self { app, key })
+    }
+
+    fn gateway(&self) -> &LambdaGateway {
+        self.app.gateway().expect("a Lambda front")
     }
 
     fn client(&self) -> anyhow::Result<OutpostClient> {
-        Ok(OutpostClient::new(self.gateway.url(), Some(self.key.clone()))?)
+        self.app.client()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.gateway.url())
+        format!("{}{path}", self.app.url)
     }
-}
-
-/// `outpost keys create --tenant T --data DIR`; the key is the last stdout line.
-fn create_key(data: &Path, tenant: &str) -> anyhow::Result<String> {
-    let out = Command::new(outpost_bin()?)
-        .args(["keys", "create", "--tenant", tenant, "--data"])
-        .arg(data)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "keys create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout)?;
-    Ok(stdout.lines().last().unwrap_or_default().trim().to_owned())
 }
 
 fn assert_api_error(body: &Value, code: &str) {
@@ -129,7 +99,7 @@ async fn api_serves_through_lambda_and_api_gateway() -> anyhow::Result<()> {
     let anonymous = http.get(api.url(&format!("/v1/runs/{}", accepted.id))).send().await?;
     assert_eq!(anonymous.status(), 401);
     assert_api_error(&anonymous.json().await?, "unauthorized");
-    match OutpostClient::new(api.gateway.url(), None)?.get_run(&accepted.id).await {
+    match OutpostClient::new(&api.app.url, None)?.get_run(&accepted.id).await {
         Err(ClientError::Api { status: 401, .. }) => {}
         other => panic!("expected a 401 API error, got {other:?}"),
     }
@@ -145,8 +115,8 @@ async fn api_serves_through_lambda_and_api_gateway() -> anyhow::Result<()> {
     assert_eq!(binary.status(), 400);
     assert_api_error(&binary.json().await?, "invalid_json");
 
-    assert_eq!(api.gateway.invocations(), 8);
-    assert!(api.gateway.function_errors().is_empty());
+    assert_eq!(api.gateway().invocations(), 8);
+    assert!(api.gateway().function_errors().is_empty());
     Ok(())
 }
 
@@ -164,8 +134,8 @@ async fn two_instances_both_serve_requests() -> anyhow::Result<()> {
     }
     assert_eq!(api_ids.len(), 8, "API Gateway request ids are unique");
 
-    let deliveries = api.gateway.deliveries();
-    assert_eq!(api.gateway.invocations(), 8);
+    let deliveries = api.gateway().deliveries();
+    assert_eq!(api.gateway().invocations(), 8);
     let instances: HashSet<usize> = deliveries.iter().map(|d| d.instance).collect();
     assert_eq!(instances, HashSet::from([0, 1]), "{deliveries:?}");
     let aws_ids: HashSet<&str> = deliveries.iter().map(|d| d.aws_request_id.as_str()).collect();
@@ -193,8 +163,11 @@ async fn a_function_that_exits_during_init_fails_start_and_its_output_is_logged(
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("function.log");
     let function = LambdaFunction {
-        // The embedded backend without a data dir: the binary refuses to start.
-        env: vec![("OUTPOST_BACKEND".to_owned(), "embedded".to_owned())],
+        // The embedded backend over a data dir that cannot exist: the binary refuses to start.
+        env: vec![
+            ("OUTPOST_BACKEND".to_owned(), "embedded".to_owned()),
+            ("OUTPOST_DATA".to_owned(), "/dev/null/outpost".to_owned()),
+        ],
         ..LambdaFunction::new(ingest_lambda_bin()?)
     };
     let config = GatewayConfig {
@@ -207,7 +180,10 @@ async fn a_function_that_exits_during_init_fails_start_and_its_output_is_logged(
     };
     assert!(error.contains("exited during init"), "{error}");
     let output = std::fs::read_to_string(&log)?;
-    assert!(output.contains("--data"), "{output}");
+    assert!(
+        output.contains("cannot create the data directory /dev/null/outpost"),
+        "{output}"
+    );
     Ok(())
 }
 
@@ -217,29 +193,13 @@ async fn a_function_that_exits_during_init_fails_start_and_its_output_is_logged(
 /// bodies (`ingest_lambda::lambda`); this checks every byte survives the real binary.
 #[tokio::test]
 async fn non_utf8_logs_survive_the_lambda() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let agents = data.join("agents.toml");
-    std::fs::write(&agents, "[agents.sh]\ncommand = [\"sh\", \"-c\", \"{prompt}\"]\n")?;
-    let key = create_key(&data, "acme")?;
-    let function = LambdaFunction {
-        args: vec!["--agents".to_owned(), agents.display().to_string()],
-        env: vec![
-            ("OUTPOST_BACKEND".to_owned(), "embedded".to_owned()),
-            ("OUTPOST_DATA".to_owned(), data.display().to_string()),
-        ],
-        ..LambdaFunction::new(ingest_lambda_bin()?)
-    };
-    let gateway = LambdaGateway::start(function).await?;
-    let _worker = outpost_tests::KillOnDrop(
-        Command::new(outpost_bin()?)
-            .args(["worker", "--slots", "1", "--data"])
-            .arg(&data)
-            .stdout(std::process::Stdio::null())
-            .spawn()?,
-    );
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let app = TestApp::spawn(
+        AppOptions::lambda()
+            .agents_toml("[agents.sh]\ncommand = [\"sh\", \"-c\", \"{prompt}\"]\n")
+            .slots(1),
+    )
+    .await?;
+    let client = app.client()?;
     let accepted = client
         .dispatch(&DispatchRequest {
             agent: "sh".into(),
@@ -250,11 +210,7 @@ async fn non_utf8_logs_survive_the_lambda() -> anyhow::Result<()> {
             idle_timeout_secs: None,
         })
         .await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !client.get_run(&accepted.id).await?.status.is_terminal() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the run did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_terminal(&accepted.id, Duration::from_secs(20)).await?;
     let expected: &[u8] = b"A\xff\xfeB caf\xc3\xa9\n";
     assert_eq!(client.logs(&accepted.id, 0).await?.data.as_ref(), expected);
     assert_eq!(client.artifact(&accepted.id, "output.log").await?.as_ref(), expected);

@@ -10,8 +10,8 @@
 //! defaults are `tests/mcp-clients/node_modules/.bin/mcp-inspector` and `target/mcp-venv/bin/python`.
 
 use anyhow::{bail, Context};
-use outpost_tests::lambda_gateway::{ingest_lambda_bin, LambdaFunction, LambdaGateway};
-use outpost_tests::{outpost_bin, DevServer};
+use outpost_testkit::lambda_gateway::LambdaGateway;
+use outpost_tests::{outpost_bin, AppOptions, TestApp};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -61,8 +61,8 @@ fn python() -> anyhow::Result<PathBuf> {
 
 /// How the inspector reaches the server.
 enum Target<'a> {
-    Stdio(&'a DevServer),
-    Http(&'a DevServer),
+    Stdio(&'a TestApp),
+    Http(&'a TestApp),
 }
 
 /// One inspector CLI call (`--cli -q --format json`): its exit code and the JSON on stdout.
@@ -119,7 +119,7 @@ fn call(target: &Target<'_>, tool: &str, args: &[(&str, &str)]) -> anyhow::Resul
     Ok((is_error, result["structuredContent"].clone()))
 }
 
-async fn inspector_drives_every_tool(target: Target<'_>, server: &DevServer) -> anyhow::Result<()> {
+async fn inspector_drives_every_tool(target: Target<'_>, server: &TestApp) -> anyhow::Result<()> {
     let (code, listed) = inspect(&target, &["--method", "tools/list"])?;
     assert_eq!(code, 0, "{listed}");
     let mut names: Vec<String> = listed["result"]["tools"]
@@ -193,13 +193,13 @@ async fn inspector_drives_every_tool(target: Target<'_>, server: &DevServer) -> 
 
 #[tokio::test]
 async fn inspector_cli_over_stdio() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     inspector_drives_every_tool(Target::Stdio(&server), &server).await
 }
 
 #[tokio::test]
 async fn inspector_cli_over_http() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     inspector_drives_every_tool(Target::Http(&server), &server).await
 }
 
@@ -268,23 +268,20 @@ fn python_sdk_scenario(args: &[&str]) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn python_sdk_over_stdio() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let bin = outpost_bin()?;
     python_sdk_scenario(&["stdio", &bin.display().to_string(), &server.url, &server.api_key])
 }
 
 #[tokio::test]
 async fn python_sdk_over_http() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     python_sdk_scenario(&["http", &format!("{}/mcp", server.url), &server.api_key])
 }
 
 #[tokio::test]
 async fn mcp_endpoint_needs_a_key_and_only_takes_post() -> anyhow::Result<()> {
-    let server = DevServer::start_with(outpost_tests::ServerOptions {
-        slots: 0,
-        ..Default::default()
-    })?;
+    let server = TestApp::spawn(AppOptions::dev().slots(0)).await?;
     let http = reqwest::Client::new();
     let url = format!("{}/mcp", server.url);
     let anonymous = http
@@ -371,36 +368,21 @@ async fn rpc(
 
 #[tokio::test]
 async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let out = Command::new(outpost_bin()?)
-        .args(["keys", "create", "--tenant", "acme", "--data"])
-        .arg(&data)
-        .output()?;
-    let key = outpost_tests::key_from_output(out)?;
-    let function = LambdaFunction {
-        args: vec!["--allow-shell".to_owned()],
-        env: vec![
-            ("OUTPOST_BACKEND".to_owned(), "embedded".to_owned()),
-            ("OUTPOST_DATA".to_owned(), data.display().to_string()),
-        ],
-        // Two sandboxes: consecutive requests of one client may land on either.
-        instances: 2,
-        ..LambdaFunction::new(ingest_lambda_bin()?)
-    };
-    let gateway = LambdaGateway::start(function).await?;
+    // Two sandboxes: consecutive requests of one client may land on either.
+    let app = TestApp::spawn(AppOptions::lambda().instances(2).function_arg("--allow-shell")).await?;
+    let key = app.api_key.clone();
+    let gateway = app.gateway().context("a Lambda front")?;
     let http = reqwest::Client::new();
     let v = "2025-11-25";
 
-    let init = rpc(&http, &gateway, &key, v, initialize(1)).await?;
+    let init = rpc(&http, gateway, &key, v, initialize(1)).await?;
     assert_eq!(init["result"]["serverInfo"]["name"], "outpost", "{init}");
     assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
 
     // No `initialized`, no session: every request stands alone.
     let listed = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         v,
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
@@ -416,7 +398,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
 
     let called = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         v,
         json!({
@@ -431,7 +413,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
         .to_owned();
     let got = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         v,
         json!({
@@ -443,7 +425,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
     assert_eq!(got["result"]["structuredContent"]["status"], "queued", "{got}");
     let missing = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         v,
         json!({
@@ -457,7 +439,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
 
     // MCP tasks: `dispatch` with `wait` from a client declaring the extension is a task = the run.
     let m = "2026-07-28";
-    let created = rpc(&http, &gateway, &key, m, json!({
+    let created = rpc(&http, gateway, &key, m, json!({
         "jsonrpc": "2.0", "id": 6, "method": "tools/call",
         "params": {"name": "dispatch", "arguments": {"agent": "shell", "task": "sleep 30", "wait": true}, "_meta": task_meta()}
     }))
@@ -467,7 +449,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
     assert!(task_id.starts_with("run_"));
     let polled = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         m,
         json!({
@@ -478,7 +460,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
     assert_eq!(polled["result"]["status"], "working", "{polled}");
     let ack = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         m,
         json!({
@@ -489,7 +471,7 @@ async fn mcp_over_lambda_gateway_is_stateless() -> anyhow::Result<()> {
     assert!(ack.get("error").is_none(), "{ack}");
     let polled = rpc(
         &http,
-        &gateway,
+        gateway,
         &key,
         m,
         json!({

@@ -9,23 +9,13 @@
 use outpost_api::client::{ClientError, OutpostClient};
 use outpost_api::{DispatchRequest, PromoteRequest, PromoteResult};
 use outpost_core::RunStatus;
+use outpost_testkit::{git_bytes, git_ok};
 use outpost_tests::git_http::GitHttpServer;
-use outpost_tests::{binary_bytes, fake_task, git, make_origin, DevServer};
+use outpost_tests::{binary_bytes, fake_task, make_origin, wait_run_with, AppOptions, TestApp};
 use std::path::Path;
 use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?} failed");
-    out.stdout
-}
 
 fn repo_task(task: &str, url: &str, branch: Option<&str>) -> DispatchRequest {
     let mut req = fake_task(task);
@@ -35,22 +25,14 @@ fn repo_task(task: &str, url: &str, branch: Option<&str>) -> DispatchRequest {
 }
 
 /// Dispatches and waits for the end.
-async fn run_to_end(server: &DevServer, req: &DispatchRequest) -> anyhow::Result<outpost_api::RunView> {
+async fn run_to_end(server: &TestApp, req: &DispatchRequest) -> anyhow::Result<outpost_api::RunView> {
     let id = server.client()?.dispatch(req).await?.id;
     server.wait_terminal(&id, RUN_TIMEOUT).await
 }
 
 /// Polls the run through `client` until it is finished.
 async fn wait_terminal(client: &OutpostClient, id: &str) -> anyhow::Result<outpost_api::RunView> {
-    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
-    loop {
-        let run = client.get_run(id).await?;
-        if run.status.is_terminal() {
-            return Ok(run);
-        }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "run {id} did not finish: {run:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_run_with(client, id, RUN_TIMEOUT, |run| run.status.is_terminal()).await
 }
 
 /// The API error code of a failed call.
@@ -72,8 +54,8 @@ async fn promote_pushes_a_runs_changes_and_is_idempotent() -> anyhow::Result<()>
     let tmp = tempfile::tempdir()?;
     let origin = tmp.path().join("origin");
     let url = make_origin(&origin);
-    let dev_head = git(&origin, &["rev-parse", "dev"]).trim().to_owned();
-    let server = DevServer::start()?;
+    let dev_head = git_ok(&origin, &["rev-parse", "dev"]).trim().to_owned();
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
 
     let run = run_to_end(
@@ -96,18 +78,18 @@ async fn promote_pushes_a_runs_changes_and_is_idempotent() -> anyhow::Result<()>
     assert_eq!(first.pull_request_url, None);
 
     // The branch exists in origin with the expected tree and message.
-    let on_origin = git(&origin, &["rev-parse", &format!("refs/heads/{}", first.branch)]);
+    let on_origin = git_ok(&origin, &["rev-parse", &format!("refs/heads/{}", first.branch)]);
     assert_eq!(on_origin.trim(), first.commit);
     assert_eq!(
-        git(&origin, &["rev-parse", &format!("{}^", first.commit)]).trim(),
+        git_ok(&origin, &["rev-parse", &format!("{}^", first.commit)]).trim(),
         dev_head
     );
-    let files = git(&origin, &["ls-tree", "-r", "--name-only", &first.commit]);
+    let files = git_ok(&origin, &["ls-tree", "-r", "--name-only", &first.commit]);
     let mut files: Vec<&str> = files.lines().collect();
     files.sort_unstable();
     assert_eq!(files, ["NOTES.md", "README.md", "assets/logo.bin", "src/lib.txt"]);
     assert_eq!(
-        git(&origin, &["show", &format!("{}:src/lib.txt", first.commit)]),
+        git_ok(&origin, &["show", &format!("{}:src/lib.txt", first.commit)]),
         "ONE TWO THREE\n"
     );
     assert_eq!(
@@ -117,7 +99,7 @@ async fn promote_pushes_a_runs_changes_and_is_idempotent() -> anyhow::Result<()>
         ),
         binary_bytes(3000)
     );
-    let message = git(&origin, &["log", "-1", "--format=%an <%ae>%n%B", &first.commit]);
+    let message = git_ok(&origin, &["log", "-1", "--format=%an <%ae>%n%B", &first.commit]);
     assert!(
         message.starts_with("Outpost <outpost@noreply.invalid>\nShout the second line\n"),
         "{message}"
@@ -144,7 +126,7 @@ async fn promote_pushes_a_runs_changes_and_is_idempotent() -> anyhow::Result<()>
         (cli.branch.as_str(), cli.commit.as_str()),
         ("feature/shout", first.commit.as_str())
     );
-    assert_eq!(git(&origin, &["rev-parse", "feature/shout"]).trim(), first.commit);
+    assert_eq!(git_ok(&origin, &["rev-parse", "feature/shout"]).trim(), first.commit);
     let out = server.cli(&["promote", &run.id, "--branch", "feature/shout"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("feature/shout") && text.contains(&first.commit), "{text}");
@@ -155,7 +137,7 @@ async fn promote_pushes_a_runs_changes_and_is_idempotent() -> anyhow::Result<()>
     let (status, code, message) = api_error(client.promote(&other.id, &branch(&first.branch)).await);
     assert_eq!((status, code.as_str()), (409, "promote_conflict"), "{message}");
     assert_eq!(
-        git(&origin, &["rev-parse", &format!("refs/heads/{}", first.branch)]).trim(),
+        git_ok(&origin, &["rev-parse", &format!("refs/heads/{}", first.branch)]).trim(),
         first.commit
     );
 
@@ -195,24 +177,24 @@ async fn a_base_rewritten_away_is_base_moved() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let origin = tmp.path().join("origin");
     std::fs::create_dir_all(&origin)?;
-    git(&origin, &["init", "--quiet", "--initial-branch=main"]);
+    git_ok(&origin, &["init", "--quiet", "--initial-branch=main"]);
     std::fs::write(origin.join("a.txt"), "a\n")?;
-    git(&origin, &["add", "-A"]);
-    git(&origin, &["commit", "--quiet", "-m", "one"]);
+    git_ok(&origin, &["add", "-A"]);
+    git_ok(&origin, &["commit", "--quiet", "-m", "one"]);
     let url = format!("file://{}", origin.display());
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let run = run_to_end(&server, &repo_task("write a.txt b", &url, None)).await?;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
 
     // Rewrite history so the base commit is gone for good.
-    git(&origin, &["commit", "--quiet", "--amend", "-m", "one, rewritten"]);
-    git(&origin, &["reflog", "expire", "--expire=now", "--all"]);
-    git(&origin, &["gc", "--quiet", "--prune=now"]);
+    git_ok(&origin, &["commit", "--quiet", "--amend", "-m", "one, rewritten"]);
+    git_ok(&origin, &["reflog", "expire", "--expire=now", "--all"]);
+    git_ok(&origin, &["gc", "--quiet", "--prune=now"]);
     let (status, code, message) = api_error(client.promote(&run.id, &PromoteRequest::default()).await);
     assert_eq!((status, code.as_str()), (409, "base_moved"), "{message}");
     assert!(
-        git(&origin, &["branch", "--list", "outpost/*"]).trim().is_empty(),
+        git_ok(&origin, &["branch", "--list", "outpost/*"]).trim().is_empty(),
         "nothing pushed"
     );
     Ok(())
@@ -222,14 +204,14 @@ async fn a_base_rewritten_away_is_base_moved() -> anyhow::Result<()> {
 fn make_bare(root: &Path) -> std::path::PathBuf {
     let seed = root.join("seed");
     std::fs::create_dir_all(&seed).expect("mkdir");
-    git(&seed, &["init", "--quiet", "--initial-branch=main"]);
+    git_ok(&seed, &["init", "--quiet", "--initial-branch=main"]);
     std::fs::write(seed.join("app.txt"), "v1\n").expect("write");
-    git(&seed, &["add", "-A"]);
-    git(&seed, &["commit", "--quiet", "-m", "seed"]);
+    git_ok(&seed, &["add", "-A"]);
+    git_ok(&seed, &["commit", "--quiet", "-m", "seed"]);
     let bare = root.join("srv").join("app.git");
     std::fs::create_dir_all(&bare).expect("mkdir");
-    git(&bare, &["init", "--quiet", "--bare", "--initial-branch=main"]);
-    git(&seed, &["push", "--quiet", bare.to_str().expect("utf8"), "main"]);
+    git_ok(&bare, &["init", "--quiet", "--bare", "--initial-branch=main"]);
+    git_ok(&seed, &["push", "--quiet", bare.to_str().expect("utf8"), "main"]);
     bare
 }
 
@@ -240,7 +222,7 @@ async fn smart_http_remote_needs_the_tenants_git_token() -> anyhow::Result<()> {
     let token = "ghs_e2eT0kenValue8812";
     let http = GitHttpServer::start(&tmp.path().join("srv"), token)?;
     let url = http.repo_url("app.git");
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
 
     // No token (a tenant that set none: workers cache a tenant's secrets for a while): the
@@ -275,10 +257,13 @@ async fn smart_http_remote_needs_the_tenants_git_token() -> anyhow::Result<()> {
     let promoted = client.promote(&run.id, &PromoteRequest::default()).await?;
     assert!(promoted.pushed);
     assert_eq!(
-        git(&bare, &["rev-parse", &format!("refs/heads/{}", promoted.branch)]).trim(),
+        git_ok(&bare, &["rev-parse", &format!("refs/heads/{}", promoted.branch)]).trim(),
         promoted.commit
     );
-    assert_eq!(git(&bare, &["show", &format!("{}:app.txt", promoted.commit)]), "v2\n");
+    assert_eq!(
+        git_ok(&bare, &["show", &format!("{}:app.txt", promoted.commit)]),
+        "v2\n"
+    );
     assert_eq!(
         git_bytes(&bare, &["cat-file", "blob", &format!("{}:icon.bin", promoted.commit)]),
         binary_bytes(700)
@@ -297,7 +282,7 @@ async fn smart_http_remote_needs_the_tenants_git_token() -> anyhow::Result<()> {
     let (status, code, message) = api_error(client.promote(&run.id, &branch("wrong-token")).await);
     assert_eq!((status, code.as_str()), (502, "remote_unavailable"), "{message}");
     assert!(!message.contains("not-the-token"));
-    assert!(git(&bare, &["branch", "--list", "no-token", "wrong-token"])
+    assert!(git_ok(&bare, &["branch", "--list", "no-token", "wrong-token"])
         .trim()
         .is_empty());
     Ok(())
@@ -307,28 +292,18 @@ async fn smart_http_remote_needs_the_tenants_git_token() -> anyhow::Result<()> {
 /// worker ran, reading `diff.patch` and `summary.json` from S3.
 #[tokio::test]
 async fn promote_through_the_lambda_on_the_aws_backend() -> anyhow::Result<()> {
-    use outpost_tests::aws::AwsDeployment;
-    use outpost_tests::lambda_gateway::{ingest_lambda_bin, LambdaFunction, LambdaGateway};
-
     let tmp = tempfile::tempdir()?;
     let origin = tmp.path().join("origin");
     let url = make_origin(&origin);
-    let aws = AwsDeployment::provision(5).await?;
-    let key = aws.create_key("acme")?;
-    let gateway = LambdaGateway::start(LambdaFunction {
-        program: ingest_lambda_bin()?,
-        args: vec!["--agents".into(), aws.agents_file.display().to_string()],
-        env: {
+    let app = TestApp::spawn(
+        AppOptions::aws(5)
             // The remote is a file:// repository, which the AWS deployment refuses by default.
-            let mut env = aws.env();
-            env.push(("OUTPOST_ALLOW_LOCAL_REPOS".to_owned(), "true".to_owned()));
-            env
-        },
-        instances: 1,
-    })
+            .env("OUTPOST_ALLOW_LOCAL_REPOS", "true")
+            .slots(1)
+            .lease_secs(10),
+    )
     .await?;
-    let _worker = aws.start_worker(1, 10)?;
-    let client = OutpostClient::new(gateway.url(), Some(key))?;
+    let client = app.client()?;
 
     let id = client
         .dispatch(&repo_task(
@@ -343,8 +318,8 @@ async fn promote_through_the_lambda_on_the_aws_backend() -> anyhow::Result<()> {
 
     let promoted = client.promote(&id, &branch("aws/promoted")).await?;
     assert!(promoted.pushed);
-    assert_eq!(git(&origin, &["rev-parse", "aws/promoted"]).trim(), promoted.commit);
-    assert_eq!(git(&origin, &["show", "aws/promoted:src/lib.txt"]), "aws\n");
+    assert_eq!(git_ok(&origin, &["rev-parse", "aws/promoted"]).trim(), promoted.commit);
+    assert_eq!(git_ok(&origin, &["show", "aws/promoted:src/lib.txt"]), "aws\n");
     assert_eq!(
         git_bytes(&origin, &["cat-file", "blob", "aws/promoted:b.bin"]),
         binary_bytes(300)

@@ -13,7 +13,7 @@
 use outpost_api::{DispatchRequest, RunView};
 use outpost_core::domain::{AgentRegistry, FailureReason, RunStatus};
 use outpost_tests::real_agents::{self, AgentCase, StandIn, ANSWER, MADE_CONTENT, MADE_FILE};
-use outpost_tests::DevServer;
+use outpost_tests::TestApp;
 use std::process::Command;
 use std::time::Duration;
 
@@ -106,7 +106,7 @@ fn dispatch(agent: &str, repo: Option<String>, idle: Option<u64>) -> DispatchReq
 }
 
 /// A tenant of `server` whose secret `case.key_env` is the key for stand-in mode `mode`.
-async fn tenant(server: &DevServer, case: &AgentCase, mode: &str) -> outpost_api::client::OutpostClient {
+async fn tenant(server: &TestApp, case: &AgentCase, mode: &str) -> outpost_api::client::OutpostClient {
     let api_key = server.create_key(&format!("t-{mode}")).expect("tenant key");
     let client = server.client_with_key(&api_key).expect("client");
     client
@@ -145,7 +145,10 @@ async fn log_of(client: &outpost_api::client::OutpostClient, run: &RunView) -> S
 async fn check(agent: &str) {
     let case = case(agent);
     let standin = StandIn::start().expect("stand-in");
-    let server = real_agents::dev_server(&standin.url, std::slice::from_ref(&case), None).expect("outpost dev");
+    let cases = std::slice::from_ref(&case);
+    let server = TestApp::spawn(real_agents::options(&standin.url, cases).expect("agent CLIs"))
+        .await
+        .expect("outpost dev");
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = outpost_tests::make_origin(&tmp.path().join("origin"));
 
@@ -166,12 +169,10 @@ async fn check(agent: &str) {
         .expect("dispatch silent");
 
     // A dead vendor (nothing listens): the CLI's bounded retries end the run, not its timeout.
-    let dead_server = real_agents::dev_server(
-        &real_agents::closed_port_url().expect("a free port"),
-        std::slice::from_ref(&case),
-        None,
-    )
-    .expect("outpost dev with a dead vendor");
+    let dead_vendor = real_agents::closed_port_url().expect("a free port");
+    let dead_server = TestApp::spawn(real_agents::options(&dead_vendor, cases).expect("agent CLIs"))
+        .await
+        .expect("outpost dev with a dead vendor");
     let dead = tenant(&dead_server, &case, "ok").await;
     let dead_run = dead
         .dispatch(&dispatch(agent, None, None))
@@ -181,7 +182,9 @@ async fn check(agent: &str) {
     // The same agent in a deployment that is not root (only when the tests are root: otherwise
     // the server above already is one).
     let unprivileged = if is_root() {
-        let s = real_agents::dev_server(&standin.url, std::slice::from_ref(&case), Some(NOBODY))
+        let opts = real_agents::options(&standin.url, cases).expect("agent CLIs");
+        let s = TestApp::spawn(opts.run_as(NOBODY))
+            .await
             .expect("outpost dev as nobody");
         let c = tenant(&s, &case, "ok").await;
         let id = c.dispatch(&dispatch(agent, None, None)).await.expect("dispatch").id;

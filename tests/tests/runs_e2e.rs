@@ -5,14 +5,15 @@
 use outpost_api::client::ClientError;
 use outpost_api::DispatchRequest;
 use outpost_core::{FailureReason, RunStatus};
-use outpost_tests::{fake_output, fake_task, sha256_hex, DevServer};
+use outpost_testkit::sha256_hex;
+use outpost_tests::{fake_output, fake_task, AppOptions, TestApp};
 use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn successful_run_stores_output_summary_and_agent_files() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let accepted = client
         .dispatch(&fake_task("say hello from the agent; write notes.txt in workspace; artifact report.md # Report; artifact deep/data.json {\"ok\":true}; stderr a warning; exit 0"))
@@ -54,7 +55,7 @@ async fn successful_run_stores_output_summary_and_agent_files() -> anyhow::Resul
 
 #[tokio::test]
 async fn non_zero_exit_fails_with_the_agents_code() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let id = client.dispatch(&fake_task("say about to fail; exit 7")).await?.id;
     let run = server.wait_terminal(&id, RUN_TIMEOUT).await?;
@@ -70,7 +71,7 @@ async fn non_zero_exit_fails_with_the_agents_code() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn timeout_kills_an_agent_that_ignores_sigterm() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let mut req = fake_task("ignore-term; say stuck; child 300; sleep 300");
     req.timeout_secs = Some(10);
@@ -90,7 +91,7 @@ async fn timeout_kills_an_agent_that_ignores_sigterm() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn cancel_while_running_stops_the_agent() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let id = client.dispatch(&fake_task("say started; sleep 120")).await?.id;
     server
@@ -110,11 +111,7 @@ async fn cancel_while_running_stops_the_agent() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn cancel_of_a_queued_run_is_immediate_and_it_never_runs() -> anyhow::Result<()> {
-    use outpost_tests::ServerOptions;
-    let server = DevServer::start_with(ServerOptions {
-        slots: 0,
-        ..ServerOptions::default()
-    })?;
+    let server = TestApp::spawn(AppOptions::dev().slots(0)).await?;
     let client = server.client()?;
     let marker = server.shared.join("ran.txt");
     let id = client
@@ -140,7 +137,7 @@ async fn cancel_of_a_queued_run_is_immediate_and_it_never_runs() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_megabytes_of_output_arrive_intact() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let n = 5 * 1024 * 1024 + 17;
     let id = client.dispatch(&fake_task(format!("print {n}"))).await?.id;
@@ -174,7 +171,7 @@ async fn five_megabytes_of_output_arrive_intact() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn log_can_be_tailed_while_the_run_is_going() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let id = client
         .dispatch(&fake_task("say first line; sleep 6; say last line"))
@@ -204,15 +201,13 @@ async fn log_can_be_tailed_while_the_run_is_going() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn agent_gets_a_clean_environment_and_its_key_is_scrubbed() -> anyhow::Result<()> {
-    use outpost_tests::ServerOptions;
     let secret = "sk-fake-0123456789abcdef";
-    let server = DevServer::start_with(ServerOptions {
-        env: vec![
-            ("FAKE_API_KEY".into(), secret.into()),
-            ("UNRELATED_SECRET".into(), "leak-me".into()),
-        ],
-        ..ServerOptions::default()
-    })?;
+    let server = TestApp::spawn(
+        AppOptions::dev()
+            .env("FAKE_API_KEY", secret)
+            .env("UNRELATED_SECRET", "leak-me"),
+    )
+    .await?;
     let client = server.client()?;
     let id = client
         .dispatch(&fake_task("env FAKE_API_KEY; env UNRELATED_SECRET; env OUTPOST_RUN_ID"))
@@ -236,7 +231,7 @@ async fn agent_gets_a_clean_environment_and_its_key_is_scrubbed() -> anyhow::Res
 
 #[tokio::test]
 async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     let cases: Vec<(DispatchRequest, u16, &str)> = vec![
         (
@@ -348,7 +343,7 @@ async fn bad_input_gets_4xx_with_a_code() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn other_tenants_runs_are_not_found() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let mine = server.client()?;
     let other_key = server.create_key("other-team")?;
     let other = server.client_with_key(&other_key)?;
@@ -374,7 +369,7 @@ async fn other_tenants_runs_are_not_found() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn fleet_and_health_describe_the_deployment() -> anyhow::Result<()> {
-    let server = DevServer::start()?;
+    let server = TestApp::spawn(AppOptions::dev()).await?;
     let client = server.client()?;
     assert_eq!(client.health().await?.status, "ok");
     let deadline = std::time::Instant::now() + RUN_TIMEOUT;

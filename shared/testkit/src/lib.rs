@@ -1,9 +1,27 @@
 //! Outpost's test kit, a dev-dependency only (never in a release binary):
 //!
 //! - [`contract`]: the port contract suite, one set of cases every backend passes;
-//! - `aws` (feature `aws`): AWS adapters on moto server, fresh resources per case.
+//! - `aws` (feature `aws`): AWS adapters on moto server, fresh resources per case;
+//! - `lambda_gateway` (feature `lambda-gateway`): an emulator of AWS Lambda behind an API
+//!   Gateway HTTP API, to run a Lambda function's real binary on loopback;
+//! - helpers every crate's tests share instead of copying them: [`git`] (run git, the seed
+//!   repository), [`process`] ([`KillOnDrop`]), [`sha256_hex`].
 
 pub mod contract;
+pub mod git;
+pub mod process;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+
+#[cfg(feature = "lambda-gateway")]
+pub mod lambda_gateway;
+
+pub use git::{git_bytes, git_ok, seed_repo};
+pub use process::KillOnDrop;
+
+/// Hex SHA-256 of `data` (lowercase), as artifact manifests carry it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -1,5 +1,7 @@
-//! An emulator of AWS Lambda behind an API Gateway HTTP API (payload format 2.0), to test the
-//! real `ingest-lambda` binary as a Lambda function on a machine with no AWS and no Docker.
+//! An emulator of AWS Lambda behind an API Gateway HTTP API (payload format 2.0), to test a
+//! Lambda function's real binary (Outpost's `ingest-lambda`, or any program built on a Lambda
+//! runtime client) on a machine with no AWS and no Docker. Dev-only, behind the testkit feature
+//! `lambda-gateway`.
 //!
 //! [`LambdaGateway::start`] does what the two services do for one function:
 //!
@@ -9,13 +11,15 @@
 //!   answers it with the `Lambda-Runtime-*` headers; `POST …/invocation/{id}/response`,
 //!   `POST …/invocation/{id}/error` and `POST …/init/error` complete it. Several concurrent `next`
 //!   callers per endpoint work (lambda_runtime's `AWS_LAMBDA_MAX_CONCURRENCY`).
-//! - **The function**: `instances` child processes, each given a clean-ish environment with the
-//!   variables the Lambda service sets (`AWS_LAMBDA_RUNTIME_API` pointing at its endpoint, …).
+//! - **The function**: `instances` child processes, each given a clean-ish environment (only
+//!   `PATH`, `HOME`, `TMPDIR` and the log/backtrace variables of the test process are kept) with
+//!   the variables the Lambda service sets (`AWS_LAMBDA_RUNTIME_API` pointing at its endpoint,
+//!   `AWS_LAMBDA_FUNCTION_NAME`, `LAMBDA_TASK_ROOT`, …), then the function's own configuration.
 //!   With one instance, invocations are serialized, as on one Lambda sandbox. A child that exits
 //!   fails its in-flight invocation (502) and is not restarted.
 //! - **API Gateway HTTP API** front (loopback, plain HTTP): every request becomes a payload 2.0
 //!   event (`routeKey` and `stage` `$default`), and the function's answer the HTTP response, with
-//!   the services' limits and error answers:
+//!   the services' real limits and error answers:
 //!
 //! | Condition                                                         | Answer                                         |
 //! |-------------------------------------------------------------------|------------------------------------------------|
@@ -27,13 +31,20 @@
 //!
 //! Every front response carries `apigw-requestid` (= the event's `requestContext.requestId`), as
 //! HTTP APIs do. Not emulated: authorizers, routes other than `$default`, custom domains, TLS,
-//! restarting crashed instances, scaling beyond the fixed instance count, AWS credentials.
+//! restarting crashed instances, scaling beyond the fixed instance count, cold starts and
+//! freezing between invocations, memory and CPU limits (`memory_mb` is only reported to the
+//! function), CloudWatch logs (the function's output goes to the test's stderr or
+//! [`GatewayConfig::function_log`]), AWS credentials.
 //!
 //! [`LambdaGateway::without_function`] opens the endpoints without starting any process, so a test
 //! can play the function itself over the Runtime API (to provoke errors, timeouts, huge answers).
+//!
+//! Costs: three loopback servers (front + one Runtime API per instance) on the caller's tokio
+//! runtime, one task polling the instances every 50 ms, every request and response held in memory
+//! (up to the limits above). The emulator's own diagnostics (instance exits, failed, refused or
+//! timed-out invocations) are `tracing` events of this module's target; bodies are never logged.
 
-use crate::KillOnDrop;
-use anyhow::{bail, Context};
+use crate::process::KillOnDrop;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::header::{HeaderName, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT};
@@ -80,10 +91,31 @@ const KEPT_ENV: &[&str] = &[
     "LLVM_PROFILE_FILE",
 ];
 
-/// Path of the `ingest-lambda` binary (`INGEST_LAMBDA_BIN` overrides), next to the test
-/// executable as `cargo build --workspace --bins` leaves it.
-pub fn ingest_lambda_bin() -> anyhow::Result<PathBuf> {
-    crate::find_bin("INGEST_LAMBDA_BIN", "ingest-lambda")
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("a Lambda function needs at least one instance")]
+    NoInstances,
+    #[error("cannot serve on a loopback port")]
+    Listen(#[source] std::io::Error),
+    #[error("cannot open the function log {}", path.display())]
+    FunctionLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the function failed its init: {error_type}: {message}")]
+    InitFailed { error_type: String, message: String },
+    #[error("instance {instance} exited during init: {status}")]
+    ExitedDuringInit { instance: usize, status: String },
+    #[error("the function did not poll for events within {0:?}")]
+    InitTimeout(Duration),
 }
 
 /// The function: a program started as `instances` Lambda sandboxes.
@@ -167,20 +199,23 @@ pub struct LambdaGateway {
 impl LambdaGateway {
     /// Starts the services and `function.instances` processes, and waits until every instance
     /// polls for its first event (its init is done).
-    pub async fn start(function: LambdaFunction) -> anyhow::Result<Self> {
+    pub async fn start(function: LambdaFunction) -> Result<Self, GatewayError> {
         Self::start_with(function, GatewayConfig::default()).await
     }
 
     /// [`LambdaGateway::start`] with other settings.
-    pub async fn start_with(function: LambdaFunction, config: GatewayConfig) -> anyhow::Result<Self> {
+    pub async fn start_with(function: LambdaFunction, config: GatewayConfig) -> Result<Self, GatewayError> {
         if function.instances == 0 {
-            bail!("a Lambda function needs at least one instance");
+            return Err(GatewayError::NoInstances);
         }
         let init_timeout = config.init_timeout;
         let mut gateway = Self::open(function.instances, config, true).await?;
         for instance in 0..function.instances {
+            let spawned_at = Instant::now();
             let child = gateway.spawn_instance(&function, instance)?;
-            gateway.shared.lock_instances()[instance].process = Some(child);
+            let mut instances = gateway.shared.lock_instances();
+            instances[instance].spawned_at = Some(spawned_at);
+            instances[instance].process = Some(child);
         }
         gateway
             .tasks
@@ -191,7 +226,7 @@ impl LambdaGateway {
 
     /// The services with `endpoints` Runtime API endpoints and no process: the test plays the
     /// function through [`LambdaGateway::runtime_api`].
-    pub async fn without_function(endpoints: usize, config: GatewayConfig) -> anyhow::Result<Self> {
+    pub async fn without_function(endpoints: usize, config: GatewayConfig) -> Result<Self, GatewayError> {
         Self::open(endpoints, config, false).await
     }
 
@@ -215,12 +250,31 @@ impl LambdaGateway {
         self.shared.lock_deliveries().clone()
     }
 
+    /// How long instance `instance` took from its start to its first `next` (its init, as
+    /// Lambda reports `Init Duration`), once it has polled.
+    pub fn init_duration(&self, instance: usize) -> Option<Duration> {
+        let instances = self.shared.lock_instances();
+        let state = instances.get(instance)?;
+        Some(state.first_poll_at?.saturating_duration_since(state.spawned_at?))
+    }
+
+    /// The process id of instance `instance`, while it runs (e.g. to read its memory from
+    /// `/proc/{pid}/status`).
+    pub fn pid(&self, instance: usize) -> Option<u32> {
+        let instances = self.shared.lock_instances();
+        let state = instances.get(instance)?;
+        if state.exited.is_some() {
+            return None;
+        }
+        state.process.as_ref().map(|p| p.0.id())
+    }
+
     /// Errors the function reported (invocation and init errors), in order.
     pub fn function_errors(&self) -> Vec<FunctionError> {
         lock(&self.shared.errors).clone()
     }
 
-    async fn open(endpoints: usize, config: GatewayConfig, spawned: bool) -> anyhow::Result<Self> {
+    async fn open(endpoints: usize, config: GatewayConfig, spawned: bool) -> Result<Self, GatewayError> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
@@ -250,7 +304,7 @@ impl LambdaGateway {
         })
     }
 
-    fn spawn_instance(&self, function: &LambdaFunction, instance: usize) -> anyhow::Result<KillOnDrop> {
+    fn spawn_instance(&self, function: &LambdaFunction, instance: usize) -> Result<KillOnDrop, GatewayError> {
         let config = &self.shared.config;
         let task_root = function
             .program
@@ -290,44 +344,52 @@ impl LambdaGateway {
             .stdin(Stdio::null());
         match &config.function_log {
             Some(path) => {
+                let log_error = |source| GatewayError::FunctionLog {
+                    path: path.clone(),
+                    source,
+                };
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .with_context(|| format!("cannot open {}", path.display()))?;
-                cmd.stdout(file.try_clone()?).stderr(file);
+                    .map_err(log_error)?;
+                cmd.stdout(file.try_clone().map_err(log_error)?).stderr(file);
             }
             None => {
                 cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
             }
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", function.program.display()))?;
+        let child = cmd.spawn().map_err(|source| GatewayError::Spawn {
+            program: function.program.clone(),
+            source,
+        })?;
         Ok(KillOnDrop(child))
     }
 
     /// Waits until every instance has called `next` once; fails on an init error or an exit.
-    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+    async fn wait_ready(&self, timeout: Duration) -> Result<(), GatewayError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(error) = lock(&self.shared.errors).iter().find(|e| e.aws_request_id.is_none()) {
-                bail!("the function failed its init: {}: {}", error.error_type, error.message);
+                return Err(GatewayError::InitFailed {
+                    error_type: error.error_type.clone(),
+                    message: error.message.clone(),
+                });
             }
             {
                 let instances = self.shared.lock_instances();
                 if let Some((i, state)) = instances.iter().enumerate().find(|(_, s)| s.exited.is_some()) {
-                    bail!(
-                        "instance {i} exited during init: {}",
-                        state.exited.as_deref().unwrap_or("?")
-                    );
+                    return Err(GatewayError::ExitedDuringInit {
+                        instance: i,
+                        status: state.exited.clone().unwrap_or_else(|| "?".to_owned()),
+                    });
                 }
                 if instances.iter().all(|s| s.polled.load(Ordering::SeqCst)) {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("the function did not poll for events within {timeout:?}");
+                return Err(GatewayError::InitTimeout(timeout));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -378,6 +440,9 @@ struct Pending {
 struct InstanceState {
     /// Called `next` at least once (init done).
     polled: AtomicBool,
+    /// When the process was started, and when it first called `next`.
+    spawned_at: Option<Instant>,
+    first_poll_at: Option<Instant>,
     process: Option<KillOnDrop>,
     /// How the process ended, once it has.
     exited: Option<String>,
@@ -506,7 +571,7 @@ async fn watch_instances(shared: Arc<Shared>) {
                 Ok(None) => continue,
                 Err(e) => format!("cannot wait: {e}"),
             };
-            eprintln!("lambda-gateway: instance {i} exited ({status})");
+            tracing::warn!(instance = i, %status, "lambda-gateway: instance exited");
             state.exited = Some(status);
             state.process = None;
         }
@@ -529,13 +594,15 @@ async fn watch_instances(shared: Arc<Shared>) {
 }
 
 /// Serves `app` on a free loopback port.
-async fn serve(app: Router) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
+async fn serve(app: Router) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(GatewayError::Listen)?;
+    let addr = listener.local_addr().map_err(GatewayError::Listen)?;
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, service).await {
-            eprintln!("lambda-gateway: server on {addr} failed: {e}");
+            tracing::error!(%addr, error = %e, "lambda-gateway: server failed");
         }
     });
     Ok((addr, task))
@@ -582,8 +649,9 @@ fn accepted() -> Response {
 /// `GET /invocation/next`: waits for an event (skipping ones nobody waits for any more).
 async fn next_invocation(State(endpoint): State<Endpoint>) -> Response {
     let shared = &endpoint.shared;
-    if let Some(state) = shared.lock_instances().get(endpoint.instance) {
+    if let Some(state) = shared.lock_instances().get_mut(endpoint.instance) {
         state.polled.store(true, Ordering::SeqCst);
+        state.first_poll_at.get_or_insert_with(Instant::now);
     }
     loop {
         let received = shared.queue_rx.lock().await.recv().await;
@@ -632,7 +700,7 @@ async fn invocation_response(State(endpoint): State<Endpoint>, Path(id): Path<St
     let Ok(payload) = axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await else {
         let message =
             format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).");
-        eprintln!("lambda-gateway: invocation {id}: {message}");
+        tracing::warn!(invocation = %id, "lambda-gateway: {message}");
         shared.complete(&id, Outcome::Failed("Function.ResponseSizeTooLarge".to_owned()));
         return runtime_error(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", &message);
     };
@@ -651,9 +719,11 @@ async fn invocation_error(
     body: Bytes,
 ) -> Response {
     let error = reported_error(Some(id.clone()), &headers, &body);
-    eprintln!(
-        "lambda-gateway: invocation {id} failed: {}: {}",
-        error.error_type, error.message
+    tracing::warn!(
+        invocation = %id,
+        error_type = %error.error_type,
+        message = %error.message,
+        "lambda-gateway: the function reported an invocation error"
     );
     let error_type = error.error_type.clone();
     lock(&endpoint.shared.errors).push(error);
@@ -667,9 +737,11 @@ async fn invocation_error(
 /// `POST /init/error`: records the error ([`LambdaGateway::start`] fails with it).
 async fn init_error(State(endpoint): State<Endpoint>, headers: HeaderMap, body: Bytes) -> Response {
     let error = reported_error(None, &headers, &body);
-    eprintln!(
-        "lambda-gateway: instance {} failed its init: {}: {}",
-        endpoint.instance, error.error_type, error.message
+    tracing::warn!(
+        instance = endpoint.instance,
+        error_type = %error.error_type,
+        message = %error.message,
+        "lambda-gateway: the function failed its init"
     );
     lock(&endpoint.shared.errors).push(error);
     accepted()
@@ -754,12 +826,12 @@ async fn invoke_function(shared: &Shared, source_ip: IpAddr, api_request_id: &st
     match tokio::time::timeout(shared.config.integration_timeout, outcome).await {
         Ok(Ok(Outcome::Response(payload))) => api_gateway_response(&payload),
         Ok(Ok(Outcome::Failed(why))) => {
-            eprintln!("lambda-gateway: invocation {id} failed ({why}): 502");
+            tracing::warn!(invocation = %id, %why, "lambda-gateway: invocation failed: 502");
             bad_gateway()
         }
         Ok(Err(_)) => bad_gateway(),
         Err(_) => {
-            eprintln!("lambda-gateway: invocation {id} timed out: 503");
+            tracing::warn!(invocation = %id, "lambda-gateway: invocation timed out: 503");
             gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
         }
     }
@@ -933,13 +1005,16 @@ fn is_text_type(content_type: &str) -> bool {
 /// - any other JSON: 200 `application/json` with it as the body (a JSON string: its content).
 pub fn api_gateway_response(payload: &[u8]) -> Response {
     if payload.len() > MAX_RESPONSE_BYTES {
-        eprintln!("lambda-gateway: response of {} bytes is over the limit", payload.len());
+        tracing::warn!(
+            bytes = payload.len(),
+            "lambda-gateway: function response over the limit"
+        );
         return bad_gateway();
     }
     let value: Value = match serde_json::from_slice(payload) {
         Ok(value) => value,
         Err(e) => {
-            eprintln!("lambda-gateway: response is not JSON: {e}");
+            tracing::warn!(error = %e, "lambda-gateway: function response is not JSON");
             return bad_gateway();
         }
     };
@@ -948,7 +1023,7 @@ pub fn api_gateway_response(payload: &[u8]) -> Response {
         None => Ok(inferred_response(&value)),
     };
     converted.unwrap_or_else(|why| {
-        eprintln!("lambda-gateway: malformed function response: {why}");
+        tracing::warn!(%why, "lambda-gateway: malformed function response");
         bad_gateway()
     })
 }
