@@ -1,14 +1,17 @@
 //! The run's directory and workspace: `{work_dir}/{run_id}/` holding `ws/` (the agent's cwd: a
 //! shallow git clone of the run's repository, or an empty folder), `home/` (the agent's HOME) and
 //! the spool `output.log` outside `ws`. Also the git steps: clone, base commit, and the
-//! binary-safe diff of everything the agent changed.
+//! binary-safe diff of everything the agent changed, all through the hardened
+//! [`outpost_git::runner::Git`] with [`Options::workspace`] (hooks, fsmonitor, filters and `ext::`
+//! off; `safe.directory=*` because the workspace may belong to the agent's user).
 
 use outpost_core::domain::RepoSpec;
+use outpost_git::runner::{Git, Options};
 use secrecy::SecretString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use tokio::process::Command;
+
+pub use outpost_git::runner::{url_password, Changes};
 
 /// Folder (inside `ws`) whose files are stored as `files/...` artifacts.
 pub const ARTIFACTS_DIR: &str = "outpost-artifacts";
@@ -71,62 +74,6 @@ pub fn remove_run_dir(root: &Path) {
     }
 }
 
-/// A git command with prompts off and config that could run programs disabled.
-fn git(dir: Option<&Path>) -> Command {
-    let mut cmd = Command::new("git");
-    if let Some(d) = dir {
-        cmd.arg("-C").arg(d);
-    }
-    cmd.args([
-        "-c",
-        "protocol.ext.allow=never",
-        "-c",
-        "core.hooksPath=/dev/null",
-        "-c",
-        "core.fsmonitor=false",
-        "-c",
-        "diff.noprefix=false",
-        "-c",
-        "diff.mnemonicPrefix=false",
-        // The workspace belongs to the agent's user when the worker is root (crate::identity);
-        // git must still work on it, with hooks, fsmonitor and filters off as above.
-        "-c",
-        "safe.directory=*",
-    ])
-    .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_OPTIONAL_LOCKS", "0")
-    .stdin(Stdio::null())
-    .kill_on_drop(true);
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
-    }
-    cmd
-}
-
-fn describe_failure(what: &str, out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stderr = stderr.trim();
-    if stderr.is_empty() {
-        format!("{what} failed ({})", out.status)
-    } else {
-        format!("{what} failed ({}):\n{stderr}", out.status)
-    }
-}
-
-async fn output(cmd: &mut Command, what: &str) -> Result<Output, String> {
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .map_err(|e| format!("{what}: cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(describe_failure(what, &out))
-    }
-}
-
 /// `git clone --depth 1 [--branch B] -- URL ws`. Returns the base commit (`None` for an empty
 /// repository), or git's message.
 pub async fn clone(repo: &RepoSpec, ws: &Path) -> Result<Option<String>, String> {
@@ -141,27 +88,17 @@ pub async fn clone_with_token(
     ws: &Path,
     token: Option<&SecretString>,
 ) -> Result<Option<String>, String> {
-    let mut cmd = git(None);
-    if let Some(t) = token {
-        cmd.envs(outpost_git::promote::git_auth_env(&repo.url, t));
-    }
-    cmd.args(["clone", "--quiet", "--depth", "1", "--no-tags"]);
-    if let Some(b) = &repo.branch {
-        // `--branch=B` keeps a branch that starts with '-' a value, never an option.
-        cmd.arg(format!("--branch={b}"));
-    }
-    cmd.arg("--").arg(&repo.url).arg(ws);
-    output(&mut cmd, "git clone").await?;
+    Git::new(Options::workspace())
+        .with_token(&repo.url, token)
+        .clone_shallow(&repo.url, repo.branch.as_deref(), ws)
+        .await
+        .map_err(|f| f.detailed())?;
     Ok(base_commit(ws).await)
 }
 
 /// `git rev-parse HEAD`, or `None` when HEAD has no commit.
 pub async fn base_commit(ws: &Path) -> Option<String> {
-    let mut cmd = git(Some(ws));
-    cmd.args(["rev-parse", "--verify", "--quiet", "HEAD"]);
-    let out = output(&mut cmd, "git rev-parse").await.ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (!s.is_empty()).then_some(s)
+    Git::in_dir(Options::workspace(), ws).head_commit().await
 }
 
 /// Most files listed as changed in a workspace that is not a git repository.
@@ -197,117 +134,28 @@ pub fn list_created_files(ws: &Path) -> Vec<String> {
     found
 }
 
-/// What the agent changed in a git workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// Paths (relative to the repository root) that differ from the base commit.
-    pub files: Vec<String>,
-    /// Whether `patch` holds a non-empty diff.
-    pub has_patch: bool,
-}
-
 /// Stages everything (except `outpost-artifacts/` and the agent CLI's own files, `ignore`: see
 /// `AgentSpec::ignore`) and writes `git diff --cached --binary <base>` to `patch`: binary-safe,
 /// new files included, appliable with `git apply` on a clone of the base. The same exclusions
 /// apply to the diff itself, so what a CLI staged of its own files stays out too.
 pub async fn diff(ws: &Path, base: Option<&str>, patch: &Path, ignore: &[String]) -> Result<Changes, String> {
-    let mut excludes = vec![format!(":(exclude){ARTIFACTS_DIR}")];
-    for p in ignore {
-        let p = p.trim_end_matches('/');
-        excludes.push(format!(":(exclude,glob){p}"));
-        excludes.push(format!(":(exclude,glob){p}/**"));
-    }
-    // Attributes of highest precedence: no clean/smudge filter or ident expansion of the agent's
-    // choosing runs while the worker stages its files (diff drivers are off by flags below).
-    let info = ws.join(".git").join("info");
-    let _ = std::fs::create_dir_all(&info);
-    std::fs::write(info.join("attributes"), "* -filter -ident\n").map_err(|e| format!("preparing the diff: {e}"))?;
-
-    let mut add = git(Some(ws));
-    add.args(["add", "--all", "--", "."]).args(&excludes);
-    output(&mut add, "git add").await?;
-
-    let diff_args = |cmd: &mut Command| {
-        cmd.args(["diff", "--cached", "--no-ext-diff", "--no-textconv", "--no-color"]);
-    };
-    let file = std::fs::File::create(patch).map_err(|e| format!("creating diff.patch: {e}"))?;
-    let mut d = git(Some(ws));
-    diff_args(&mut d);
-    d.args(["--binary", "--full-index"]);
-    if let Some(b) = base {
-        d.arg(b);
-    }
-    d.args(["--", "."]).args(&excludes);
-    // Not `output()`: tokio's would replace the file with a pipe.
-    let child = d
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("git diff: cannot run git: {e}"))?;
-    drop(d);
-    let out = child.wait_with_output().await.map_err(|e| format!("git diff: {e}"))?;
-    if !out.status.success() {
-        return Err(describe_failure("git diff", &out));
-    }
-
-    let mut names = git(Some(ws));
-    diff_args(&mut names);
-    names.args(["--name-only", "-z"]);
-    if let Some(b) = base {
-        names.arg(b);
-    }
-    names.args(["--", "."]).args(&excludes);
-    let out = output(&mut names, "git diff --name-only").await?;
-    let files: Vec<String> = out
-        .stdout
-        .split(|b| *b == 0)
-        .filter(|p| !p.is_empty())
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect();
-    let has_patch = std::fs::metadata(patch).map(|m| m.len() > 0).unwrap_or(false);
-    Ok(Changes { files, has_patch })
-}
-
-/// The password of a `scheme://user:password@host/...` URL, to scrub from output.
-pub fn url_password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    let (_, pass) = userinfo.split_once(':')?;
-    (!pass.is_empty()).then_some(pass)
+    Git::in_dir(Options::workspace(), ws)
+        .diff_workspace(base, patch, &[ARTIFACTS_DIR], ignore)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// Runs git synchronously in tests, with a fixed identity.
-    pub fn git_ok(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-            .args(args)
-            .output()
-            .expect("run git");
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    pub use outpost_testkit::git_ok;
 
     /// A repository with one commit on `main` (`README.md`, `src/lib.txt`) and a branch `dev`.
     pub fn make_repo(dir: &Path) -> String {
-        std::fs::create_dir_all(dir.join("src")).expect("mkdir");
-        git_ok(dir, &["init", "--quiet", "--initial-branch=main"]);
-        std::fs::write(dir.join("README.md"), "hello\n").expect("write");
-        std::fs::write(dir.join("src/lib.txt"), "one\ntwo\nthree\n").expect("write");
-        git_ok(dir, &["add", "-A"]);
-        git_ok(dir, &["commit", "--quiet", "-m", "first"]);
+        let url = outpost_testkit::seed_repo(dir);
         git_ok(dir, &["branch", "dev"]);
-        format!("file://{}", dir.display())
+        url
     }
 
     #[test]
@@ -366,6 +214,90 @@ pub(crate) mod tests {
         );
         assert_eq!(std::fs::read(fresh.join("logo.bin")).expect("read"), binary);
         assert!(!fresh.join(ARTIFACTS_DIR).exists());
+    }
+
+    /// Plants what a hostile agent could in a clone: an fsmonitor program, a hook directory with
+    /// `post-index-change`, a clean filter, an external diff and a textconv driver, each touching
+    /// a marker in `markers` when run. Also edits a file and adds one, so there is work to do.
+    fn plant_hostile_config(ws: &Path, markers: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = |name: &str| {
+            let path = markers.join(format!("{name}.sh"));
+            let body = format!("#!/bin/sh\ntouch '{}'\ncat\n", markers.join(name).display());
+            std::fs::write(&path, body).expect("script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            path.display().to_string()
+        };
+        let hooks = ws.join(".git/evil-hooks");
+        std::fs::create_dir_all(&hooks).expect("mkdir");
+        let hook = script("hook");
+        std::fs::copy(&hook, hooks.join("post-index-change")).expect("hook");
+        let config = format!(
+            "[core]\n\tfsmonitor = {}\n\thooksPath = {}\n[filter \"evil\"]\n\tclean = {}\n\tsmudge = {}\n\
+             [diff]\n\texternal = {}\n[diff \"evil\"]\n\ttextconv = {}\n",
+            script("fsmonitor"),
+            hooks.display(),
+            script("filter"),
+            script("smudge"),
+            script("external"),
+            script("textconv"),
+        );
+        let mut existing = std::fs::read_to_string(ws.join(".git/config")).expect("config");
+        existing.push_str(&config);
+        std::fs::write(ws.join(".git/config"), existing).expect("config");
+        std::fs::write(ws.join(".gitattributes"), "* filter=evil diff=evil\n").expect("attributes");
+        std::fs::write(ws.join("src/lib.txt"), "one\nTWO\nthree\n").expect("edit");
+        std::fs::write(ws.join("new.txt"), "new\n").expect("new file");
+    }
+
+    fn markers_in(dir: &Path) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .expect("markers")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".sh"))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[tokio::test]
+    async fn a_hostile_workspace_config_runs_nothing_during_the_diff() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let url = make_repo(&tmp.path().join("origin"));
+        let repo = RepoSpec { url, branch: None };
+
+        // Control: the planted config is live for a plain git (the test would catch a regression).
+        let control = tmp.path().join("control");
+        let control_markers = tmp.path().join("control-markers");
+        std::fs::create_dir(&control_markers).expect("mkdir");
+        clone(&repo, &control).await.expect("clone");
+        plant_hostile_config(&control, &control_markers);
+        git_ok(&control, &["add", "-A"]);
+        git_ok(&control, &["diff", "--cached", "HEAD"]);
+        assert_eq!(
+            markers_in(&control_markers),
+            ["external", "filter", "fsmonitor", "hook", "smudge"]
+        );
+
+        let ws = tmp.path().join("ws");
+        let markers = tmp.path().join("markers");
+        std::fs::create_dir(&markers).expect("mkdir");
+        let base = clone(&repo, &ws).await.expect("clone");
+        plant_hostile_config(&ws, &markers);
+        let patch = tmp.path().join("diff.patch");
+        let changes = diff(&ws, base.as_deref(), &patch, &[]).await.expect("diff");
+        assert!(markers_in(&markers).is_empty(), "ran: {:?}", markers_in(&markers));
+        let mut files = changes.files;
+        files.sort();
+        assert_eq!(files, [".gitattributes", "new.txt", "src/lib.txt"]);
+        // The patch holds the files as they are (no filter in between), in `git apply` form.
+        let text = String::from_utf8_lossy(&std::fs::read(&patch).expect("patch")).into_owned();
+        assert!(
+            text.contains("diff --git a/src/lib.txt b/src/lib.txt") && text.contains("+TWO"),
+            "{text}"
+        );
+        assert!(text.contains("+new"), "{text}");
     }
 
     #[test]

@@ -10,30 +10,28 @@
 //! The tenant's `GIT_TOKEN` secret authenticates `https://` remotes (and `http://` to a loopback
 //! host) as an HTTP `Authorization: Basic` header handed to git through `GIT_CONFIG_*`
 //! environment variables, scoped to the remote's origin: never in a URL, an argument or a log.
+//! Every git command runs through [`crate::runner::Git`] with [`Options::isolated`]: hooks,
+//! fsmonitor, `ext::` and the operator's git config off, messages scrubbed of the token.
 
-use base64::Engine as _;
+use crate::runner::{Git, GitFailure, Ident, Options};
+use outpost_core::domain::run_files::Summary;
 use outpost_core::domain::validation::check_branch;
 use outpost_core::domain::{RepoSpec, Run, RunStatus, ValidationError};
 use secrecy::{ExposeSecret, SecretString};
-use std::ffi::OsStr;
-use std::process::{Output, Stdio};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+
+pub use crate::runner::git_auth_env;
 
 /// Name of the tenant secret holding a git token for `https://` remotes.
 pub const GIT_TOKEN_SECRET: &str = "GIT_TOKEN";
 /// Author and committer of promoted commits.
 pub const COMMIT_NAME: &str = "Outpost";
 pub const COMMIT_EMAIL: &str = "outpost@noreply.invalid";
-/// The GitHub REST API used for pull requests unless [`GITHUB_API_ENV`] names another.
+/// The GitHub REST API used for pull requests unless the settings name another
+/// (`--github-api-url`, for GitHub Enterprise and tests).
 pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
-/// Environment variable overriding [`DEFAULT_GITHUB_API`] (GitHub Enterprise, tests).
-pub const GITHUB_API_ENV: &str = "OUTPOST_GITHUB_API_URL";
 /// Longest subject line of a promoted commit, in characters.
 const MAX_SUBJECT_CHARS: usize = 72;
-/// Most bytes of git's own message quoted in an error.
-const MAX_QUOTED: usize = 400;
 
 /// Why a run could not be promoted. Messages never hold a token.
 #[derive(Debug, thiserror::Error)]
@@ -107,19 +105,6 @@ impl Default for PromoteOptions {
     }
 }
 
-impl PromoteOptions {
-    /// Defaults, with the GitHub API from [`GITHUB_API_ENV`] when set.
-    pub fn from_env() -> Self {
-        let mut o = Self::default();
-        if let Ok(api) = std::env::var(GITHUB_API_ENV) {
-            if !api.trim().is_empty() {
-                o.github_api = api.trim().trim_end_matches('/').to_owned();
-            }
-        }
-        o
-    }
-}
-
 /// The run's repository, if the run can be promoted at all (succeeded, with a repository).
 pub fn check_promotable(run: &Run) -> Result<&RepoSpec, PromoteError> {
     if run.status != RunStatus::Succeeded {
@@ -140,12 +125,8 @@ pub fn branch_name(run_id: &str, requested: Option<&str>) -> Result<String, Prom
     Ok(branch)
 }
 
-/// The `base_commit` recorded in a run's `summary.json`.
+/// The `base_commit` recorded in a run's `summary.json` (a [`Summary`]).
 pub fn base_commit_from_summary(summary: &[u8]) -> Result<String, PromoteError> {
-    #[derive(serde::Deserialize)]
-    struct Summary {
-        base_commit: Option<String>,
-    }
     let s: Summary = serde_json::from_slice(summary)
         .map_err(|e| PromoteError::NotPromotable(format!("the run's summary.json cannot be read: {e}")))?;
     let base = s.base_commit.ok_or_else(|| {
@@ -163,36 +144,6 @@ pub fn base_commit_from_summary(summary: &[u8]) -> Result<String, PromoteError> 
 /// 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 fn is_object_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Environment variables that make git send `token` to `url`'s origin as HTTP Basic auth
-/// (`x-access-token:TOKEN`) with no credential helper. Empty for remotes other than `https://` (or
-/// `http://` to a loopback host, which validation allows for local servers).
-pub fn git_auth_env(url: &str, token: &SecretString) -> Vec<(String, String)> {
-    let Some(origin) = http_origin(url) else {
-        return Vec::new();
-    };
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", token.expose_secret()));
-    vec![
-        ("GIT_CONFIG_COUNT".into(), "2".into()),
-        ("GIT_CONFIG_KEY_0".into(), "credential.helper".into()),
-        ("GIT_CONFIG_VALUE_0".into(), String::new()),
-        ("GIT_CONFIG_KEY_1".into(), format!("http.{origin}.extraHeader")),
-        ("GIT_CONFIG_VALUE_1".into(), format!("Authorization: Basic {basic}")),
-    ]
-}
-
-/// `scheme://host[:port]/` of an `https://` or `http://` URL, the scope of the auth header.
-fn http_origin(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    if !matches!(u.scheme(), "https" | "http") {
-        return None;
-    }
-    let host = u.host_str().filter(|h| !h.is_empty())?;
-    Some(match u.port() {
-        Some(p) => format!("{}://{host}:{p}/", u.scheme()),
-        None => format!("{}://{host}/", u.scheme()),
-    })
 }
 
 /// Which hosting service a remote is on, for web links.
@@ -333,37 +284,25 @@ pub async fn promote(input: PromoteInput<'_>, opts: &PromoteOptions) -> Result<P
         tokio::fs::write(&patch_file, input.patch)
             .await
             .map_err(|e| PromoteError::Local(format!("cannot write the patch: {e}")))?;
-        let git = Git {
-            dir: dir.clone(),
-            auth: input.token.map(|t| git_auth_env(&repo.url, t)).unwrap_or_default(),
-            token: input.token.map(|t| t.expose_secret().to_owned()),
-        };
+        let git = Git::in_dir(Options::isolated(), &dir).with_token(&repo.url, input.token);
+        let local = |f: GitFailure| PromoteError::Local(f.to_string());
 
         tokio::fs::create_dir(&dir)
             .await
             .map_err(|e| PromoteError::Local(format!("cannot create a temporary folder: {e}")))?;
-        git.local(&["init", "--quiet", "--template=", "--initial-branch=outpost-promote"])
-            .await?;
-        git.local(&["remote", "add", "origin", &repo.url]).await?;
+        git.init("outpost-promote").await.map_err(local)?;
+        git.add_remote("origin", &repo.url).await.map_err(local)?;
 
         // The branch on the remote (this also proves the remote is reachable and takes our auth).
         let refname = format!("refs/heads/{branch}");
-        let listed = git
-            .network(&["ls-remote", "--quiet", "origin", &refname])
+        let existing = git
+            .remote_ref("origin", &refname)
             .await
             .map_err(|f| PromoteError::RemoteUnavailable(remote_failure(&repo.url, &f, input.token.is_some())))?;
-        let existing = String::from_utf8_lossy(&listed.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .find(|(_, name)| *name == refname)
-            .map(|(sha, _)| sha.to_owned());
 
         // Exactly the base commit.
-        if let Err(f) = git
-            .network(&["fetch", "--quiet", "--no-tags", "--depth", "1", "origin", base])
-            .await
-        {
-            return Err(if is_network_failure(&f.stderr) {
+        if let Err(f) = git.fetch_commit("origin", base).await {
+            return Err(if is_network_failure(f.stderr()) {
                 PromoteError::RemoteUnavailable(remote_failure(&repo.url, &f, input.token.is_some()))
             } else {
                 PromoteError::BaseMoved(format!(
@@ -373,54 +312,26 @@ pub async fn promote(input: PromoteInput<'_>, opts: &PromoteOptions) -> Result<P
                 ))
             });
         }
-        git.local(&["read-tree", base]).await?;
-        let patch_arg = patch_file.to_string_lossy().into_owned();
-        if let Err(f) = git
-            .run(
-                [
-                    "apply",
-                    "--cached",
-                    "--binary",
-                    "--whitespace=nowarn",
-                    patch_arg.as_str(),
-                ],
-                false,
-                None,
-                &[],
-            )
-            .await
-        {
+        git.read_tree(base).await.map_err(local)?;
+        if let Err(f) = git.apply_to_index(&patch_file).await {
             return Err(PromoteError::Conflict(format!(
                 "the run's patch does not apply to its base commit {base}: {}",
                 f.quoted()
             )));
         }
-        let tree = git.local(&["write-tree"]).await?;
-        let tree = String::from_utf8_lossy(&tree.stdout).trim().to_owned();
-        let base_tree = git.local(&["rev-parse", &format!("{base}^{{tree}}")]).await?;
-        if String::from_utf8_lossy(&base_tree.stdout).trim() == tree {
+        let tree = git.write_tree().await.map_err(local)?;
+        let base_tree = git.rev_parse(&format!("{base}^{{tree}}")).await.map_err(local)?;
+        if base_tree == tree {
             return Err(PromoteError::NotPromotable(format!("run {} changed nothing", run.id)));
         }
         let date = format!("{} +0000", finished.timestamp());
-        let ident = [
-            ("GIT_AUTHOR_NAME", COMMIT_NAME),
-            ("GIT_AUTHOR_EMAIL", COMMIT_EMAIL),
-            ("GIT_AUTHOR_DATE", date.as_str()),
-            ("GIT_COMMITTER_NAME", COMMIT_NAME),
-            ("GIT_COMMITTER_EMAIL", COMMIT_EMAIL),
-            ("GIT_COMMITTER_DATE", date.as_str()),
-        ];
+        let ident = Ident {
+            name: COMMIT_NAME,
+            email: COMMIT_EMAIL,
+            date: &date,
+        };
         let message = commit_message(run, base);
-        let commit = git
-            .run(
-                ["commit-tree", tree.as_str(), "-p", base, "-F", "-"],
-                false,
-                Some(message.as_bytes()),
-                &ident,
-            )
-            .await
-            .map_err(|f| PromoteError::Local(f.to_string()))?;
-        let commit = String::from_utf8_lossy(&commit.stdout).trim().to_owned();
+        let commit = git.commit_tree(&tree, base, &message, ident).await.map_err(local)?;
 
         let pushed = match existing {
             Some(sha) if sha == commit => false,
@@ -432,12 +343,9 @@ pub async fn promote(input: PromoteInput<'_>, opts: &PromoteOptions) -> Result<P
             }
             None => {
                 let refspec = format!("{commit}:{refname}");
-                if let Err(f) = git
-                    .network(&["push", "--quiet", "--no-verify", "origin", &refspec])
-                    .await
-                {
+                if let Err(f) = git.push("origin", &refspec).await {
                     return Err(
-                        if f.stderr.contains("[rejected]") || f.stderr.contains("already exists") {
+                        if f.stderr().contains("[rejected]") || f.stderr().contains("already exists") {
                             PromoteError::Conflict(format!(
                                 "branch {branch} was created on the remote meanwhile with another commit: {}",
                                 f.quoted()
@@ -600,35 +508,6 @@ async fn send_json(req: reqwest::RequestBuilder) -> Result<serde_json::Value, Pu
     serde_json::from_slice(&bytes).map_err(|e| PullRequestError::Http(format!("the answer is not JSON: {e}")))
 }
 
-/// A git command that failed, with its (token-free) stderr.
-#[derive(Debug)]
-struct GitFailure {
-    what: String,
-    status: String,
-    stderr: String,
-}
-
-impl GitFailure {
-    /// git's message, trimmed to its last lines.
-    fn quoted(&self) -> String {
-        let s = self.stderr.trim();
-        if s.len() <= MAX_QUOTED {
-            return s.to_owned();
-        }
-        let mut start = s.len() - MAX_QUOTED;
-        while !s.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("…{}", &s[start..])
-    }
-}
-
-impl std::fmt::Display for GitFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "git {} failed ({}): {}", self.what, self.status, self.quoted())
-    }
-}
-
 /// Whether git's message says the remote could not be reached or refused us (as opposed to a
 /// missing object).
 fn is_network_failure(stderr: &str) -> bool {
@@ -652,7 +531,7 @@ fn is_network_failure(stderr: &str) -> bool {
 
 /// The client's message for a remote that failed.
 fn remote_failure(url: &str, f: &GitFailure, had_token: bool) -> String {
-    let s = f.stderr.to_ascii_lowercase();
+    let s = f.stderr().to_ascii_lowercase();
     let auth = s.contains("authentication failed")
         || s.contains("could not read username")
         || s.contains("returned error: 401")
@@ -670,152 +549,20 @@ fn remote_failure(url: &str, f: &GitFailure, had_token: bool) -> String {
     }
 }
 
-/// git in one temporary repository, with prompts and outside configuration off.
-struct Git {
-    dir: std::path::PathBuf,
-    /// `GIT_CONFIG_*` variables carrying the auth header, for commands that talk to the remote.
-    auth: Vec<(String, String)>,
-    /// Removed from every message.
-    token: Option<String>,
-}
-
-impl Git {
-    async fn local(&self, args: &[&str]) -> Result<Output, PromoteError> {
-        self.run(args.iter().copied(), false, None, &[])
-            .await
-            .map_err(|f| PromoteError::Local(f.to_string()))
-    }
-
-    async fn network(&self, args: &[&str]) -> Result<Output, GitFailure> {
-        self.run(args.iter().copied(), true, None, &[]).await
-    }
-
-    async fn run<I, S>(
-        &self,
-        args: I,
-        network: bool,
-        stdin: Option<&[u8]>,
-        env: &[(&str, &str)],
-    ) -> Result<Output, GitFailure>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let args: Vec<S> = args.into_iter().collect();
-        let what = args
-            .first()
-            .map(|a| a.as_ref().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(&self.dir).args([
-            "-c",
-            "protocol.ext.allow=never",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "commit.gpgSign=false",
-            "-c",
-            "advice.detachedHead=false",
-        ]);
-        cmd.args(args.iter().map(AsRef::as_ref));
-        cmd.env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_OPTIONAL_LOCKS", "0")
-            .env("LC_ALL", "C")
-            .env_remove("GIT_CONFIG_COUNT")
-            .env_remove("GIT_CONFIG_PARAMETERS")
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .env_remove("GIT_INDEX_FILE")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-            cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        if network {
-            for (k, v) in &self.auth {
-                cmd.env(k, v);
-            }
-        }
-        let fail = |status: String, stderr: String| GitFailure {
-            what: what.clone(),
-            status,
-            stderr: self.scrub(stderr),
-        };
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| fail("not started".into(), format!("cannot run git (is it on PATH?): {e}")))?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(data)
-                .await
-                .map_err(|e| fail("stdin".into(), e.to_string()))?;
-            drop(pipe);
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| fail("wait".into(), e.to_string()))?;
-        if out.status.success() {
-            Ok(out)
-        } else {
-            Err(fail(
-                out.status.to_string(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ))
-        }
-    }
-
-    /// `s` without the token (raw or as its Basic form), should git ever echo it.
-    fn scrub(&self, s: String) -> String {
-        let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) else {
-            return s;
-        };
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-        s.replace(token, "[REDACTED]").replace(&basic, "[REDACTED]")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use chrono::TimeZone;
     use outpost_core::domain::{NewRun, RunId};
+    use outpost_testkit::{git_ok, seed_repo};
     use std::path::Path;
-
-    fn git_ok(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-            .args(args)
-            .output()
-            .expect("run git");
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
 
     /// An origin repository with `main` (README.md, src/lib.txt) and its head commit.
     fn make_origin(dir: &Path) -> (String, String) {
-        std::fs::create_dir_all(dir.join("src")).expect("mkdir");
-        git_ok(dir, &["init", "--quiet", "--initial-branch=main"]);
-        std::fs::write(dir.join("README.md"), "hello\n").expect("write");
-        std::fs::write(dir.join("src/lib.txt"), "one\ntwo\nthree\n").expect("write");
-        git_ok(dir, &["add", "-A"]);
-        git_ok(dir, &["commit", "--quiet", "-m", "first"]);
+        let url = seed_repo(dir);
         let head = git_ok(dir, &["rev-parse", "HEAD"]).trim().to_owned();
-        (format!("file://{}", dir.display()), head)
+        (url, head)
     }
 
     /// The patch a worker would store: clone at `base`, apply `edit`, `git diff --cached --binary`.
@@ -903,9 +650,22 @@ mod tests {
             Err(PromoteError::BadBranch(_))
         ));
 
+        // summary.json as the worker writes it (`run_files::Summary`), with the base given.
+        let summary = |base: Option<&str>| {
+            let mut s = serde_json::json!({
+                "run_id": "r", "agent": "fake", "status": "succeeded", "exit_code": 0,
+                "failure_reason": null, "duration_ms": 1, "attempts": 1, "changed_files": ["a"],
+                "output_bytes": 0, "redactions": 0
+            });
+            if let Some(b) = base {
+                s["base_commit"] = b.into();
+            }
+            serde_json::to_vec(&s).expect("json")
+        };
         let sha = "a".repeat(40);
-        let summary = format!(r#"{{"run_id":"r","base_commit":"{sha}","changed_files":["a"]}}"#);
-        assert_eq!(base_commit_from_summary(summary.as_bytes()).expect("base"), sha);
+        assert_eq!(base_commit_from_summary(&summary(Some(&sha))).expect("base"), sha);
+        assert!(base_commit_from_summary(&summary(None)).is_err());
+        assert!(base_commit_from_summary(&summary(Some("--upload-pack=x"))).is_err());
         assert!(base_commit_from_summary(br#"{"run_id":"r"}"#).is_err());
         assert!(base_commit_from_summary(br#"{"base_commit":"--upload-pack=x"}"#).is_err());
         assert!(base_commit_from_summary(b"not json").is_err());
