@@ -1,8 +1,10 @@
 //! The port contract suite against the embedded backend (SQLite + folder), each case on a fresh
-//! data directory.
+//! data directory. Built without the standard harness (`harness = false`): every case of
+//! [`outpost_testkit::contract::cases`] is one test, named as the case.
 
 use outpost_embedded::EmbeddedOptions;
 use outpost_testkit::contract::{ContractConfig, Fixture};
+use std::process::ExitCode;
 
 async fn embedded_backend(config: ContractConfig) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -14,4 +16,6 @@ async fn embedded_backend(config: ContractConfig) -> Fixture {
     Fixture::with_guard(backend, dir)
 }
 
-outpost_testkit::contract_suite!(embedded_backend);
+fn main() -> ExitCode {
+    outpost_testkit::contract::main(embedded_backend, &[])
+}

@@ -1,7 +1,12 @@
 //! The port contract suite: one set of cases, written against the port traits only, that every
 //! backend (embedded SQLite + folder, AWS DynamoDB + SQS + S3 on moto) must pass.
 //!
-//! An adapter crate runs it from an integration test with a factory that makes a fresh backend
+//! Each case is declared once, in [`cases`], with `case!(name, |f| async move { ... })`; the
+//! declaration itself adds it to [`CASES`] (a link-time [`linkme`] slice), so there is no list
+//! of names to keep in step and no case can be declared and silently skipped.
+//!
+//! An adapter crate runs the suite from an integration test built without the standard harness
+//! (`[[test]] name = "contract", harness = false`), with a factory that makes a fresh backend
 //! (fresh tables, queue and bucket) for each case, honouring the [`ContractConfig`] it is given:
 //!
 //! ```text
@@ -11,13 +16,17 @@
 //!     let backend = outpost_embedded::open(dir.path(), opts).expect("open");
 //!     outpost_testkit::contract::Fixture::with_guard(backend, dir)
 //! }
-//! outpost_testkit::contract_suite!(backend);
+//! fn main() -> std::process::ExitCode {
+//!     outpost_testkit::contract::main(backend, &[])
+//! }
 //! ```
 //!
-//! [`contract_suite!`](crate::contract_suite) expands into one `#[test]` per case (each on its own
-//! tokio runtime), so cases run in parallel and fail one by one. A queue without strict turns
-//! across tenants (SQS) runs [`contract_suite_without_tenant_turns!`](crate::contract_suite_without_tenant_turns);
-//! [`contract_cases!`](crate::contract_cases) runs a chosen list.
+//! [`main`] makes one test per case ([`libtest_mimic`], which takes the standard harness's
+//! arguments), named as the case (`claim_from_queued`), each on its own tokio runtime: under
+//! nextest every case is its own process, under `cargo test` cases run on parallel threads, and
+//! they fail one by one. A backend that cannot keep a promise leaves its cases out by name with a
+//! reason ([`LeftOut`]): SQS, with no strict turns across tenants, leaves out
+//! `queue_tenants_take_turns`.
 //!
 //! Timings are whole seconds (SQS has no sub-second visibility); anything an eventually
 //! consistent backend may lag on (queue depth, dead-letter moves) is polled for a few seconds.
@@ -26,6 +35,7 @@ use futures_util::future::BoxFuture;
 use outpost_core::ports::Backend;
 use std::any::Any;
 use std::future::Future;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 /// What a case asks of the backend it is given.
@@ -88,102 +98,117 @@ where
 /// The factory as the cases take it.
 pub type Factory = Arc<dyn BackendFactory>;
 
-/// Runs one case on a fresh multi-threaded runtime (what the macros expand to).
-pub fn run_case<F, C, Fut>(factory: F, case: C)
+/// One contract case: its name and its body, as `case!` declares it in [`cases`].
+pub struct Case {
+    /// The case's name, which is also its test's name.
+    pub name: &'static str,
+    body: fn(Factory) -> BoxFuture<'static, ()>,
+}
+
+impl Case {
+    /// Runs the case to its end on a fresh multi-threaded runtime, against backends from
+    /// `factory`; a failed assertion panics.
+    pub fn run(&self, factory: Factory) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on((self.body)(factory));
+    }
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Every case, gathered at link time from the `case!` declarations themselves (a
+/// [`linkme`] distributed slice), so a case cannot be declared and left out of the suite.
+///
+/// `unsafe_code` is allowed here and in `case!` only for the `#[link_section]` statics that
+/// linkme declares (the lint counts those as unsafe); no unsafe code is written.
+#[allow(unsafe_code)]
+#[linkme::distributed_slice]
+pub static CASES: [Case];
+
+/// Every case, by name.
+pub fn all_cases() -> Vec<&'static Case> {
+    let mut all: Vec<&'static Case> = CASES.iter().collect();
+    all.sort_by_key(|c| c.name);
+    all
+}
+
+/// A case that a backend's run leaves out, and why (the reason is for the reader of the call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeftOut {
+    pub case: &'static str,
+    pub why: &'static str,
+}
+
+/// One test ([`libtest_mimic::Trial`]) per case but those `left_out`, each running on its own
+/// runtime against a fresh backend from `factory`. Panics if `left_out` names no case (a renamed
+/// case must not come back silently, nor a stale entry linger).
+pub fn trials(factory: impl BackendFactory, left_out: &[LeftOut]) -> Vec<libtest_mimic::Trial> {
+    let all = all_cases();
+    for out in left_out {
+        assert!(
+            all.iter().any(|c| c.name == out.case),
+            "left out {:?}, which is not a contract case",
+            out.case
+        );
+    }
+    let factory: Factory = Arc::new(factory);
+    all.into_iter()
+        .filter(|c| !left_out.iter().any(|out| out.case == c.name))
+        .map(|case| {
+            let factory = Arc::clone(&factory);
+            libtest_mimic::Trial::test(case.name, move || {
+                case.run(factory);
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+/// The `main` of a contract test binary (`harness = false`): runs [`trials`] with the standard
+/// test harness's arguments (filters, `--exact`, `--list`, `--test-threads`), so `cargo test`
+/// and nextest run and list it like any test binary, one test per case.
+pub fn main(factory: impl BackendFactory, left_out: &[LeftOut]) -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    libtest_mimic::run(&args, trials(factory, left_out)).exit_code()
+}
+
+/// Declares a contract case: `case!(name, |f| async move { ... });` defines `cases::name` (an
+/// `async fn(Factory)`) and adds it to [`CASES`] under its name.
+macro_rules! case {
+    ($name:ident, $body:expr $(,)?) => {
+        pub async fn $name(f: Factory) {
+            $crate::contract::case_body($body)(f).await
+        }
+
+        #[allow(unsafe_code)] // linkme's `#[link_section]` static (see `CASES`).
+        const _: () = {
+            #[linkme::distributed_slice($crate::contract::CASES)]
+            static CASE: $crate::contract::Case = $crate::contract::Case {
+                name: stringify!($name),
+                body: |f| Box::pin($name(f)),
+            };
+        };
+    };
+}
+
+/// The body of a `case!`, typed (so that its `f` is known to be the [`Factory`]).
+fn case_body<F, Fut>(body: F) -> F
 where
-    F: BackendFactory,
-    C: FnOnce(Factory) -> Fut,
+    F: FnOnce(Factory) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(case(Arc::new(factory)));
+    body
 }
 
-/// Expands into one `#[test]` per contract case, each running against a backend from `$factory`
-/// (see the [module docs](crate::contract)).
-#[macro_export]
-macro_rules! contract_suite {
-    ($factory:expr $(,)?) => {
-        $crate::contract_suite_without_tenant_turns!($factory);
-        $crate::contract_cases!($factory; queue_tenants_take_turns);
-    };
-}
-
-/// Every case of [`contract_suite!`](crate::contract_suite) but `queue_tenants_take_turns`
-/// (strict round-robin across tenants), for queues that promise no delivery order, such as SQS.
-#[macro_export]
-macro_rules! contract_suite_without_tenant_turns {
-    ($factory:expr $(,)?) => {
-        $crate::contract_cases!($factory;
-            runs_create_then_get,
-            runs_duplicate_id_is_rejected,
-            runs_list_newest_first_with_cursor_pages,
-            runs_list_filters_by_status_and_agent,
-            runs_list_rejects_a_bad_cursor,
-            runs_count_running_across_tenants,
-            claim_from_queued,
-            claim_twice_is_held_elsewhere,
-            claim_races_have_one_winner,
-            claim_after_lease_expiry_starts_a_new_attempt,
-            claim_exhausted_fails_the_run_as_worker_lost,
-            claim_of_unknown_or_finished_runs,
-            heartbeat_extends_the_lease_and_reports_cancel,
-            heartbeat_keeps_the_run_held,
-            heartbeat_by_a_non_owner_is_lease_lost,
-            finish_records_outcome_and_artifacts,
-            finish_in_every_terminal_status,
-            finish_by_a_non_owner_is_lease_lost,
-            finish_twice_never_changes_a_terminal_run,
-            finish_stores_the_agent_report,
-            finish_stores_an_oversized_report_capped,
-            runs_keep_their_idle_timeout,
-            cancel_of_a_queued_run_is_immediate,
-            cancel_of_a_running_run_sets_the_flag,
-            cancel_of_a_terminal_run_changes_nothing,
-            cancel_is_tenant_scoped,
-            fail_unfinished_rules,
-            queue_send_receive_delete,
-            queue_visibility_timeout_redelivers,
-            queue_extend_visibility_keeps_it_hidden,
-            queue_dead_letters_after_max_receives,
-            queue_long_poll_wakes_on_send,
-            queue_long_poll_times_out_empty,
-            queue_receive_respects_the_batch_max,
-            queue_depth_counts,
-            queue_bad_receipts_are_stale,
-            queue_trace_context_round_trips,
-            artifacts_put_open_and_read_range,
-            artifacts_live_log_then_replaced_by_final_file,
-            artifacts_bad_names_are_rejected,
-            artifacts_large_file_is_intact,
-            artifacts_are_scoped_per_tenant_and_run,
-            keys_insert_and_lookup,
-            workers_report_list_and_remove,
-            secrets_put_get_list_delete,
-            secrets_are_scoped_per_tenant,
-            dispatch_to_finish_flow,
-        );
-    };
-}
-
-/// Expands into one `#[test]` per listed case of [`cases`], against `$factory`.
-#[macro_export]
-macro_rules! contract_cases {
-    ($factory:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::contract::run_case($factory, $crate::contract::cases::$case);
-            }
-        )+
-    };
-}
-
-/// The cases, one `async fn` each.
+/// The cases, each declared once with `case!`.
 pub mod cases {
     use super::{ContractConfig, Factory, Fixture};
     use chrono::{DateTime, Utc};
@@ -395,7 +420,7 @@ pub mod cases {
 
     // ---- runs: create, get, list ----------------------------------------------------------------
 
-    pub async fn runs_create_then_get(f: Factory) {
+    case!(runs_create_then_get, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -443,9 +468,9 @@ pub mod cases {
         let plain = create(b, &acme).await;
         assert_eq!(get(b, &plain).await, plain);
         assert_eq!(plain.repo, None);
-    }
+    });
 
-    pub async fn runs_duplicate_id_is_rejected(f: Factory) {
+    case!(runs_duplicate_id_is_rejected, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -462,9 +487,9 @@ pub mod cases {
             Err(StoreError::AlreadyExists(_))
         ));
         assert_eq!(get(b, &run).await, run, "the first run is unchanged");
-    }
+    });
 
-    pub async fn runs_list_newest_first_with_cursor_pages(f: Factory) {
+    case!(runs_list_newest_first_with_cursor_pages, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let (acme, globex) = (tenant("acme"), tenant("globex"));
@@ -494,9 +519,9 @@ pub mod cases {
         let newest = b.runs.get_by_id(&ids[6]).await.expect("get").expect("exists");
         assert_eq!(page.items, vec![newest]);
         assert!(page.next.is_some());
-    }
+    });
 
-    pub async fn runs_list_filters_by_status_and_agent(f: Factory) {
+    case!(runs_list_filters_by_status_and_agent, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -533,9 +558,9 @@ pub mod cases {
         assert!(flat(list_all(b, &acme, &none, 10).await).is_empty());
         let unknown_agent = filter(None, Some("nope"));
         assert!(flat(list_all(b, &acme, &unknown_agent, 10).await).is_empty());
-    }
+    });
 
-    pub async fn runs_list_rejects_a_bad_cursor(f: Factory) {
+    case!(runs_list_rejects_a_bad_cursor, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -550,9 +575,9 @@ pub mod cases {
                 "cursor {junk:?} gave {res:?}"
             );
         }
-    }
+    });
 
-    pub async fn runs_count_running_across_tenants(f: Factory) {
+    case!(runs_count_running_across_tenants, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         assert_eq!(b.runs.count_running().await.expect("count"), 0);
@@ -570,11 +595,11 @@ pub mod cases {
             .expect("finish");
         b.runs.request_cancel(&a2.tenant, &a2.id).await.expect("cancel");
         assert_eq!(b.runs.count_running().await.expect("count"), 1);
-    }
+    });
 
     // ---- runs: claim ----------------------------------------------------------------------------
 
-    pub async fn claim_from_queued(f: Factory) {
+    case!(claim_from_queued, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -595,9 +620,9 @@ pub mod cases {
             (run.id.clone(), run.task.clone())
         );
         assert_eq!(get(b, &run).await, claimed);
-    }
+    });
 
-    pub async fn claim_twice_is_held_elsewhere(f: Factory) {
+    case!(claim_twice_is_held_elsewhere, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -610,9 +635,9 @@ pub mod cases {
             }
         }
         assert_eq!(get(b, &run).await, claimed, "a refused claim changes nothing");
-    }
+    });
 
-    pub async fn claim_races_have_one_winner(f: Factory) {
+    case!(claim_races_have_one_winner, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -635,9 +660,9 @@ pub mod cases {
         let stored = get(b, &run).await;
         assert_eq!(stored.attempts, 1);
         assert_eq!(stored.worker_id, winners[0].worker_id);
-    }
+    });
 
-    pub async fn claim_after_lease_expiry_starts_a_new_attempt(f: Factory) {
+    case!(claim_after_lease_expiry_starts_a_new_attempt, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -661,9 +686,9 @@ pub mod cases {
             .heartbeat(&run.id, &w2, MINUTE)
             .await
             .expect("new owner heartbeats");
-    }
+    });
 
-    pub async fn claim_exhausted_fails_the_run_as_worker_lost(f: Factory) {
+    case!(claim_exhausted_fails_the_run_as_worker_lost, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -686,9 +711,9 @@ pub mod cases {
             ClaimOutcome::AlreadyFinished(r) => assert_eq!(r, failed),
             other => panic!("expected AlreadyFinished, got {other:?}"),
         }
-    }
+    });
 
-    pub async fn claim_of_unknown_or_finished_runs(f: Factory) {
+    case!(claim_of_unknown_or_finished_runs, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let unknown = b.runs.claim(&RunId::generate(), &worker("a"), MINUTE, 3).await;
@@ -717,11 +742,11 @@ pub mod cases {
             }
             other => panic!("expected AlreadyFinished, got {other:?}"),
         }
-    }
+    });
 
     // ---- runs: heartbeat ------------------------------------------------------------------------
 
-    pub async fn heartbeat_extends_the_lease_and_reports_cancel(f: Factory) {
+    case!(heartbeat_extends_the_lease_and_reports_cancel, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -751,9 +776,9 @@ pub mod cases {
             RunStatus::Running,
             "cancel is the worker's to carry out"
         );
-    }
+    });
 
-    pub async fn heartbeat_keeps_the_run_held(f: Factory) {
+    case!(heartbeat_keeps_the_run_held, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -765,9 +790,9 @@ pub mod cases {
         assert!(matches!(other, ClaimOutcome::HeldElsewhere { .. }), "got {other:?}");
         let stored = get(b, &run).await;
         assert_eq!((stored.attempts, stored.worker_id), (1, Some(w)));
-    }
+    });
 
-    pub async fn heartbeat_by_a_non_owner_is_lease_lost(f: Factory) {
+    case!(heartbeat_by_a_non_owner_is_lease_lost, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -792,11 +817,62 @@ pub mod cases {
             b.runs.heartbeat(&run.id, &a, MINUTE).await,
             Err(StoreError::LeaseLost(_))
         ));
-    }
+    });
+
+    // ---- runs: release --------------------------------------------------------------------------
+
+    case!(release_lets_the_next_claim_start_at_once, |f| async move {
+        let fx = fixture(&f).await;
+        let b = &fx.backend;
+        let acme = tenant("acme");
+        let run = create(b, &acme).await;
+        let (a, other) = (worker("a"), worker("b"));
+        // Not claimed yet.
+        assert!(matches!(
+            b.runs.release(&run.id, &a).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        let unknown = b.runs.release(&RunId::generate(), &a).await;
+        assert!(matches!(unknown, Err(StoreError::LeaseLost(_))), "got {unknown:?}");
+
+        let claimed = claim(b, &run, &a, MINUTE).await;
+        match b.runs.release(&run.id, &other).await {
+            Err(StoreError::LeaseLost(id)) => assert_eq!(id, run.id),
+            res => panic!("expected LeaseLost, got {res:?}"),
+        }
+        assert_eq!(get(b, &run).await, claimed, "a refused release changes nothing");
+
+        b.runs.release(&run.id, &a).await.expect("the owner releases");
+        let released = get(b, &run).await;
+        assert_eq!(released.status, RunStatus::Running, "the run stays running");
+        assert_eq!((released.attempts, released.worker_id.clone()), (1, Some(a.clone())));
+        let lease = released.lease_expires_at.expect("lease");
+        assert!(lease <= Utc::now(), "the lease ended at {lease}");
+        assert_near(lease, Utc::now(), "released lease");
+        assert_eq!(b.runs.count_running().await.expect("count"), 1);
+
+        // The next delivery claims it at once, as a new attempt.
+        let second = claim(b, &run, &other, MINUTE).await;
+        assert_eq!((second.attempts, second.worker_id.clone()), (2, Some(other.clone())));
+        assert!(matches!(
+            b.runs.release(&run.id, &a).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        assert_eq!(get(b, &run).await, second, "the old owner's release changes nothing");
+
+        b.runs
+            .finish(&run.id, &other, Outcome::succeeded(), Vec::new())
+            .await
+            .expect("finish");
+        assert!(matches!(
+            b.runs.release(&run.id, &other).await,
+            Err(StoreError::LeaseLost(_))
+        ));
+    });
 
     // ---- runs: finish ---------------------------------------------------------------------------
 
-    pub async fn finish_records_outcome_and_artifacts(f: Factory) {
+    case!(finish_records_outcome_and_artifacts, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -828,9 +904,9 @@ pub mod cases {
         assert_eq!(done.lease_expires_at, None);
         assert!(done.duration_ms().is_some_and(|ms| ms >= 0));
         assert_eq!(get(b, &run).await, done);
-    }
+    });
 
-    pub async fn finish_in_every_terminal_status(f: Factory) {
+    case!(finish_in_every_terminal_status, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let w = worker("a");
@@ -855,9 +931,9 @@ pub mod cases {
             );
             assert_eq!(get(b, &run).await, done);
         }
-    }
+    });
 
-    pub async fn finish_by_a_non_owner_is_lease_lost(f: Factory) {
+    case!(finish_by_a_non_owner_is_lease_lost, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let queued = create(b, &tenant("acme")).await;
@@ -882,9 +958,9 @@ pub mod cases {
             res => panic!("expected LeaseLost, got {res:?}"),
         }
         assert_eq!(get(b, &run).await, claimed);
-    }
+    });
 
-    pub async fn finish_twice_never_changes_a_terminal_run(f: Factory) {
+    case!(finish_twice_never_changes_a_terminal_run, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -918,7 +994,7 @@ pub mod cases {
             ClaimOutcome::AlreadyFinished(_)
         ));
         assert_eq!(get(b, &run).await, done);
-    }
+    });
 
     // ---- runs: the agent's report and the idle timeout -------------------------------------
 
@@ -939,7 +1015,7 @@ pub mod cases {
         [by_tenant, by_id, listed]
     }
 
-    pub async fn finish_stores_the_agent_report(f: Factory) {
+    case!(finish_stores_the_agent_report, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1005,9 +1081,9 @@ pub mod cases {
             .await
             .expect("finish");
         assert_eq!(get(b, &run).await.report, AgentReport::default());
-    }
+    });
 
-    pub async fn finish_stores_an_oversized_report_capped(f: Factory) {
+    case!(finish_stores_an_oversized_report_capped, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1045,9 +1121,9 @@ pub mod cases {
         {
             assert_eq!(read.report, capped, "{how}");
         }
-    }
+    });
 
-    pub async fn runs_keep_their_idle_timeout(f: Factory) {
+    case!(runs_keep_their_idle_timeout, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -1085,11 +1161,11 @@ pub mod cases {
         let plain = create(b, &acme).await;
         assert_eq!(plain.idle_timeout_secs, None);
         assert_eq!(get(b, &plain).await.idle_timeout_secs, None);
-    }
+    });
 
     // ---- runs: cancel and fail_unfinished -----------------------------------------------------
 
-    pub async fn cancel_of_a_queued_run_is_immediate(f: Factory) {
+    case!(cancel_of_a_queued_run_is_immediate, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1104,9 +1180,9 @@ pub mod cases {
             b.runs.request_cancel(&run.tenant, &run.id).await.expect("cancel"),
             cancelled
         );
-    }
+    });
 
-    pub async fn cancel_of_a_running_run_sets_the_flag(f: Factory) {
+    case!(cancel_of_a_running_run_sets_the_flag, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1125,9 +1201,9 @@ pub mod cases {
             .expect("finish");
         assert_eq!(done.status, RunStatus::Cancelled);
         assert_eq!(done.exit_code, Some(143));
-    }
+    });
 
-    pub async fn cancel_of_a_terminal_run_changes_nothing(f: Factory) {
+    case!(cancel_of_a_terminal_run_changes_nothing, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1141,9 +1217,9 @@ pub mod cases {
         let after = b.runs.request_cancel(&run.tenant, &run.id).await.expect("cancel");
         assert_eq!(after, done);
         assert_eq!(get(b, &run).await, done);
-    }
+    });
 
-    pub async fn cancel_is_tenant_scoped(f: Factory) {
+    case!(cancel_is_tenant_scoped, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1152,9 +1228,9 @@ pub mod cases {
         let res = b.runs.request_cancel(&run.tenant, &RunId::generate()).await;
         assert!(matches!(res, Err(StoreError::NotFound)), "got {res:?}");
         assert_eq!(get(b, &run).await, run, "untouched");
-    }
+    });
 
-    pub async fn fail_unfinished_rules(f: Factory) {
+    case!(fail_unfinished_rules, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -1216,11 +1292,11 @@ pub mod cases {
             .fail_unfinished(&RunId::generate(), FailureReason::WorkerLost)
             .await;
         assert!(matches!(res, Err(StoreError::NotFound)), "got {res:?}");
-    }
+    });
 
     // ---- queue ------------------------------------------------------------------------------------
 
-    pub async fn queue_send_receive_delete(f: Factory) {
+    case!(queue_send_receive_delete, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1245,9 +1321,9 @@ pub mod cases {
             Err(QueueError::StaleReceipt)
         ));
         assert_nothing_visible(b, ONE_SEC).await;
-    }
+    });
 
-    pub async fn queue_visibility_timeout_redelivers(f: Factory) {
+    case!(queue_visibility_timeout_redelivers, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1268,9 +1344,9 @@ pub mod cases {
         ));
         b.queue.delete(&second.receipt).await.expect("delete");
         assert_depth(b, QueueDepth::default()).await;
-    }
+    });
 
-    pub async fn queue_extend_visibility_keeps_it_hidden(f: Factory) {
+    case!(queue_extend_visibility_keeps_it_hidden, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1288,9 +1364,9 @@ pub mod cases {
         assert_eq!(again.message, message(&run));
         assert_eq!(again.receive_count, 2);
         b.queue.delete(&again.receipt).await.expect("delete");
-    }
+    });
 
-    pub async fn queue_dead_letters_after_max_receives(f: Factory) {
+    case!(queue_dead_letters_after_max_receives, |f| async move {
         let fx = f.make(ContractConfig { max_receive_count: 2 }).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1343,9 +1419,9 @@ pub mod cases {
         b.queue.delete_dead_letter(&dead[0].receipt).await.expect("delete dead");
         b.queue.delete(&next.receipt).await.expect("delete");
         assert_depth(b, QueueDepth::default()).await;
-    }
+    });
 
-    pub async fn queue_long_poll_wakes_on_send(f: Factory) {
+    case!(queue_long_poll_wakes_on_send, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1359,9 +1435,9 @@ pub mod cases {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].message, message(&run));
         assert!(waited < Duration::from_secs(5), "woke only after {waited:?}");
-    }
+    });
 
-    pub async fn queue_long_poll_times_out_empty(f: Factory) {
+    case!(queue_long_poll_times_out_empty, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let start = Instant::now();
@@ -1370,9 +1446,9 @@ pub mod cases {
         assert!(got.is_empty());
         assert!(waited >= Duration::from_millis(900), "returned after {waited:?}");
         assert!(waited < Duration::from_secs(5), "returned after {waited:?}");
-    }
+    });
 
-    pub async fn queue_receive_respects_the_batch_max(f: Factory) {
+    case!(queue_receive_respects_the_batch_max, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let acme = tenant("acme");
@@ -1415,9 +1491,9 @@ pub mod cases {
             },
         )
         .await;
-    }
+    });
 
-    pub async fn queue_tenants_take_turns(f: Factory) {
+    case!(queue_tenants_take_turns, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let (busy, quiet) = (tenant("busy"), tenant("quiet"));
@@ -1445,9 +1521,9 @@ pub mod cases {
             quiet_count, 2,
             "the quiet tenant's messages should not wait behind the busy tenant's backlog"
         );
-    }
+    });
 
-    pub async fn queue_depth_counts(f: Factory) {
+    case!(queue_depth_counts, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         assert_depth(b, QueueDepth::default()).await;
@@ -1478,9 +1554,9 @@ pub mod cases {
             .await
             .expect("release");
         assert_depth(b, depth(2, 0)).await;
-    }
+    });
 
-    pub async fn queue_bad_receipts_are_stale(f: Factory) {
+    case!(queue_bad_receipts_are_stale, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         for junk in ["junk", "", "1:deadbeef"] {
@@ -1497,9 +1573,9 @@ pub mod cases {
                 "{junk:?}"
             );
         }
-    }
+    });
 
-    pub async fn queue_trace_context_round_trips(f: Factory) {
+    case!(queue_trace_context_round_trips, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let traced = TaskMessage {
@@ -1523,11 +1599,11 @@ pub mod cases {
         let mut want = vec![traced, plain];
         want.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         assert_eq!(got, want);
-    }
+    });
 
     // ---- artifacts --------------------------------------------------------------------------------
 
-    pub async fn artifacts_put_open_and_read_range(f: Factory) {
+    case!(artifacts_put_open_and_read_range, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let k = key("acme");
@@ -1579,9 +1655,9 @@ pub mod cases {
             .await
             .expect("open")
             .is_none());
-    }
+    });
 
-    pub async fn artifacts_live_log_then_replaced_by_final_file(f: Factory) {
+    case!(artifacts_live_log_then_replaced_by_final_file, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let k = key("acme");
@@ -1632,9 +1708,9 @@ pub mod cases {
             .expect("read")
             .expect("final");
         assert_eq!((&chunk.data[..], chunk.size), (&b"final log\n"[..], 10));
-    }
+    });
 
-    pub async fn artifacts_bad_names_are_rejected(f: Factory) {
+    case!(artifacts_bad_names_are_rejected, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let k = key("acme");
@@ -1665,9 +1741,9 @@ pub mod cases {
             assert!(is_bad(b.artifacts.open(&k, bad).await.map(|_| ())), "open {bad:?}");
         }
         assert!(src.exists(), "a rejected put leaves the source alone");
-    }
+    });
 
-    pub async fn artifacts_large_file_is_intact(f: Factory) {
+    case!(artifacts_large_file_is_intact, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let k = key("acme");
@@ -1704,9 +1780,9 @@ pub mod cases {
             .expect("stored");
         assert!(chunk.data[..] == content[from..], "range differs");
         assert_eq!(chunk.next_offset, content.len() as u64);
-    }
+    });
 
-    pub async fn artifacts_are_scoped_per_tenant_and_run(f: Factory) {
+    case!(artifacts_are_scoped_per_tenant_and_run, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let k1 = key("acme");
@@ -1729,11 +1805,11 @@ pub mod cases {
                 ("text/x-rust", text.as_bytes())
             );
         }
-    }
+    });
 
     // ---- keys and workers -------------------------------------------------------------------------
 
-    pub async fn keys_insert_and_lookup(f: Factory) {
+    case!(keys_insert_and_lookup, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let (acme, globex) = (tenant("acme"), tenant("globex"));
@@ -1778,7 +1854,7 @@ pub mod cases {
             Some(acme)
         );
         assert!(b.keys.tenant_has_keys(&globex).await.expect("has keys"));
-    }
+    });
 
     // ---- secrets -----------------------------------------------------------------------------------
 
@@ -1790,7 +1866,7 @@ pub mod cases {
         SecretString::from(value.to_owned())
     }
 
-    pub async fn secrets_put_get_list_delete(f: Factory) {
+    case!(secrets_put_get_list_delete, |f| async move {
         let fx = fixture(&f).await;
         let s = &fx.backend.secrets;
         let acme = tenant("acme");
@@ -1849,9 +1925,9 @@ pub mod cases {
             .map(|i| i.name.to_string())
             .collect();
         assert_eq!(names, ["GIT_TOKEN"]);
-    }
+    });
 
-    pub async fn secrets_are_scoped_per_tenant(f: Factory) {
+    case!(secrets_are_scoped_per_tenant, |f| async move {
         let fx = fixture(&f).await;
         let s = &fx.backend.secrets;
         let (acme, globex, acme2) = (tenant("acme"), tenant("globex"), tenant("acme-2"));
@@ -1881,9 +1957,9 @@ pub mod cases {
         );
         assert!(s.delete_secret(&acme2, &key).await.expect("delete"));
         assert!(s.get_secret(&acme, &key).await.expect("get").is_some());
-    }
+    });
 
-    pub async fn workers_report_list_and_remove(f: Factory) {
+    case!(workers_report_list_and_remove, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let now = now_ms();
@@ -1929,11 +2005,11 @@ pub mod cases {
             .remove_worker(&worker("never-seen"))
             .await
             .expect("remove unknown");
-    }
+    });
 
     // ---- the whole path of one run ------------------------------------------------------------------
 
-    pub async fn dispatch_to_finish_flow(f: Factory) {
+    case!(dispatch_to_finish_flow, |f| async move {
         let fx = fixture(&f).await;
         let b = &fx.backend;
         let run = create(b, &tenant("acme")).await;
@@ -1970,5 +2046,5 @@ pub mod cases {
         assert_eq!(done.artifacts, vec![log]);
         assert_eq!(b.runs.count_running().await.expect("count"), 0);
         assert_depth(b, QueueDepth::default()).await;
-    }
+    });
 }

@@ -6,14 +6,26 @@
 //! refusal is read from the refusal itself. Writes that follow such a decision are conditional
 //! too; if the run changed in between, the whole operation starts again (a few rounds at most).
 //!
+//! `claim` first sends the claim rule's ([`decide_claim`]) one common decision, *start an
+//! attempt*, as one conditional `UpdateItem` whose condition is that decision's precondition
+//! (not cancelled, and queued or running with an expired lease and attempts left): the usual
+//! claim of a fresh run costs that one request. When it is refused, the refusal hands back the
+//! run as it is, the rule decides on that (finished, held elsewhere, cancel, exhausted, or start
+//! after all), and its decision is written as one `UpdateItem` of the attributes that change,
+//! conditional on the item still holding what the rule looked at (status, attempts, worker,
+//! lease end, cancel flag); a refusal of that write hands back the run again, and the rule
+//! decides again (a few rounds at most). No claim reads before it writes.
+//!
 //! Choices the trait leaves open, as in the SQLite store:
 //! - `started_at` is the start of the latest attempt.
 //! - A `running` run whose lease expired while a cancel was requested is not started again:
 //!   `claim` records it `cancelled` (`AlreadyFinished`).
 //! - `heartbeat` and `finish` succeed for the lease owner even just after its lease expired, as
-//!   long as no other worker has claimed the run since.
+//!   long as no other worker has claimed the run since (so also after `release`).
+//! - `release` is the heartbeat's one `UpdateItem` with a lease ending now.
 //! - Times are kept to the millisecond; the `Run` returned by `create` is already truncated.
-//! - Lease expiry is judged by the caller's clock (`now` is sent in the condition).
+//! - Lease expiry is judged by the caller's clock (`claim`'s rule is given `now`; `fail_unfinished`
+//!   sends it in its condition).
 //! - `request_cancel` first tries to flag a running run (one write); a queued run takes a second
 //!   write that cancels it.
 //! - List cursors are base64url JSON of the tenant and the last run id returned.
@@ -35,7 +47,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use outpost_core::domain::{Artifact, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, WorkerId};
+use outpost_core::domain::{
+    decide_claim, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId,
+    TransitionError, WorkerId,
+};
 use outpost_core::ports::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -59,6 +74,15 @@ fn changed_too_often(run: &Run) -> StoreError {
     }
 }
 
+/// The conflict of a move the state machine refused.
+fn illegal(run: &Run, e: TransitionError) -> StoreError {
+    StoreError::Conflict {
+        id: run.id.clone(),
+        status: run.status,
+        message: e.to_string(),
+    }
+}
+
 /// Fails with a conflict unless every move `from → to` is legal.
 fn check_moves(id: &RunId, from: &[RunStatus], to: RunStatus) -> Result<(), StoreError> {
     for &status in from {
@@ -78,34 +102,6 @@ enum Write {
     Done(Run),
     /// The condition failed; the run as it was (`None`: no such run).
     Refused(Option<Run>),
-}
-
-/// Why a claim's condition failed, judged from the run as it was.
-#[derive(Debug, Clone, PartialEq)]
-enum ClaimRefusal {
-    /// Terminal: the delivery is a duplicate.
-    Finished,
-    /// Another worker's lease is live.
-    HeldElsewhere { lease_expires_at: DateTime<Utc> },
-    /// Nobody holds it and a cancel was requested: record it cancelled.
-    CancelRequested,
-    /// Its last worker was lost and it used up its attempts: record it failed.
-    Exhausted,
-    /// Claimable after all (it changed, or clocks disagree): try again.
-    Claimable,
-}
-
-/// The claim rules of the SQLite store, applied to `run` at `now`.
-fn claim_refusal(run: &Run, now: DateTime<Utc>, max_attempts: u32) -> ClaimRefusal {
-    match run.status {
-        status if status.is_terminal() => ClaimRefusal::Finished,
-        RunStatus::Running if run.lease_live(now) => ClaimRefusal::HeldElsewhere {
-            lease_expires_at: run.lease_expires_at.unwrap_or(now),
-        },
-        _ if run.cancel_requested => ClaimRefusal::CancelRequested,
-        RunStatus::Running if run.attempts >= max_attempts => ClaimRefusal::Exhausted,
-        _ => ClaimRefusal::Claimable,
-    }
 }
 
 /// A listing position: the tenant and the last run id handed out.
@@ -177,6 +173,56 @@ fn ended(u: &mut UpdateExpression, p: &mut Placeholders, to: RunStatus, now: Dat
     u.remove(p, attr::RUNNING);
 }
 
+/// The clauses that turn the item of `prev` into the item of `next` ([`run_item`], with its
+/// markers and TTL): `SET` of every attribute that differs, `REMOVE` of those `next` lacks, in
+/// attribute-name order.
+fn changes(u: &mut UpdateExpression, p: &mut Placeholders, prev: &Run, next: &Run) {
+    let (before, after) = (run_item(prev), run_item(next));
+    let mut names: Vec<&String> = before.keys().chain(after.keys()).filter(|n| *n != attr::PK).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        match (before.get(name), after.get(name)) {
+            (old, Some(new)) if old != Some(new) => u.set(p, name, new.clone()),
+            (Some(_), None) => u.remove(p, name),
+            _ => {}
+        }
+    }
+}
+
+/// The item still holds what the claim rule looked at in `prev`: its status, attempts, worker,
+/// lease end and cancel flag.
+fn unchanged(p: &mut Placeholders, prev: &Run) -> String {
+    let status = format!(
+        "{} = {}",
+        p.name(attr::STATUS),
+        p.value("was_status", s(prev.status.as_str()))
+    );
+    let attempts = format!(
+        "{} = {}",
+        p.name(attr::ATTEMPTS),
+        p.value("was_attempts", n(prev.attempts))
+    );
+    let cancel = format!(
+        "{} = {}",
+        p.name(attr::CANCEL_REQUESTED),
+        p.value("was_cancel", AttributeValue::Bool(prev.cancel_requested))
+    );
+    let worker = match &prev.worker_id {
+        Some(w) => format!("{} = {}", p.name(attr::WORKER_ID), p.value("was_worker", s(w.as_str()))),
+        None => format!("attribute_not_exists({})", p.name(attr::WORKER_ID)),
+    };
+    let lease = match prev.lease_expires_at {
+        Some(t) => format!(
+            "{} = {}",
+            p.name(attr::LEASE_EXPIRES_MS),
+            p.value("was_lease_ms", time_ms(t))
+        ),
+        None => format!("attribute_not_exists({})", p.name(attr::LEASE_EXPIRES_MS)),
+    };
+    format!("{status} AND {attempts} AND {cancel} AND {worker} AND {lease}")
+}
+
 impl DynamoStore {
     /// One conditional `UpdateItem` of the run `id`.
     async fn update_run(
@@ -216,17 +262,29 @@ impl DynamoStore {
         }
     }
 
-    /// Starts an attempt of `worker` on a claimable run: queued and not cancelled, or running
-    /// with an expired lease and attempts left.
-    async fn start_attempt(
+    /// Writes `next` over the run `prev` as one `UpdateItem` of the attributes that change, if
+    /// the item still holds `prev` as far as the claim rule looks ([`unchanged`]).
+    async fn replace_run(&self, prev: &Run, next: &Run) -> Result<Write, StoreError> {
+        let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
+        changes(&mut u, &mut p, prev, next);
+        let condition = unchanged(&mut p, prev);
+        self.update_run(&prev.id, &u, condition, p).await
+    }
+
+    /// The claim rule's `Start` decision as one conditional write: `worker` starts an attempt of
+    /// a run that is not cancelled and is queued, or running with an expired lease and attempts
+    /// left — exactly the states in which [`decide_claim`] answers `Start` (its unit tests pin
+    /// them) — with the attempt count raised in the write itself. Refused otherwise, with the
+    /// run as it is.
+    async fn try_start_attempt(
         &self,
         id: &RunId,
         worker: &WorkerId,
         lease: Duration,
         max_attempts: u32,
-        now: DateTime<Utc>,
     ) -> Result<Write, StoreError> {
         check_moves(id, &[RunStatus::Queued, RunStatus::Running], RunStatus::Running)?;
+        let now = now_ms();
         let lease_end = truncate_ms(plus(now, lease));
         let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
         u.set(&mut p, attr::STATUS, s(RunStatus::Running.as_str()));
@@ -248,24 +306,41 @@ impl DynamoStore {
         self.update_run(id, &u, condition, p).await
     }
 
-    /// Ends a run nobody holds as `to` with `reason`, if `extra` (a condition, when given) holds
-    /// too.
+    /// Sets the lease of a run `worker` holds to end `lease` from now (`heartbeat`, and `release`
+    /// with zero); `LeaseLost` if it does not hold the run.
+    async fn set_lease(&self, id: &RunId, worker: &WorkerId, lease: Duration) -> Result<HeartbeatOutcome, StoreError> {
+        let lease_end = truncate_ms(plus(now_ms(), lease));
+        let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
+        u.set(&mut p, attr::LEASE_EXPIRES_AT, time(lease_end));
+        u.set(&mut p, attr::LEASE_EXPIRES_MS, time_ms(lease_end));
+        let running = status_is(&mut p, RunStatus::Running);
+        let owner = format!(
+            "{} = {}",
+            p.name(attr::WORKER_ID),
+            p.value("worker", s(worker.as_str()))
+        );
+        match self.update_run(id, &u, format!("{running} AND {owner}"), p).await? {
+            Write::Done(run) => Ok(HeartbeatOutcome {
+                cancel_requested: run.cancel_requested,
+                lease_expires_at: lease_end,
+            }),
+            Write::Refused(_) => Err(StoreError::LeaseLost(id.clone())),
+        }
+    }
+
+    /// Ends a run nobody holds as `to` with `reason`.
     async fn end_unheld(
         &self,
         id: &RunId,
         to: RunStatus,
         reason: FailureReason,
         now: DateTime<Utc>,
-        extra: impl FnOnce(&mut Placeholders) -> Option<String>,
     ) -> Result<Write, StoreError> {
         check_moves(id, &[RunStatus::Queued, RunStatus::Running], to)?;
         let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
         ended(&mut u, &mut p, to, now);
         u.set(&mut p, attr::FAILURE_REASON, s(reason.as_str()));
-        let mut condition = unheld(&mut p, now);
-        if let Some(extra) = extra(&mut p) {
-            condition = format!("{condition} AND {extra}");
-        }
+        let condition = unheld(&mut p, now);
         self.update_run(id, &u, condition, p).await
     }
 
@@ -401,74 +476,59 @@ impl RunStore for DynamoStore {
         lease: Duration,
         max_attempts: u32,
     ) -> Result<ClaimOutcome, StoreError> {
-        let mut last_seen = None;
+        let mut stored = match self.try_start_attempt(id, worker, lease, max_attempts).await? {
+            Write::Done(run) => {
+                if run.attempts > 1 {
+                    tracing::info!(run_id = %run.id, attempt = run.attempts, "lease expired; started a new attempt");
+                }
+                return Ok(ClaimOutcome::Claimed(run));
+            }
+            Write::Refused(None) => return Err(StoreError::NotFound),
+            Write::Refused(Some(run)) => run,
+        };
         for _ in 0..MAX_ROUNDS {
             let now = now_ms();
-            let run = match self.start_attempt(id, worker, lease, max_attempts, now).await? {
-                Write::Done(run) => {
-                    if run.attempts > 1 {
-                        tracing::info!(run_id = %run.id, attempt = run.attempts, "lease expired; started a new attempt");
-                    }
-                    return Ok(ClaimOutcome::Claimed(run));
-                }
-                Write::Refused(None) => return Err(StoreError::NotFound),
-                Write::Refused(Some(run)) => run,
-            };
-            let decided = match claim_refusal(&run, now, max_attempts) {
-                ClaimRefusal::Finished => return Ok(ClaimOutcome::AlreadyFinished(run)),
-                ClaimRefusal::HeldElsewhere { lease_expires_at } => {
+            let decision = decide_claim(&stored, worker, now, lease, max_attempts).map_err(|e| illegal(&stored, e))?;
+            let (next, answer): (Run, fn(Run) -> ClaimOutcome) = match decision {
+                ClaimDecision::AlreadyFinished => return Ok(ClaimOutcome::AlreadyFinished(stored)),
+                ClaimDecision::HeldElsewhere { lease_expires_at } => {
                     return Ok(ClaimOutcome::HeldElsewhere { lease_expires_at })
                 }
-                ClaimRefusal::CancelRequested => self
-                    .end_unheld(id, RunStatus::Cancelled, FailureReason::Cancelled, now, |p| {
-                        Some(cancel_is(p, true))
-                    })
-                    .await?
-                    .map_done(ClaimOutcome::AlreadyFinished),
-                ClaimRefusal::Exhausted => {
-                    let attempts = run.attempts;
-                    self.end_unheld(id, RunStatus::Failed, FailureReason::WorkerLost, now, |p| {
-                        let running = status_is(p, RunStatus::Running);
-                        let not_cancelled = cancel_is(p, false);
-                        let name = p.name(attr::ATTEMPTS);
-                        let max = p.value("max_attempts", n(max_attempts));
-                        Some(format!("{running} AND {not_cancelled} AND {name} >= {max}"))
-                    })
-                    .await?
-                    .map_done(|failed| {
-                        tracing::warn!(run_id = %failed.id, attempts, "run lost its worker too often; failed it");
-                        ClaimOutcome::Exhausted(failed)
-                    })
-                }
-                ClaimRefusal::Claimable => None,
+                ClaimDecision::Cancel { next } => (next, ClaimOutcome::AlreadyFinished),
+                ClaimDecision::Exhaust { next } => (next, ClaimOutcome::Exhausted),
+                ClaimDecision::Start { next } => (next, ClaimOutcome::Claimed),
             };
-            if let Some(outcome) = decided {
-                return Ok(outcome);
+            match self.replace_run(&stored, &next).await? {
+                Write::Done(run) => {
+                    let outcome = answer(run);
+                    match &outcome {
+                        ClaimOutcome::Claimed(run) if run.attempts > 1 => {
+                            tracing::info!(run_id = %run.id, attempt = run.attempts, "lease expired; started a new attempt");
+                        }
+                        ClaimOutcome::Exhausted(failed) => {
+                            let attempts = failed.attempts;
+                            tracing::warn!(run_id = %failed.id, attempts, "run lost its worker too often; failed it");
+                        }
+                        _ => {}
+                    }
+                    return Ok(outcome);
+                }
+                Write::Refused(None) => return Err(StoreError::NotFound),
+                Write::Refused(Some(run)) => {
+                    tracing::debug!(run_id = %id, "run changed during a claim; trying again");
+                    stored = run;
+                }
             }
-            tracing::debug!(run_id = %id, "run changed during a claim; trying again");
-            last_seen = Some(run);
         }
-        Err(last_seen.as_ref().map_or(StoreError::NotFound, changed_too_often))
+        Err(changed_too_often(&stored))
     }
 
     async fn heartbeat(&self, id: &RunId, worker: &WorkerId, lease: Duration) -> Result<HeartbeatOutcome, StoreError> {
-        let lease_end = truncate_ms(plus(now_ms(), lease));
-        let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
-        u.set(&mut p, attr::LEASE_EXPIRES_AT, time(lease_end));
-        u.set(&mut p, attr::LEASE_EXPIRES_MS, time_ms(lease_end));
-        let running = status_is(&mut p, RunStatus::Running);
-        let owner = format!(
-            "{} = {}",
-            p.name(attr::WORKER_ID),
-            p.value("worker", s(worker.as_str()))
-        );
-        match self.update_run(id, &u, format!("{running} AND {owner}"), p).await? {
-            Write::Done(run) => Ok(HeartbeatOutcome {
-                cancel_requested: run.cancel_requested,
-                lease_expires_at: lease_end,
-            }),
-            Write::Refused(_) => Err(StoreError::LeaseLost(id.clone())),
-        }
+        self.set_lease(id, worker, lease).await
+    }
+
+    async fn release(&self, id: &RunId, worker: &WorkerId) -> Result<(), StoreError> {
+        self.set_lease(id, worker, Duration::ZERO).await.map(|_| ())
     }
 
     async fn finish(
@@ -554,7 +614,7 @@ impl RunStore for DynamoStore {
         let mut last_seen = None;
         for _ in 0..MAX_ROUNDS {
             let now = now_ms();
-            match self.end_unheld(id, RunStatus::Failed, reason, now, |_| None).await? {
+            match self.end_unheld(id, RunStatus::Failed, reason, now).await? {
                 Write::Done(run) => {
                     tracing::warn!(run_id = %run.id, %reason, "failed an unfinished run");
                     return Ok(run);
@@ -592,16 +652,6 @@ impl RunStore for DynamoStore {
                 Some(next) if !next.is_empty() => start_key = Some(next.clone()),
                 _ => return Ok(total),
             }
-        }
-    }
-}
-
-impl Write {
-    /// `Some(f(run))` when written, `None` when refused.
-    fn map_done<T>(self, f: impl FnOnce(Run) -> T) -> Option<T> {
-        match self {
-            Write::Done(run) => Some(f(run)),
-            Write::Refused(_) => None,
         }
     }
 }
@@ -660,54 +710,54 @@ mod tests {
     }
 
     #[test]
-    fn refused_claims_are_explained_like_the_sqlite_store() {
+    fn a_claim_writes_only_what_changes_on_the_run_as_read() {
         let now = now_ms();
-        let later = plus(now, Duration::from_secs(30));
-        let earlier = now - chrono::Duration::seconds(1);
-        for terminal in [
-            RunStatus::Succeeded,
-            RunStatus::Failed,
-            RunStatus::TimedOut,
-            RunStatus::Cancelled,
-        ] {
-            assert_eq!(claim_refusal(&run(terminal), now, 3), ClaimRefusal::Finished);
-        }
-        let held = Run {
-            lease_expires_at: Some(later),
-            attempts: 3,
-            cancel_requested: true,
-            ..run(RunStatus::Running)
+        let queued = run(RunStatus::Queued);
+        let w = WorkerId("wrk_b".into());
+        let Ok(ClaimDecision::Start { next }) = decide_claim(&queued, &w, now, Duration::from_secs(30), 3) else {
+            panic!("a queued run is claimable");
         };
+        let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
+        changes(&mut u, &mut p, &queued, &next);
         assert_eq!(
-            claim_refusal(&held, now, 3),
-            ClaimRefusal::HeldElsewhere {
-                lease_expires_at: later
-            }
+            u.render(),
+            "SET #attempts = :set_attempts, #lease_expires_at = :set_lease_expires_at, \
+             #lease_expires_ms = :set_lease_expires_ms, #running = :set_running, #started_at = :set_started_at, \
+             #status = :set_status, #worker_id = :set_worker_id"
         );
+        assert_eq!(
+            unchanged(&mut p, &queued),
+            "#status = :was_status AND #attempts = :was_attempts AND #cancel_requested = :was_cancel AND \
+             attribute_not_exists(#worker_id) AND attribute_not_exists(#lease_expires_ms)"
+        );
+        let (_, values) = p.into_maps();
+        let values = values.expect("values");
+        assert_eq!(values.get(":set_attempts"), Some(&n(1)));
+        assert_eq!(values.get(":was_status"), Some(&s("queued")));
+        assert_eq!(values.get(":set_running"), Some(&s(RUNNING_MARKER)));
+
+        // The exhausted run ends: its lease and running marker go, its TTL comes; the rest stays.
         let lost = Run {
-            lease_expires_at: Some(earlier),
-            attempts: 3,
-            ..run(RunStatus::Running)
+            lease_expires_at: Some(now - chrono::Duration::seconds(1)),
+            ..next
         };
-        assert_eq!(claim_refusal(&lost, now, 3), ClaimRefusal::Exhausted);
-        assert_eq!(claim_refusal(&lost, now, 4), ClaimRefusal::Claimable);
-        // A lease ending exactly now has expired.
-        let expiring = Run {
-            lease_expires_at: Some(now),
-            ..lost.clone()
+        let Ok(ClaimDecision::Exhaust { next: failed }) = decide_claim(&lost, &w, now, Duration::from_secs(30), 1)
+        else {
+            panic!("an exhausted run fails");
         };
-        assert_eq!(claim_refusal(&expiring, now, 3), ClaimRefusal::Exhausted);
-        let lost_cancelled = Run {
-            cancel_requested: true,
-            ..lost
-        };
-        assert_eq!(claim_refusal(&lost_cancelled, now, 3), ClaimRefusal::CancelRequested);
-        let queued_cancelled = Run {
-            cancel_requested: true,
-            ..run(RunStatus::Queued)
-        };
-        assert_eq!(claim_refusal(&queued_cancelled, now, 3), ClaimRefusal::CancelRequested);
-        assert_eq!(claim_refusal(&run(RunStatus::Queued), now, 3), ClaimRefusal::Claimable);
+        let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
+        changes(&mut u, &mut p, &lost, &failed);
+        assert_eq!(
+            u.render(),
+            "SET #expires_at = :set_expires_at, #failure_reason = :set_failure_reason, \
+             #finished_at = :set_finished_at, #status = :set_status \
+             REMOVE #lease_expires_at, #lease_expires_ms, #running"
+        );
+        assert_eq!(
+            unchanged(&mut p, &lost),
+            "#status = :was_status AND #attempts = :was_attempts AND #cancel_requested = :was_cancel AND \
+             #worker_id = :was_worker AND #lease_expires_ms = :was_lease_ms"
+        );
     }
 
     #[test]

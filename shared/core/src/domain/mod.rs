@@ -1,7 +1,8 @@
-//! Domain types: identifiers, the run and its state machine, agents, validation, and the
-//! artifact contract ([`run_files`]).
+//! Domain types: identifiers, the run and its state machine, the claim rule ([`claim`]), agents,
+//! validation, and the artifact contract ([`run_files`]).
 
 pub mod agents;
+pub mod claim;
 pub mod ids;
 pub mod report;
 pub mod run;
@@ -9,6 +10,7 @@ pub mod run_files;
 pub mod validation;
 
 pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, OutputReader};
+pub use claim::{decide_claim, ClaimDecision};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
 pub use report::{AgentReport, Usage};
 pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};

@@ -1,7 +1,8 @@
 //! A run and its state machine.
 //!
 //! `queued → running → succeeded | failed | timed_out | cancelled`, and `queued → cancelled`.
-//! A running run whose lease expired may be claimed again (`running → running`, a new attempt).
+//! A running run whose lease expired may be claimed again (`running → running`, a new attempt);
+//! what a claim does is the claim rule's ([`super::claim`]).
 //! Terminal states never change: every transition goes through [`RunStatus::transition`], and
 //! finishing takes a [`TerminalStatus`], so a store cannot write a non-terminal outcome.
 
@@ -361,6 +362,44 @@ impl Run {
     pub fn lease_live(&self, now: DateTime<Utc>) -> bool {
         self.status == RunStatus::Running && self.lease_expires_at.is_some_and(|t| t > now)
     }
+
+    /// This run moved to `to`, if the state machine allows it; nothing else changes.
+    pub fn moved(&self, to: RunStatus) -> Result<Run, TransitionError> {
+        let status = self.status.transition(to)?;
+        Ok(Run { status, ..self.clone() })
+    }
+
+    /// This run ended at `now` as `status` with `reason`, its lease released (the worker that
+    /// held it, its attempts, exit code, artifacts and report are kept).
+    pub fn ended(
+        &self,
+        status: TerminalStatus,
+        reason: FailureReason,
+        now: DateTime<Utc>,
+    ) -> Result<Run, TransitionError> {
+        let mut next = self.moved(status.into())?;
+        next.failure_reason = Some(reason);
+        next.finished_at = Some(now);
+        next.lease_expires_at = None;
+        Ok(next)
+    }
+
+    /// A new attempt of this run by `worker`, started at `now` and holding the lease until
+    /// `lease_until`: `running`, one more attempt.
+    pub fn start_attempt(
+        &self,
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Run, TransitionError> {
+        let mut next = self.moved(RunStatus::Running)?;
+        next.attempts = self.attempts.saturating_add(1);
+        next.worker_id = Some(worker.clone());
+        next.started_at = Some(now);
+        next.finished_at = None;
+        next.lease_expires_at = Some(lease_until);
+        Ok(next)
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +426,57 @@ mod tests {
         }
         assert!(Queued.transition(Succeeded).is_err());
         assert!(Running.transition(Queued).is_err());
+    }
+
+    #[test]
+    fn runs_move_only_through_the_state_machine() {
+        let at = DateTime::<Utc>::from_timestamp_millis(1_700_000_000_000).expect("time");
+        let queued = Run::queued(NewRun {
+            id: RunId::generate(),
+            tenant: "acme".parse().expect("tenant"),
+            agent: "fake".into(),
+            task: "t".into(),
+            repo: None,
+            timeout_secs: 60,
+            idle_timeout_secs: None,
+            created_at: at,
+        });
+        let w = WorkerId("w".into());
+        let lease = at + chrono::Duration::seconds(30);
+        let running = queued.start_attempt(&w, at, lease).expect("queued -> running");
+        assert_eq!(
+            (
+                running.status,
+                running.attempts,
+                running.worker_id.clone(),
+                running.lease_expires_at
+            ),
+            (Running, 1, Some(w.clone()), Some(lease))
+        );
+        let failed = running
+            .ended(TerminalStatus::Failed, FailureReason::WorkerLost, at)
+            .expect("running -> failed");
+        assert_eq!(
+            (
+                failed.status,
+                failed.failure_reason,
+                failed.finished_at,
+                failed.lease_expires_at
+            ),
+            (Failed, Some(FailureReason::WorkerLost), Some(at), None)
+        );
+        assert_eq!(failed.worker_id, Some(w.clone()));
+        assert!(failed.start_attempt(&w, at, lease).is_err());
+        assert!(failed
+            .ended(TerminalStatus::Cancelled, FailureReason::Cancelled, at)
+            .is_err());
+        assert_eq!(
+            queued.moved(Succeeded),
+            Err(TransitionError {
+                from: Queued,
+                to: Succeeded
+            })
+        );
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// `running` whose lease has expired (a new attempt after a lost worker) while
     /// `attempts < max_attempts`. See [`ClaimOutcome`] for the rest. A queued run with
     /// `cancel_requested` is not claimable: it is already `cancelled` (`AlreadyFinished`).
+    /// Stores decide with the one claim rule, [`decide_claim`](crate::domain::decide_claim), and
+    /// write its decision conditionally on the run they read.
     async fn claim(
         &self,
         id: &RunId,
@@ -110,6 +112,14 @@ pub trait RunStore: Send + Sync + 'static {
     /// Extends the lease of a run `worker` holds and reports whether a cancel was requested.
     /// `LeaseLost` if the worker no longer holds it.
     async fn heartbeat(&self, id: &RunId, worker: &WorkerId, lease: Duration) -> Result<HeartbeatOutcome, StoreError>;
+
+    /// Ends `worker`'s lease on a run it holds, now, so that the next delivery of the run's
+    /// message may claim it at once (a new attempt) instead of waiting for the lease to run out.
+    /// The run stays `running`, with its worker and attempts, until then. This is how a worker
+    /// gives back a run it will not carry out; it is the same write as a heartbeat with a lease of
+    /// zero, and costs one write. `LeaseLost` if the worker does not hold the run (another worker
+    /// claimed it, it is not running, or there is no such run); nothing changes then.
+    async fn release(&self, id: &RunId, worker: &WorkerId) -> Result<(), StoreError>;
 
     /// Writes the final state of a run `worker` holds, with its artifact manifest. `LeaseLost` if
     /// the worker no longer holds it; a run already terminal is never changed.

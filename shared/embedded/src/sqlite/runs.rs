@@ -1,7 +1,7 @@
 //! `RunStore` on SQLite: one row per run. Every state change reads the row, lets the domain's
-//! state machine ([`RunStatus::transition`]) decide the next state, and writes it back as a
-//! compare-and-set, all in one atomic write on the single writer (so two workers, or two
-//! processes, can never both win).
+//! state machine ([`RunStatus::transition`]) decide the next state (for `claim`, the domain's
+//! claim rule, [`decide_claim`]), and writes it back as a compare-and-set, all in one atomic
+//! write on the single writer (so two workers, or two processes, can never both win).
 //!
 //! Choices the trait leaves open:
 //! - `started_at` is the start of the latest attempt, so `duration_ms` measures the attempt that
@@ -9,7 +9,8 @@
 //! - A `running` run whose lease expired while a cancel was requested is not started again:
 //!   `claim` and `fail_unfinished` see it as lost and `claim` records it `cancelled`.
 //! - `heartbeat` and `finish` succeed for the lease owner even just after its lease expired, as
-//!   long as no other worker has claimed the run since.
+//!   long as no other worker has claimed the run since (so also after `release`).
+//! - `release` is the heartbeat's one `UPDATE` with a lease ending now.
 //! - Timestamps are kept to the millisecond; the `Run` returned by `create` is already truncated,
 //!   so it equals what `get` returns later.
 //! - List cursors are the hex of the last id returned.
@@ -21,7 +22,8 @@ use super::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outpost_core::domain::{
-    AgentReport, Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId, RunStatus, TenantId, WorkerId,
+    decide_claim, AgentReport, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId,
+    RunStatus, TenantId, TerminalStatus, TransitionError, WorkerId,
 };
 use outpost_core::ports::runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 use rusqlite::types::ToSql;
@@ -152,23 +154,13 @@ fn update_run(conn: &Connection, prev: &Run, next: &Run) -> Result<Result<(), St
     }
 }
 
-/// `run` moved to `to` by the state machine, or a conflict naming the illegal move.
-fn moved(run: &Run, to: RunStatus) -> Result<Run, StoreError> {
-    let status = run.status.transition(to).map_err(|e| StoreError::Conflict {
+/// The conflict of a move the state machine refused.
+fn illegal(run: &Run, e: TransitionError) -> StoreError {
+    StoreError::Conflict {
         id: run.id.clone(),
         status: run.status,
         message: e.to_string(),
-    })?;
-    Ok(Run { status, ..run.clone() })
-}
-
-/// `run` ended now as `status` with `reason`, lease released.
-fn ended(run: &Run, status: RunStatus, reason: FailureReason, now: DateTime<Utc>) -> Result<Run, StoreError> {
-    let mut next = moved(run, status)?;
-    next.failure_reason = Some(reason);
-    next.finished_at = Some(now);
-    next.lease_expires_at = None;
-    Ok(next)
+    }
 }
 
 /// Applies `next` over `prev` and hands back `outcome(next)`, or the conflict.
@@ -185,6 +177,7 @@ fn commit_change<T>(
     Ok(update_run(conn, prev, &next)?.map(|()| outcome(next)))
 }
 
+/// Reads the run, lets the claim rule ([`decide_claim`]) decide, and writes its decision.
 fn claim_tx(
     conn: &Connection,
     id: &RunId,
@@ -195,37 +188,24 @@ fn claim_tx(
     let Some(run) = select_run(conn, id, None)? else {
         return Ok(Err(StoreError::NotFound));
     };
-    let now_ms = now_ms();
-    let now = ms_to_time(now_ms)?;
-    let start_attempt = |run: &Run| -> Result<Run, StoreError> {
-        let mut next = moved(run, RunStatus::Running)?;
-        next.attempts = run.attempts.saturating_add(1);
-        next.worker_id = Some(worker.clone());
-        next.started_at = Some(now);
-        next.finished_at = None;
-        next.lease_expires_at = Some(ms_to_time(now_ms.saturating_add(duration_ms(lease)))?);
-        Ok(next)
+    let now = ms_to_time(now_ms())?;
+    let decision = match decide_claim(&run, worker, now, lease, max_attempts) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(illegal(&run, e))),
     };
-    match run.status {
-        status if status.is_terminal() => Ok(Ok(ClaimOutcome::AlreadyFinished(run))),
-        RunStatus::Running if run.lease_live(now) => {
-            let lease_expires_at = run.lease_expires_at.unwrap_or(now);
-            Ok(Ok(ClaimOutcome::HeldElsewhere { lease_expires_at }))
-        }
-        _ if run.cancel_requested => {
-            let next = ended(&run, RunStatus::Cancelled, FailureReason::Cancelled, now);
-            commit_change(conn, &run, next, ClaimOutcome::AlreadyFinished)
-        }
-        RunStatus::Running if run.attempts >= max_attempts => {
+    match decision {
+        ClaimDecision::AlreadyFinished => Ok(Ok(ClaimOutcome::AlreadyFinished(run))),
+        ClaimDecision::HeldElsewhere { lease_expires_at } => Ok(Ok(ClaimOutcome::HeldElsewhere { lease_expires_at })),
+        ClaimDecision::Cancel { next } => commit_change(conn, &run, Ok(next), ClaimOutcome::AlreadyFinished),
+        ClaimDecision::Exhaust { next } => {
             tracing::warn!(run_id = %run.id, attempts = run.attempts, "run lost its worker too often; failing it");
-            let next = ended(&run, RunStatus::Failed, FailureReason::WorkerLost, now);
-            commit_change(conn, &run, next, ClaimOutcome::Exhausted)
+            commit_change(conn, &run, Ok(next), ClaimOutcome::Exhausted)
         }
-        _ => {
+        ClaimDecision::Start { next } => {
             if run.status == RunStatus::Running {
                 tracing::info!(run_id = %run.id, attempt = run.attempts + 1, "lease expired; starting a new attempt");
             }
-            commit_change(conn, &run, start_attempt(&run), ClaimOutcome::Claimed)
+            commit_change(conn, &run, Ok(next), ClaimOutcome::Claimed)
         }
     }
 }
@@ -243,15 +223,18 @@ fn finish_tx(
     if run.status != RunStatus::Running || run.worker_id.as_ref() != Some(worker) {
         return Ok(Err(StoreError::LeaseLost(run.id)));
     }
-    let next = moved(&run, outcome.status.into()).and_then(|mut next| {
-        next.exit_code = outcome.exit_code;
-        next.failure_reason = outcome.reason;
-        next.artifacts = artifacts;
-        next.report = outcome.report.capped();
-        next.finished_at = Some(ms_to_time(now_ms()).map_err(StoreError::from)?);
-        next.lease_expires_at = None;
-        Ok(next)
-    });
+    let next = run
+        .moved(outcome.status.into())
+        .map_err(|e| illegal(&run, e))
+        .and_then(|mut next| {
+            next.exit_code = outcome.exit_code;
+            next.failure_reason = outcome.reason;
+            next.artifacts = artifacts;
+            next.report = outcome.report.capped();
+            next.finished_at = Some(ms_to_time(now_ms()).map_err(StoreError::from)?);
+            next.lease_expires_at = None;
+            Ok(next)
+        });
     commit_change(conn, &run, next, |r| r)
 }
 
@@ -261,16 +244,17 @@ fn cancel_tx(conn: &Connection, tenant: &TenantId, id: &RunId) -> Result<Result<
     };
     match run.status {
         RunStatus::Queued => {
-            let next = ended(
-                &run,
-                RunStatus::Cancelled,
-                FailureReason::Cancelled,
-                ms_to_time(now_ms())?,
-            )
-            .map(|mut n| {
-                n.cancel_requested = true;
-                n
-            });
+            let next = run
+                .ended(
+                    TerminalStatus::Cancelled,
+                    FailureReason::Cancelled,
+                    ms_to_time(now_ms())?,
+                )
+                .map(|mut n| {
+                    n.cancel_requested = true;
+                    n
+                })
+                .map_err(|e| illegal(&run, e));
             commit_change(conn, &run, next, |r| r)
         }
         RunStatus::Running if !run.cancel_requested => {
@@ -297,7 +281,9 @@ fn fail_unfinished_tx(
         return Ok(Ok(run));
     }
     tracing::warn!(run_id = %run.id, %reason, "failing an unfinished run");
-    let next = ended(&run, RunStatus::Failed, reason, now);
+    let next = run
+        .ended(TerminalStatus::Failed, reason, now)
+        .map_err(|e| illegal(&run, e));
     commit_change(conn, &run, next, |r| r)
 }
 
@@ -365,6 +351,36 @@ fn list_tx(
         None
     };
     Ok(Page { items, next })
+}
+
+impl SqliteStore {
+    /// Sets the lease of a run `worker` holds to end `lease` from now (`heartbeat`, and `release`
+    /// with zero), in one `UPDATE … RETURNING`; `LeaseLost` if it does not hold the run.
+    async fn set_lease(&self, id: &RunId, worker: &WorkerId, lease: Duration) -> Result<HeartbeatOutcome, StoreError> {
+        let (id_owned, worker) = (id.clone(), worker.clone());
+        let expires_ms = now_ms().saturating_add(duration_ms(lease));
+        let cancel: Option<bool> = self
+            .db
+            .write(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE runs SET lease_expires_at = ?3 \
+                     WHERE id = ?1 AND status = 'running' AND worker_id = ?2 RETURNING cancel_requested",
+                )?;
+                Ok(stmt
+                    .query_row(params![id_owned.as_str(), worker.as_str(), expires_ms], |row| {
+                        row.get(0)
+                    })
+                    .optional()?)
+            })
+            .await?;
+        match cancel {
+            Some(cancel_requested) => Ok(HeartbeatOutcome {
+                cancel_requested,
+                lease_expires_at: ms_to_time(expires_ms)?,
+            }),
+            None => Err(StoreError::LeaseLost(id.clone())),
+        }
+    }
 }
 
 #[async_trait]
@@ -451,29 +467,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn heartbeat(&self, id: &RunId, worker: &WorkerId, lease: Duration) -> Result<HeartbeatOutcome, StoreError> {
-        let (id_owned, worker) = (id.clone(), worker.clone());
-        let expires_ms = now_ms().saturating_add(duration_ms(lease));
-        let cancel: Option<bool> = self
-            .db
-            .write(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE runs SET lease_expires_at = ?3 \
-                     WHERE id = ?1 AND status = 'running' AND worker_id = ?2 RETURNING cancel_requested",
-                )?;
-                Ok(stmt
-                    .query_row(params![id_owned.as_str(), worker.as_str(), expires_ms], |row| {
-                        row.get(0)
-                    })
-                    .optional()?)
-            })
-            .await?;
-        match cancel {
-            Some(cancel_requested) => Ok(HeartbeatOutcome {
-                cancel_requested,
-                lease_expires_at: ms_to_time(expires_ms)?,
-            }),
-            None => Err(StoreError::LeaseLost(id.clone())),
-        }
+        self.set_lease(id, worker, lease).await
+    }
+
+    async fn release(&self, id: &RunId, worker: &WorkerId) -> Result<(), StoreError> {
+        self.set_lease(id, worker, Duration::ZERO).await.map(|_| ())
     }
 
     async fn finish(

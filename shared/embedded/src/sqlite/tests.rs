@@ -173,7 +173,7 @@ fn writes_survive_an_abort_of_the_process() {
     let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
         .args([
             "--exact",
-            "embedded::sqlite::tests::writes_survive_an_abort_of_the_process",
+            "sqlite::tests::writes_survive_an_abort_of_the_process",
             "--nocapture",
         ])
         .env(CRASH_CHILD_ENV, dir.path())
