@@ -1,14 +1,12 @@
-//! Artifact collection and upload: the files the agent left in `ws/outpost-artifacts/` (regular
-//! files only, capped), content types, `summary.json`, and putting each into the ArtifactStore.
+//! Artifact collection and upload, for [`crate::pipeline::finalize`]: the files the agent left
+//! in `ws/outpost-artifacts/` (regular files only, capped) as `files/...`
+//! ([`FILES_PREFIX`]), their content types, and putting each into the ArtifactStore.
 
-use outpost_core::domain::{AgentReport, Artifact, FailureReason, TerminalStatus};
+use outpost_core::domain::run_files::FILES_PREFIX;
+use outpost_core::domain::Artifact;
 use outpost_core::ports::artifacts::check_artifact_name;
 use outpost_core::ports::{ArtifactStore, RunKey};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// Prefix of agent-written artifacts in the manifest.
-pub const FILES_PREFIX: &str = "files/";
 /// Deepest folder nesting under `outpost-artifacts/` that is collected.
 const MAX_DEPTH: usize = 32;
 
@@ -166,27 +164,6 @@ pub fn content_type(name: &str) -> &'static str {
         "wasm" => "application/wasm",
         _ => "application/octet-stream",
     }
-}
-
-/// `summary.json`: what happened, for people and tools that fetch only artifacts.
-#[derive(Debug, Serialize)]
-pub struct Summary<'a> {
-    pub run_id: &'a str,
-    pub agent: &'a str,
-    pub status: TerminalStatus,
-    pub exit_code: Option<i32>,
-    pub failure_reason: Option<FailureReason>,
-    pub duration_ms: u64,
-    pub attempts: u32,
-    pub changed_files: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_commit: Option<&'a str>,
-    pub output_bytes: u64,
-    pub redactions: u64,
-    pub notes: &'a [String],
-    /// The agent's own report (answer, error, usage, session), capped as on the run record.
-    #[serde(skip_serializing_if = "AgentReport::is_empty")]
-    pub agent_report: AgentReport,
 }
 
 /// Puts files into the store one by one, keeping the manifest of what got stored.

@@ -1,5 +1,9 @@
-//! Worker settings and their defaults.
+//! Worker settings and their defaults. Binaries build a [`WorkerConfig`] from the one set of
+//! process settings ([`WorkerConfig::from_settings`]); tests and benchmarks set fields directly.
 
+use outpost_config::deployment::BackendKind;
+pub use outpost_config::settings::default_slots;
+use outpost_config::Settings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,15 +42,29 @@ impl WorkerConfig {
         }
     }
 
+    /// The worker of a process with `settings`. Workspaces go to `--work-dir` when given, else
+    /// (embedded) [`crate::identity::default_work_dir`] of the data dir, else (AWS)
+    /// `$TMPDIR/outpost-work`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let work_dir = match (&settings.work_dir, settings.backend) {
+            (Some(dir), _) => dir.clone(),
+            (None, BackendKind::Embedded) => crate::identity::default_work_dir(&settings.data_dir),
+            (None, BackendKind::Aws) => std::env::temp_dir().join("outpost-work"),
+        };
+        Self {
+            slots: settings.slots,
+            lease: settings.lease,
+            max_attempts: settings.max_attempts,
+            kill_grace: settings.kill_grace,
+            drain_timeout: settings.drain,
+            ..Self::new(work_dir)
+        }
+    }
+
     /// Interval between heartbeats: a third of the lease (at least 10 ms).
     pub fn heartbeat_interval(&self) -> Duration {
         (self.lease / 3).max(Duration::from_millis(10))
     }
-}
-
-/// Twice the available cores (at least 2).
-pub fn default_slots() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) * 2
 }
 
 impl Default for WorkerConfig {

@@ -10,6 +10,7 @@
 
 use crate::identity::{self, AgentUser};
 use crate::workspace::{remove_run_dir, RunDirs, ARTIFACTS_DIR};
+use outpost_core::domain::run_files::{DIFF_PATCH, OUTPUT_LOG, SUMMARY_JSON};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Files the worker itself may leave in a run's root (when the store copied instead of moving).
-const OWN_FILES: [&str; 3] = ["output.log", "summary.json", "diff.patch"];
+const OWN_FILES: [&str; 3] = [OUTPUT_LOG, SUMMARY_JSON, DIFF_PATCH];
 
 /// Idle run trees of one executor.
 #[derive(Debug)]

@@ -1,17 +1,18 @@
-//! One delivery, from claim to acknowledgement: claim the run under a lease (duplicates stop
-//! here), run it through the executor while heartbeats extend the lease and the message's
-//! visibility and watch for a cancel, then record the outcome and delete the message.
+//! The lease side of one delivery (steps 1, 5 and 6 of [`crate::pipeline`], and the heartbeats
+//! around 2–4): claim the run under a lease (duplicates stop here), keep the lease and the
+//! message's visibility alive while the run goes on and watch for a cancel, then record the
+//! outcome and delete the message, or give the run back.
 
-use crate::executor::{stop_channel, Execution, Executor, Stop, StopHandle};
-use crate::WorkerConfig;
+use crate::executor::{Stop, StopHandle};
+use crate::pipeline::Shared;
 use chrono::Utc;
-use outpost_core::domain::{Run, RunId, WorkerId};
-use outpost_core::ports::{Backend, ClaimOutcome, Delivery, QueueError, Receipt, StoreError, TaskQueue};
+use outpost_core::domain::{Run, RunId};
+use outpost_core::ports::{ClaimOutcome, Delivery, QueueError, Receipt, StoreError, TaskQueue};
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -20,72 +21,59 @@ const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// Attempts of the final status write before the message is left for re-delivery.
 const FINISH_TRIES: u32 = 4;
 
-/// What every delivery task shares.
-pub struct Shared {
-    pub backend: Backend,
-    pub executor: Arc<dyn Executor>,
-    pub worker: WorkerId,
-    pub config: WorkerConfig,
-    /// Becomes `true` when a draining worker runs out of time: in-flight runs are killed and
-    /// released.
-    pub kill_all: watch::Receiver<bool>,
-}
-
-/// Handles one delivery to the end. Never panics on bad data; on errors the message is either
-/// deleted (nothing left to do) or left to come back.
-pub async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery) {
-    let run_id = delivery.message.run_id.clone();
-    let span = tracing::info_span!("run", run_id = %run_id, receive_count = delivery.receive_count);
-    async move {
-        let cfg = &shared.config;
-        let claim = shared
-            .backend
-            .runs
-            .claim(&run_id, &shared.worker, cfg.lease, cfg.max_attempts)
-            .await;
-        match claim {
-            Ok(ClaimOutcome::Claimed(run)) => run_claimed(&shared, run, &delivery.receipt).await,
-            Ok(ClaimOutcome::AlreadyFinished(run)) => {
-                tracing::debug!(status = %run.status, "duplicate delivery of a finished run");
-                delete_message(&*shared.backend.queue, &delivery.receipt).await;
-            }
-            Ok(ClaimOutcome::Exhausted(run)) => {
-                tracing::warn!(
-                    attempts = run.attempts,
-                    "run lost its worker too often: failed worker_lost"
-                );
-                delete_message(&*shared.backend.queue, &delivery.receipt).await;
-            }
-            Ok(ClaimOutcome::HeldElsewhere { lease_expires_at }) => {
-                // Keep the message: it recovers the run if that worker dies. Come back just after
-                // its lease would expire.
-                let left = (lease_expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                let visibility = (left + Duration::from_secs(1)).min(MAX_VISIBILITY);
-                tracing::debug!(
-                    ?visibility,
-                    "run held by another worker; message hidden until its lease ends"
-                );
-                if let Err(e) = shared
-                    .backend
-                    .queue
-                    .extend_visibility(&delivery.receipt, visibility)
-                    .await
-                {
-                    tracing::warn!(error = %e, "hiding a duplicate message failed");
-                }
-            }
-            Err(StoreError::NotFound) => {
-                tracing::warn!("message names a run that does not exist; deleting it");
-                delete_message(&*shared.backend.queue, &delivery.receipt).await;
-            }
-            Err(e) => {
-                // Transient: the message becomes visible again after the lease and is retried.
-                tracing::warn!(error = %e, "claiming the run failed; it will be re-delivered");
+/// Claims the delivery's run under a lease: the run when this worker is to run it, `None` when
+/// the delivery is done with (a finished run's duplicate, exhausted attempts, a missing run:
+/// message deleted; a run held by another worker: message hidden until that lease ends; a
+/// transient error: message left to come back).
+pub async fn claim(shared: &Shared, delivery: &Delivery) -> Option<Run> {
+    let cfg = &shared.config;
+    let run_id = &delivery.message.run_id;
+    let claim = shared
+        .backend
+        .runs
+        .claim(run_id, &shared.worker, cfg.lease, cfg.max_attempts)
+        .await;
+    match claim {
+        Ok(ClaimOutcome::Claimed(run)) => return Some(run),
+        Ok(ClaimOutcome::AlreadyFinished(run)) => {
+            tracing::debug!(status = %run.status, "duplicate delivery of a finished run");
+            delete_message(&*shared.backend.queue, &delivery.receipt).await;
+        }
+        Ok(ClaimOutcome::Exhausted(run)) => {
+            tracing::warn!(
+                attempts = run.attempts,
+                "run lost its worker too often: failed worker_lost"
+            );
+            delete_message(&*shared.backend.queue, &delivery.receipt).await;
+        }
+        Ok(ClaimOutcome::HeldElsewhere { lease_expires_at }) => {
+            // Keep the message: it recovers the run if that worker dies. Come back just after
+            // its lease would expire.
+            let left = (lease_expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            let visibility = (left + Duration::from_secs(1)).min(MAX_VISIBILITY);
+            tracing::debug!(
+                ?visibility,
+                "run held by another worker; message hidden until its lease ends"
+            );
+            if let Err(e) = shared
+                .backend
+                .queue
+                .extend_visibility(&delivery.receipt, visibility)
+                .await
+            {
+                tracing::warn!(error = %e, "hiding a duplicate message failed");
             }
         }
+        Err(StoreError::NotFound) => {
+            tracing::warn!("message names a run that does not exist; deleting it");
+            delete_message(&*shared.backend.queue, &delivery.receipt).await;
+        }
+        Err(e) => {
+            // Transient: the message becomes visible again after the lease and is retried.
+            tracing::warn!(error = %e, "claiming the run failed; it will be re-delivered");
+        }
     }
-    .instrument(span)
-    .await
+    None
 }
 
 async fn delete_message(queue: &dyn TaskQueue, receipt: &Receipt) {
@@ -95,27 +83,25 @@ async fn delete_message(queue: &dyn TaskQueue, receipt: &Receipt) {
     }
 }
 
-/// Runs a claimed run with heartbeats, then finishes it (or releases/abandons it).
-async fn run_claimed(shared: &Shared, run: Run, receipt: &Receipt) {
-    tracing::debug!(attempt = run.attempts, agent = %run.agent, "run claimed");
-    let (stop, signal) = stop_channel();
+/// Runs `work` (the claimed run's steps 2–4) while heartbeats keep its lease, and returns its
+/// result with whether the lease was lost meanwhile.
+pub async fn with_heartbeats<T>(
+    shared: &Shared,
+    id: &RunId,
+    receipt: &Receipt,
+    stop: &StopHandle,
+    work: impl Future<Output = T>,
+) -> (T, bool) {
     let lease_lost = AtomicBool::new(false);
     let result = {
-        let exec = shared.executor.execute(&run, signal);
-        let beats = heartbeats(shared, &run.id, receipt, &stop, &lease_lost);
-        tokio::pin!(exec, beats);
+        let beats = heartbeats(shared, id, receipt, stop, &lease_lost);
+        tokio::pin!(work, beats);
         tokio::select! {
-            r = &mut exec => r,
+            r = &mut work => r,
             never = &mut beats => match never {},
         }
     };
-    match result {
-        Execution::Finished { outcome, artifacts } => finish(shared, &run.id, receipt, outcome, artifacts).await,
-        Execution::Abandoned if lease_lost.load(Ordering::Relaxed) => {
-            tracing::warn!("run abandoned: this worker lost its lease");
-        }
-        Execution::Abandoned => release(shared, &run.id, receipt).await,
-    }
+    (result, lease_lost.load(Ordering::Relaxed))
 }
 
 /// Beats every `lease / 3` until dropped: extends the lease and the message's visibility, turns a
@@ -179,8 +165,8 @@ async fn beat(shared: &Shared, id: &RunId, receipt: &Receipt, stop: &StopHandle,
     }
 }
 
-/// Writes the outcome (retrying transient errors) and deletes the message.
-async fn finish(
+/// Writes the outcome (retrying transient errors), then acknowledges: deletes the message.
+pub async fn finish(
     shared: &Shared,
     id: &RunId,
     receipt: &Receipt,
@@ -228,9 +214,9 @@ async fn finish(
 
 /// Gives a run back: its lease expires now and its message is visible again, so the next worker
 /// to receive it claims a new attempt.
-async fn release(shared: &Shared, id: &RunId, receipt: &Receipt) {
-    match shared.backend.runs.heartbeat(id, &shared.worker, Duration::ZERO).await {
-        Ok(_) | Err(StoreError::LeaseLost(_)) => {}
+pub async fn release(shared: &Shared, id: &RunId, receipt: &Receipt) {
+    match shared.backend.runs.release(id, &shared.worker).await {
+        Ok(()) | Err(StoreError::LeaseLost(_)) => {}
         Err(e) => tracing::warn!(error = %e, "expiring the lease failed; it runs out by itself"),
     }
     if let Err(e) = shared.backend.queue.extend_visibility(receipt, Duration::ZERO).await {

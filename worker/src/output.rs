@@ -4,6 +4,7 @@
 
 use crate::executor::group::Activity;
 use crate::scrub::{Scrubber, Secrets};
+use outpost_core::domain::run_files::OUTPUT_LOG;
 use outpost_core::ports::{ArtifactStore, RunKey};
 use std::fs::File;
 use std::io::Write;
@@ -14,9 +15,6 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::time::{Instant, Sleep};
-
-/// Name of the log artifact.
-pub const OUTPUT_LOG: &str = "output.log";
 
 /// A live-log batch is appended when it reaches this size...
 pub const FLUSH_BYTES: usize = 64 * 1024;

@@ -5,7 +5,7 @@
 
 use crate::dead_letters;
 use crate::executor::{Executor, ProcessConfig, ProcessExecutor};
-use crate::lease::{self, Shared};
+use crate::pipeline::{self, PipelineConfig, RunPipeline, Shared};
 use crate::presence;
 use crate::tenant_secrets::TenantSecrets;
 use crate::{WorkerConfig, WorkerError};
@@ -30,27 +30,40 @@ const RELEASE_SLACK: Duration = Duration::from_secs(10);
 pub struct Worker {
     id: WorkerId,
     backend: Backend,
-    executor: Arc<dyn Executor>,
+    pipeline: RunPipeline,
     config: WorkerConfig,
 }
 
 impl Worker {
     /// A worker running agents as local processes ([`ProcessExecutor`]).
     pub fn new(backend: Backend, agents: Arc<AgentRegistry>, config: WorkerConfig) -> Self {
-        let mut pc = ProcessConfig::new(config.work_dir.clone());
-        pc.kill_grace = config.kill_grace;
-        let secrets = TenantSecrets::new(Arc::clone(&backend.secrets), config.secrets_ttl);
-        let executor =
-            ProcessExecutor::new(Arc::clone(&backend.artifacts), agents, pc).with_tenant_secrets(Arc::new(secrets));
-        Self::with_executor(backend, Arc::new(executor), config)
+        let executor = ProcessExecutor::new(ProcessConfig {
+            kill_grace: config.kill_grace,
+            ..ProcessConfig::default()
+        });
+        Self::with_executor(backend, agents, Arc::new(executor), config)
     }
 
-    /// A worker with another executor (ECS, SSM, or a test's).
-    pub fn with_executor(backend: Backend, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
+    /// A worker whose agents run on another executor (ECS, SSM, or a test's), through the same
+    /// run pipeline: tenants' secrets from the backend, artifacts into its store.
+    pub fn with_executor(
+        backend: Backend,
+        agents: Arc<AgentRegistry>,
+        executor: Arc<dyn Executor>,
+        config: WorkerConfig,
+    ) -> Self {
+        let secrets = TenantSecrets::new(Arc::clone(&backend.secrets), config.secrets_ttl);
+        let pipeline = RunPipeline::new(
+            Arc::clone(&backend.artifacts),
+            agents,
+            executor,
+            PipelineConfig::new(config.work_dir.clone()),
+        )
+        .with_tenant_secrets(Arc::new(secrets));
         Self {
             id: WorkerId::generate(),
             backend,
-            executor,
+            pipeline,
             config,
         }
     }
@@ -81,7 +94,7 @@ impl Worker {
         let (kill_tx, kill_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             backend: self.backend.clone(),
-            executor: Arc::clone(&self.executor),
+            pipeline: self.pipeline,
             worker: self.id.clone(),
             config: cfg.clone(),
             kill_all: kill_rx,
@@ -156,7 +169,7 @@ impl Worker {
                 let busy = Arc::clone(&busy);
                 busy.fetch_add(1, Ordering::Relaxed);
                 tasks.spawn(async move {
-                    lease::handle_delivery(shared, delivery).await;
+                    pipeline::handle_delivery(shared, delivery).await;
                     busy.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });

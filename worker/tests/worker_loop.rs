@@ -9,8 +9,8 @@ use chrono::Utc;
 use outpost_core::domain::{AgentRegistry, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, WorkerId};
 use outpost_core::ports::{Backend, ClaimOutcome, QueueDepth, RunKey, TaskMessage};
 use outpost_embedded::EmbeddedOptions;
+use outpost_testkit::sha256_hex;
 use outpost_worker::{Worker, WorkerConfig};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,10 +195,6 @@ impl Running {
 
 fn tenant() -> TenantId {
     "acme".parse().expect("tenant")
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 fn lines(path: &Path) -> usize {

@@ -1,7 +1,7 @@
 //! Supervising an agent's process group: wait for its exit, or stop it on timeout or request with
 //! SIGTERM to the whole group, then SIGKILL after a grace period to whatever remains.
 
-use super::{Stop, StopSignal};
+use super::{Ended, Stop, StopSignal};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{getpgid, getpgrp, Pid};
@@ -17,19 +17,6 @@ use tokio::time::Instant;
 const SURVIVOR_POLL: Duration = Duration::from_millis(20);
 /// How long to wait for the leader's exit status after SIGKILL.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(10);
-
-/// Why the agent's process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// It exited by itself.
-    Exited(Option<i32>),
-    /// It ran past its deadline and was stopped.
-    TimedOut(Option<i32>),
-    /// It printed nothing for its idle timeout and was stopped.
-    Idle(Option<i32>),
-    /// It was stopped on request (`Cancel` or `Abandon`).
-    Stopped(Stop, Option<i32>),
-}
 
 /// The exit code of a status; a death by signal is reported as 128 + the signal, as shells do.
 pub fn exit_code(status: ExitStatus) -> Option<i32> {
