@@ -1,17 +1,15 @@
 //! `outpost dev` (API + worker pool in one process over the embedded adapters) and
 //! `outpost worker` (a worker process over the same data dir).
 
-use crate::local::{load_agents, new_key, open_backend};
-use crate::DataArgs;
-use crate::PoolArgs;
+use crate::local::new_key;
 use anyhow::Context;
-use ingest_lambda::{router, ApiConfig, AppState};
+use ingest_lambda::settings::api_config;
+use ingest_lambda::{router, AppState};
+use outpost_config::Settings;
 use outpost_core::TenantId;
 use outpost_worker::{Worker, WorkerConfig, WorkerError};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -34,16 +32,6 @@ fn init_tracing() {
     outpost_config::telemetry::init_logs("warn,outpost=info,outpost_worker=info,ingest_lambda=info", false);
 }
 
-fn worker_config(data: &Path, pool: &PoolArgs) -> WorkerConfig {
-    WorkerConfig {
-        slots: pool.slots.unwrap_or_else(outpost_worker::config::default_slots),
-        lease: Duration::from_secs(pool.lease_secs.max(3)),
-        max_attempts: pool.max_attempts.max(1),
-        kill_grace: Duration::from_secs(pool.kill_grace_secs),
-        ..WorkerConfig::new(outpost_worker::identity::default_work_dir(data))
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM or when `token` is cancelled, and cancels `token`.
 async fn shutdown_signal(token: CancellationToken) {
     tokio::select! {
@@ -53,13 +41,15 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-pub async fn run_dev(listen: &str, data_args: &DataArgs, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_dev(settings: &Settings) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let data = data_args.data.as_path();
-    let opened = open_backend(data_args, pool.max_receive_count).await?;
+    let agents = Arc::new(settings.agents()?);
+    let opened = settings.open_backend().await?;
+    let api_config = api_config(settings, &opened, false);
+    let description = opened.description;
     let backend = opened.backend;
-    let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
 
+    let listen = &settings.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -73,13 +63,13 @@ pub async fn run_dev(listen: &str, data_args: &DataArgs, pool: &PoolArgs) -> any
     };
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let config = worker_config(data, pool);
+    let config = WorkerConfig::from_settings(settings);
     let slots = config.slots;
 
     let mut banner = vec![
         "Outpost dev is running".to_owned(),
         format!("  URL:      {url}"),
-        format!("  Backend:  {}", opened.description),
+        format!("  Backend:  {description}"),
         format!("  Workers:  {slots} slots in this process"),
         format!("  Agents:   {}", agents.enabled_names().join(", ")),
     ];
@@ -108,18 +98,6 @@ pub async fn run_dev(listen: &str, data_args: &DataArgs, pool: &PoolArgs) -> any
     print_banner(&banner);
 
     let token = CancellationToken::new();
-    let mut api_config = ApiConfig::default();
-    // Local repositories (file://, http://localhost): yes embedded, no on AWS, unless set.
-    api_config.limits.allow_local_repos = match std::env::var("OUTPOST_ALLOW_LOCAL_REPOS") {
-        Ok(v) => v
-            .trim()
-            .parse::<bool>()
-            .map_err(|_| anyhow::anyhow!("OUTPOST_ALLOW_LOCAL_REPOS must be true or false, not {v:?}"))?,
-        Err(_) => opened.kind == outpost_config::deployment::BackendKind::Embedded,
-    };
-    if let Some(expiry) = opened.presign_expiry {
-        api_config.presign_expiry = expiry;
-    }
     let state = AppState::new(backend.clone(), agents.clone(), api_config);
     let app = router(state);
     let server_token = token.clone();
@@ -217,13 +195,12 @@ fn worker_error(r: Result<Result<(), WorkerError>, tokio::task::JoinError>) -> a
     }
 }
 
-pub async fn run_worker(data_args: &DataArgs, pool: &PoolArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_worker(settings: &Settings) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let data = data_args.data.as_path();
-    let opened = open_backend(data_args, pool.max_receive_count).await?;
-    let agents = Arc::new(load_agents(data, pool.agents.as_ref())?);
-    let config = worker_config(data, pool);
-    anyhow::ensure!(config.slots > 0, "--slots must be at least 1 for a worker process");
+    settings.require_slots()?;
+    let agents = Arc::new(settings.agents()?);
+    let opened = settings.open_backend().await?;
+    let config = WorkerConfig::from_settings(settings);
     let worker = Worker::new(opened.backend, agents, config);
     println!("Outpost worker {} is running ({})", worker.id(), opened.description);
     let token = CancellationToken::new();

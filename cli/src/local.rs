@@ -1,42 +1,10 @@
-//! Commands that work on a backend directly (no API): key creation, AWS provisioning, and the
-//! shared opening of the backend (embedded data dir or AWS) and the agents registry.
+//! Commands that work on a backend directly (no API): key creation and AWS provisioning.
 
-use crate::DataArgs;
 use anyhow::Context;
-use outpost_config::deployment::{self, BackendKind, OpenedBackend};
+use outpost_config::Settings;
 use outpost_core::ports::{keys::CreatedKey, Backend};
-use outpost_core::{AgentRegistry, ApiKeyKind, TenantId};
-use outpost_embedded::EmbeddedOptions;
-use std::path::{Path, PathBuf};
+use outpost_core::{ApiKeyKind, TenantId};
 use std::process::ExitCode;
-
-/// Opens the backend `data` selects: the embedded data dir (created if needed), or AWS from the
-/// environment.
-pub async fn open_backend(data: &DataArgs, max_receive_count: u32) -> anyhow::Result<OpenedBackend> {
-    if data.backend == BackendKind::Embedded {
-        std::fs::create_dir_all(&data.data)
-            .with_context(|| format!("cannot create data dir {}", data.data.display()))?;
-    }
-    let opts = EmbeddedOptions {
-        max_receive_count,
-        ..EmbeddedOptions::default()
-    };
-    Ok(deployment::open_backend(data.backend, &data.data, opts).await?)
-}
-
-/// Built-in agents (with `shell`, as the embedded deployment allows it) plus the operator file:
-/// `explicit` if given, else `{data}/agents.toml` when it exists.
-pub fn load_agents(data: &Path, explicit: Option<&PathBuf>) -> anyhow::Result<AgentRegistry> {
-    let mut agents = AgentRegistry::builtin(true);
-    let default_file = data.join("agents.toml");
-    let file = explicit
-        .cloned()
-        .or_else(|| default_file.exists().then_some(default_file));
-    if let Some(path) = file {
-        agents.apply_file(&path)?;
-    }
-    Ok(agents)
-}
 
 /// Creates a key for `tenant` and stores its hash.
 pub async fn new_key(backend: &Backend, tenant: TenantId, test: bool) -> anyhow::Result<CreatedKey> {
@@ -47,9 +15,9 @@ pub async fn new_key(backend: &Backend, tenant: TenantId, test: bool) -> anyhow:
 }
 
 /// `outpost keys create`: prints a short note, then the key as the last line of stdout.
-pub async fn create_key(data: &DataArgs, tenant: &str, test: bool) -> anyhow::Result<ExitCode> {
+pub async fn create_key(settings: &Settings, tenant: &str, test: bool) -> anyhow::Result<ExitCode> {
     let tenant: TenantId = tenant.parse()?;
-    let opened = open_backend(data, 5).await?;
+    let opened = settings.open_backend().await?;
     let key = new_key(&opened.backend, tenant.clone(), test).await?;
     println!("Created an API key for tenant {tenant}. It is shown once; only its hash is stored:");
     println!("{}", key.expose());

@@ -15,12 +15,10 @@ mod local;
 mod mcp;
 
 use clap::{Args, Parser, Subcommand};
-use outpost_config::deployment::BackendKind;
+use outpost_config::settings::{AgentArgs, BackendArgs, Context, ServeArgs, SettingsArgs, WorkerArgs};
+use outpost_config::Settings;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Default address of `outpost dev` and default `--url` of client commands.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7331";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,59 +45,31 @@ pub struct ApiArgs {
     pub json: bool,
 }
 
-/// Options shared by the commands that open a backend directly.
+/// The settings of the commands that open a backend or run a worker (the same flags,
+/// variables, settings file and defaults as `outpost-worker` and `ingest-lambda`).
 #[derive(Args, Debug, Clone)]
-pub struct DataArgs {
-    /// Data directory (SQLite database, artifacts; workspaces and agents.toml on either backend).
-    #[arg(long, env = "OUTPOST_DATA", default_value = ".outpost")]
-    pub data: PathBuf,
-    /// Backend: `embedded` (the data directory) or `aws` (DynamoDB, SQS, S3, SSM named by
-    /// OUTPOST_TABLE, OUTPOST_QUEUE_URL, OUTPOST_DLQ_URL, OUTPOST_BUCKET; AWS_ENDPOINT_URL for an emulator).
-    #[arg(long, env = "OUTPOST_BACKEND", default_value = "embedded")]
-    pub backend: BackendKind,
-}
-
-/// Worker pool options.
-#[derive(Args, Debug, Clone)]
-pub struct PoolArgs {
-    /// Concurrent runs (default: 2 × CPU cores). 0 runs no worker in this process.
-    #[arg(long)]
-    pub slots: Option<usize>,
-    /// Seconds of a run's lease and message visibility; heartbeats every third of it.
-    #[arg(long, default_value_t = 30)]
-    pub lease_secs: u64,
-    /// Claims before a run whose worker keeps dying fails with `worker_lost`.
-    #[arg(long, default_value_t = 3)]
-    pub max_attempts: u32,
-    /// Seconds between SIGTERM and SIGKILL when stopping an agent.
-    #[arg(long, default_value_t = 5)]
-    pub kill_grace_secs: u64,
-    /// Operator agents file (TOML, `[agents.NAME]` tables); default `{data}/agents.toml` if present.
-    #[arg(long)]
-    pub agents: Option<PathBuf>,
-    /// Deliveries of one message before it is dead-lettered.
-    #[arg(long, default_value_t = 5)]
-    pub max_receive_count: u32,
+pub struct LocalArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub agents: AgentArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run API + worker pool over SQLite and a local folder, in one process.
     Dev {
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = DEFAULT_LISTEN)]
-        listen: String,
         #[command(flatten)]
-        data: DataArgs,
+        serve: ServeArgs,
         #[command(flatten)]
-        pool: PoolArgs,
+        local: LocalArgs,
     },
     /// Run a worker process over an embedded data dir (beside `outpost dev --slots 0`, or more).
     Worker {
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        pool: PoolArgs,
+        local: LocalArgs,
     },
     /// Manage API keys (in the data dir, or on AWS with `--backend aws`).
     Keys {
@@ -183,7 +153,7 @@ enum KeysCommand {
         #[arg(long)]
         test: bool,
         #[command(flatten)]
-        data: DataArgs,
+        backend: BackendArgs,
     },
 }
 
@@ -278,13 +248,31 @@ fn one_line(e: &anyhow::Error) -> String {
     s.replace('\n', " ")
 }
 
+/// The process settings from the command's flags (and their variables, and the settings file).
+fn settings(local: LocalArgs, serve: ServeArgs) -> anyhow::Result<Settings> {
+    let args = SettingsArgs {
+        backend: local.backend,
+        agents: local.agents,
+        serve,
+        worker: local.worker,
+    };
+    Ok(Settings::resolve(&args, Context::default())?)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Dev { listen, data, pool } => dev::run_dev(&listen, &data, &pool).await,
-        Command::Worker { data, pool } => dev::run_worker(&data, &pool).await,
+        Command::Dev { serve, local } => dev::run_dev(&settings(local, serve)?).await,
+        Command::Worker { local } => dev::run_worker(&settings(local, ServeArgs::default())?).await,
         Command::Keys {
-            command: KeysCommand::Create { tenant, test, data },
-        } => local::create_key(&data, &tenant, test).await,
+            command: KeysCommand::Create { tenant, test, backend },
+        } => {
+            let local = LocalArgs {
+                backend,
+                agents: AgentArgs::default(),
+                worker: WorkerArgs::default(),
+            };
+            local::create_key(&settings(local, ServeArgs::default())?, &tenant, test).await
+        }
         Command::Secrets { command, api } => match command {
             SecretsCommand::Set { name } => client_cmds::secret_set(&api, &name).await,
             SecretsCommand::List => client_cmds::secret_list(&api).await,

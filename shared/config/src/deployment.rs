@@ -57,6 +57,12 @@ impl FromStr for BackendKind {
 /// Why a backend could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenBackendError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the embedded backend in {path}: {source}")]
     Embedded {
         path: String,
