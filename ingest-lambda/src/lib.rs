@@ -21,6 +21,7 @@ pub mod lambda;
 pub mod mcp;
 pub mod openapi;
 pub mod routes;
+pub mod settings;
 pub mod state;
 pub mod validate;
 

@@ -1,10 +1,11 @@
-//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes and the
-//! `ToSchema` wire types of `outpost_api`, with a bearer security scheme required by
-//! every operation except health and the document itself.
+//! The OpenAPI 3.1 document: [`ApiDoc`] gives the info, tags, `ToSchema` wire types of `outpost_api` and a
+//! bearer security scheme required by every operation except health and the document itself; the
+//! operations come from the routes themselves ([`crate::routes::rest_routes`], one `routes!` per handler
+//! with its `#[utoipa::path]`), so the document lists exactly what the router serves.
+//!
+//! Rendered once per [`crate::AppState`] (at start-up), never per request.
 
-use crate::handlers::{
-    artifacts, fleet, logs, promote, runs, secrets, system, TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM,
-};
+use crate::handlers::{TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM};
 use outpost_api::{
     AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health,
     PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList, SecretView,
@@ -13,34 +14,18 @@ use outpost_api::{
 
 use outpost_core::{FailureReason, RepoSpec, RunStatus, Usage};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::Modify;
 
 /// Name of the security scheme in the document (also spelled out in `#[openapi(security)]`).
 pub const SECURITY_SCHEME: &str = "bearer";
 
-/// The API description.
-#[derive(OpenApi)]
+/// The document without its operations (those are added by the routes): info, schemas, security, tags.
+#[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "Outpost API",
         description = "Dispatch AI coding agent runs to a worker fleet, follow their logs and fetch \
                        their artifacts. Every error has the shape `{\"error\": {\"code\", \"message\", \"field\"?}}`."
-    ),
-    paths(
-        runs::dispatch,
-        runs::list_runs,
-        runs::get_run,
-        runs::cancel_run,
-        promote::promote_run,
-        logs::logs,
-        artifacts::list_artifacts,
-        artifacts::get_artifact,
-        secrets::put_secret,
-        secrets::list_secrets,
-        secrets::delete_secret,
-        fleet::fleet,
-        system::health,
-        system::openapi_json,
     ),
     components(schemas(
         DispatchRequest,
@@ -95,11 +80,22 @@ impl Modify for BearerScheme {
     }
 }
 
+/// The whole document: [`ApiDoc`] with every operation of the REST routes, at this crate's version.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = crate::routes::rest_routes().into_openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // OpenAPI has no catch-all parameter: axum's `{*name}` (a name that may contain `/`) is `{name}` here.
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+    doc
+}
+
 /// The document as JSON bytes, rendered once at start-up.
 pub fn document_json() -> bytes::Bytes {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    match serde_json::to_vec(&doc) {
+    match serde_json::to_vec(&document()) {
         Ok(json) => bytes::Bytes::from(json),
         Err(e) => {
             tracing::error!(error = %e, "cannot render the OpenAPI document");

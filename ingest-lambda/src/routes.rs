@@ -1,13 +1,21 @@
 //! The router: every endpoint (REST and `/mcp`), the JSON fallbacks, the body limit, the error safety net and
 //! request tracing.
+//!
+//! Each REST route is declared once, in [`rest_routes`], by naming its handler in `routes!`: the path and
+//! method come from the handler's `#[utoipa::path]`, and the same declaration feeds both the axum router and
+//! the OpenAPI document ([`crate::openapi::document_json`]), so a route cannot be served undocumented or
+//! documented unserved.
 
 use crate::error::json_errors;
 use crate::handlers::{artifacts, fleet, logs, promote, runs, secrets, system};
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The API, fully built with `state` applied: the REST routes and the MCP endpoint `/mcp`.
 pub fn router(state: AppState) -> Router {
@@ -20,22 +28,8 @@ pub fn router(state: AppState) -> Router {
 /// endpoint calls it in-process.
 pub fn rest_router(state: AppState) -> Router {
     let body_limit = state.config().limits.body_max_bytes;
-    Router::new()
-        .route("/health", get(system::health))
-        .route("/v1/openapi.json", get(system::openapi_json))
-        .route("/v1/runs", post(runs::dispatch).get(runs::list_runs))
-        .route("/v1/runs/{id}", get(runs::get_run))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel_run))
-        .route("/v1/runs/{id}/promote", post(promote::promote_run))
-        .route("/v1/runs/{id}/logs", get(logs::logs))
-        .route("/v1/runs/{id}/artifacts", get(artifacts::list_artifacts))
-        .route("/v1/runs/{id}/artifacts/{*name}", get(artifacts::get_artifact))
-        .route("/v1/secrets", get(secrets::list_secrets))
-        .route(
-            "/v1/secrets/{name}",
-            put(secrets::put_secret).delete(secrets::delete_secret),
-        )
-        .route("/v1/fleet", get(fleet::fleet))
+    let (routes, _document) = rest_routes().split_for_parts();
+    routes
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -43,4 +37,23 @@ pub fn rest_router(state: AppState) -> Router {
         // Default spans carry method, path and version only: no headers, so no keys.
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every REST route with its OpenAPI operation, before state, fallbacks and layers. The document starts
+/// from [`ApiDoc`] (info, tags, security, schemas) and gains one operation per handler named here. Handlers
+/// sharing a path share one `routes!` (it registers its whole method router on every path it names).
+pub(crate) fn rest_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::health))
+        .routes(routes!(system::openapi_json))
+        .routes(routes!(runs::dispatch, runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(promote::promote_run))
+        .routes(routes!(logs::logs))
+        .routes(routes!(artifacts::list_artifacts))
+        .routes(routes!(artifacts::get_artifact))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(secrets::put_secret, secrets::delete_secret))
+        .routes(routes!(fleet::fleet))
 }

@@ -4,6 +4,7 @@
 use crate::auth::KeyCache;
 use outpost_core::ports::Backend;
 use outpost_core::{AgentRegistry, DispatchLimits};
+use outpost_git::promote::PromoteOptions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ pub struct ApiConfig {
     /// Longest an MCP `dispatch` with `wait: true` waits at `/mcp` (inside Lambda: under API
     /// Gateway's 30 s integration timeout).
     pub mcp_max_wait: Duration,
+    /// Settings of `POST /v1/runs/{id}/promote` (GitHub API, pull requests), read by whoever builds
+    /// the config (e.g. [`PromoteOptions::from_env`]) rather than by each request.
+    pub promote: PromoteOptions,
 }
 
 impl Default for ApiConfig {
@@ -33,6 +37,7 @@ impl Default for ApiConfig {
             worker_seen_within: Duration::from_secs(30),
             presign_expiry: Duration::from_secs(15 * 60),
             mcp_max_wait: Duration::from_secs(600),
+            promote: PromoteOptions::default(),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   behind API Gateway + Lambda with no network hop and exactly the REST API's keys, tenant
 //!   isolation and error codes.
 //!
-//! Tools: `dispatch`, `list_runs`, `get_run`, `cancel_run`, `promote`, `fleet_status`. An API
+//! Tools (each declared once, with rmcp's `#[tool]`, in `tools.rs`): `dispatch`, `list_runs`,
+//! `get_run`, `cancel_run`, `promote`, `fleet_status`. An API
 //! failure is a tool error result (`isError: true`) whose text is the REST error body,
 //! `{"error":{"code","message"}}`. `dispatch` with `wait: true` runs as an MCP task
 //! (tasks extension, SEP-2663) for clients that declare it: the task id is the run id.
@@ -24,7 +25,7 @@ mod tools;
 pub use access::{ApiAccess, InProcessApi, RemoteApi, RouterTransport, IN_PROCESS_BASE};
 pub use http::{http_service, McpHttpService};
 pub use server::{McpOptions, OutpostMcp};
-pub use tools::{tool_names, DispatchArgs, PromoteArgs, RunIdArgs};
+pub use tools::{DispatchArgs, PromoteArgs, RunIdArgs};
 
 /// Serves the tools on stdin/stdout until the client closes the stream; nothing else is written
 /// to stdout.

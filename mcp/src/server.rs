@@ -1,6 +1,8 @@
-//! [`OutpostMcp`]: the MCP server handler. Each tool is one or two calls of the typed REST client;
-//! API failures become tool error results carrying the REST error body, so a model sees the same
-//! `code` (`not_found`, `validation_failed`, `unauthorized`, …) as any REST client.
+//! [`OutpostMcp`]: the MCP server handler. Each tool (declared in `tools.rs`) is one or two calls
+//! of the typed REST client; API failures become tool error results carrying the REST error body,
+//! so a model sees the same `code` (`not_found`, `validation_failed`, `unauthorized`, …) as any
+//! REST client. The handler itself only adds what the tool router does not do: `tasks/get` and
+//! `tasks/cancel`, the `unknown tool` error, and `tools/list` without cache hints.
 //!
 //! `dispatch` as a task (tasks extension, SEP-2663): a `dispatch` with `wait: true` from a client
 //! that declared the tasks capability answers at once with a task whose id is the run id, instead
@@ -10,10 +12,12 @@
 //! so any instance can answer for any task.
 
 use crate::access::ApiAccess;
-use crate::tools::{self, DispatchArgs, PromoteArgs, RunIdArgs};
+use crate::tools::DispatchArgs;
 use outpost_api::client::{ApiTransport, ClientError, OutpostClient};
-use outpost_api::{ListRunsQuery, RunView};
+use outpost_api::RunView;
 use outpost_core::RunStatus;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult, DetailedTask,
     GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -21,9 +25,9 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes of `output.log` returned as `output_tail`.
@@ -48,81 +52,34 @@ impl Default for McpOptions {
 }
 
 /// The MCP server of Outpost over one way of reaching the API.
+///
+/// Cloning is cheap (the tool router is shared), so one value can be cloned for each request.
 #[derive(Clone)]
 pub struct OutpostMcp<A> {
     api: A,
     options: McpOptions,
+    tools: Arc<ToolRouter<Self>>,
 }
 
 impl<A: ApiAccess> OutpostMcp<A> {
     pub fn new(api: A, options: McpOptions) -> Self {
-        Self { api, options }
+        Self {
+            api,
+            options,
+            tools: Arc::new(Self::tool_router()),
+        }
     }
 
-    async fn run_tool(
+    /// The API client for the request being served.
+    pub(crate) fn client(
         &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let name = request.name.to_string();
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let client = match self.api.client(&context) {
-            Ok(client) => client,
-            Err(e) => return Ok(client_error(&e).into()),
-        };
-        tracing::debug!(tool = %name, "tool call");
-        let outcome = match name.as_str() {
-            tools::DISPATCH => {
-                let args: DispatchArgs = match parse(arguments) {
-                    Ok(args) => args,
-                    Err(result) => return Ok(result.into()),
-                };
-                if args.wait == Some(true) && client_supports_tasks(&context) {
-                    return self.dispatch_task(&client, args).await;
-                }
-                self.dispatch(&client, args, &context).await
-            }
-            tools::LIST_RUNS => match parse::<ListRunsQuery>(arguments) {
-                Ok(query) => client.list_runs(&query).await.map(|list| {
-                    let mut value = to_value(&list);
-                    if let Some(runs) = value.get_mut("runs").and_then(Value::as_array_mut) {
-                        for run in runs {
-                            self.absolute_links(run);
-                        }
-                    }
-                    value
-                }),
-                Err(result) => return Ok(result.into()),
-            },
-            tools::GET_RUN => match parse::<RunIdArgs>(arguments) {
-                Ok(args) => self.run_report(&client, &args.run_id).await,
-                Err(result) => return Ok(result.into()),
-            },
-            tools::CANCEL_RUN => match parse::<RunIdArgs>(arguments) {
-                Ok(args) => client.cancel_run(&args.run_id).await.map(|run| self.run_value(&run)),
-                Err(result) => return Ok(result.into()),
-            },
-            tools::PROMOTE => match parse::<PromoteArgs>(arguments) {
-                Ok(args) => client
-                    .promote(&args.run_id, &args.request)
-                    .await
-                    .map(|promoted| to_value(&promoted)),
-                Err(result) => return Ok(result.into()),
-            },
-            tools::FLEET_STATUS => client.fleet().await.map(|fleet| to_value(&fleet)),
-            other => {
-                return Err(McpError::invalid_params(format!("unknown tool: {other}"), None));
-            }
-        };
-        Ok(match outcome {
-            Ok(value) => CallToolResult::structured(value),
-            Err(e) => client_error(&e),
-        }
-        .into())
+        context: &RequestContext<RoleServer>,
+    ) -> Result<OutpostClient<A::Transport>, ClientError> {
+        self.api.client(context)
     }
 
     /// `dispatch` without a task: the accepted run at once, or the ended run with `wait`.
-    async fn dispatch<T: ApiTransport>(
+    pub(crate) async fn dispatch_run<T: ApiTransport>(
         &self,
         client: &OutpostClient<T>,
         args: DispatchArgs,
@@ -180,7 +137,11 @@ impl<A: ApiAccess> OutpostMcp<A> {
     }
 
     /// The run, made absolute, with the last [`OUTPUT_TAIL_BYTES`] of its output log.
-    async fn run_report<T: ApiTransport>(&self, client: &OutpostClient<T>, id: &str) -> Result<Value, ClientError> {
+    pub(crate) async fn run_report<T: ApiTransport>(
+        &self,
+        client: &OutpostClient<T>,
+        id: &str,
+    ) -> Result<Value, ClientError> {
         let run = client.get_run(id).await?;
         let mut value = self.run_value(&run);
         let mut page = client.logs_page(id, 0, OUTPUT_TAIL_BYTES).await?;
@@ -194,14 +155,14 @@ impl<A: ApiAccess> OutpostMcp<A> {
         Ok(value)
     }
 
-    fn run_value(&self, run: &RunView) -> Value {
+    pub(crate) fn run_value(&self, run: &RunView) -> Value {
         let mut value = to_value(run);
         self.absolute_links(&mut value);
         value
     }
 
     /// Rewrites the `links` and artifact `url`s of a run as absolute URLs where possible.
-    fn absolute_links(&self, run: &mut Value) {
+    pub(crate) fn absolute_links(&self, run: &mut Value) {
         if let Some(links) = run.get_mut("links").and_then(Value::as_object_mut) {
             for link in links.values_mut() {
                 if let Some(path) = link.as_str() {
@@ -221,22 +182,18 @@ impl<A: ApiAccess> OutpostMcp<A> {
     }
 
     /// `dispatch` as a task: the run is created and the task (id = run id) returned at once.
-    async fn dispatch_task<T: ApiTransport>(
+    pub(crate) async fn dispatch_task<T: ApiTransport>(
         &self,
         client: &OutpostClient<T>,
         args: DispatchArgs,
-    ) -> Result<CallToolResponse, McpError> {
-        match client.dispatch(&args.request).await {
-            Ok(accepted) => {
-                tracing::info!(run = %accepted.id, agent = %args.request.agent, "run dispatched as an MCP task");
-                let created = accepted.created_at.to_rfc3339();
-                let task = Task::new(accepted.id, TaskStatus::Working, created.clone(), created)
-                    .with_status_message("queued")
-                    .with_poll_interval_ms(poll_ms(self.options.poll_interval));
-                Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
-            }
-            Err(e) => Ok(client_error(&e).into()),
-        }
+    ) -> Result<CreateTaskResult, ClientError> {
+        let accepted = client.dispatch(&args.request).await?;
+        tracing::info!(run = %accepted.id, agent = %args.request.agent, "run dispatched as an MCP task");
+        let created = accepted.created_at.to_rfc3339();
+        let task = Task::new(accepted.id, TaskStatus::Working, created.clone(), created)
+            .with_status_message("queued")
+            .with_poll_interval_ms(poll_ms(self.options.poll_interval));
+        Ok(CreateTaskResult::new(task))
     }
 
     async fn task_state(&self, task_id: &str, context: &RequestContext<RoleServer>) -> Result<DetailedTask, McpError> {
@@ -282,24 +239,34 @@ impl<A: ApiAccess> ServerHandler for OutpostMcp<A> {
             )
     }
 
+    /// The router's tools, without the cache hints (`ttlMs`, `cacheScope`) that `#[tool_handler]`
+    /// would add for 2026-07-28 clients.
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(tools::tools()))
+        Ok(ListToolsResult::with_all_items(self.tools.list_all()))
     }
 
+    /// Used by the streamable HTTP transport to check `Mcp-Param-*` headers (SEP-2243).
     fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
-        tools::tools().into_iter().find(|t| t.name == name)
+        self.tools.get(name).cloned()
     }
 
+    /// The router's call, with this server's own error for a tool it does not have.
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.run_tool(request, context).await
+        if !self.tools.has_route(&request.name) {
+            return Err(McpError::invalid_params(
+                format!("unknown tool: {}", request.name),
+                None,
+            ));
+        }
+        self.tools.call(ToolCallContext::new(self, request, context)).await
     }
 
     async fn get_task(
@@ -327,7 +294,7 @@ impl<A: ApiAccess> ServerHandler for OutpostMcp<A> {
     }
 }
 
-fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
+pub(crate) fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
     context.client_capabilities().is_some_and(|caps| caps.supports_tasks())
 }
 
@@ -335,18 +302,12 @@ fn poll_ms(interval: Duration) -> u64 {
     u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(100)
 }
 
-/// Tool arguments as `T`, or the tool error a model can act on.
-fn parse<T: DeserializeOwned>(arguments: Value) -> Result<T, CallToolResult> {
-    serde_json::from_value(arguments)
-        .map_err(|e| error_result("validation_failed", None, &format!("invalid arguments: {e}")))
-}
-
-fn to_value<T: Serialize>(value: &T) -> Value {
+pub(crate) fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or_else(|e| json!({ "error": e.to_string() }))
 }
 
 /// A tool error result whose text is the REST error body, `{"error":{"code","message"}}`.
-fn error_result(code: &str, status: Option<u16>, message: &str) -> CallToolResult {
+pub(crate) fn error_result(code: &str, status: Option<u16>, message: &str) -> CallToolResult {
     let mut error = json!({ "code": code, "message": message });
     if let Some(status) = status {
         error["status"] = json!(status);
@@ -355,7 +316,7 @@ fn error_result(code: &str, status: Option<u16>, message: &str) -> CallToolResul
 }
 
 /// The tool error of a failed API call: the API's own code, or `unavailable` when it did not answer.
-fn client_error(e: &ClientError) -> CallToolResult {
+pub(crate) fn client_error(e: &ClientError) -> CallToolResult {
     match e {
         ClientError::Api { status, code, message } => error_result(code, Some(*status), message),
         ClientError::Transport(message) => error_result("unavailable", None, message),

@@ -76,7 +76,7 @@ pub(crate) async fn artifact_views(state: &AppState, run: &Run) -> Vec<ArtifactV
 
 #[utoipa::path(
     get,
-    path = "/v1/runs/{id}/artifacts/{name}",
+    path = "/v1/runs/{id}/artifacts/{*name}",
     tag = TAG_RUNS,
     summary = "Download one artifact",
     description = "The stored content, streamed with its content type and length. `name` is the \

@@ -2,7 +2,9 @@
 //! to the base commit in `summary.json`) to a new branch of the run's repository, authenticated
 //! with the tenant's `GIT_TOKEN` secret when it has one. The git work is
 //! [`outpost_git::promote`]; this module reads the run, its artifacts and the token, and maps
-//! the outcome onto the API's error shape.
+//! the outcome onto the API's error shape. Its settings (GitHub API, pull requests) are
+//! [`crate::ApiConfig::promote`], fixed when the state is built: nothing is read from the
+//! environment per request.
 //!
 //! The API process needs the `git` binary on its PATH (true for `outpost dev`; on Lambda a git
 //! layer or a container image, see `infra/README.md`).
@@ -18,7 +20,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::{ErrorBody, PromoteRequest, PromoteResult};
 use outpost_core::ports::{RunKey, SecretName};
-use outpost_git::promote::{self, PromoteError, PromoteInput, PromoteOptions, GIT_TOKEN_SECRET};
+use outpost_git::promote::{self, PromoteError, PromoteInput, Promoted, GIT_TOKEN_SECRET};
 use std::time::Duration;
 
 /// Largest `diff.patch` promoted.
@@ -110,7 +112,7 @@ pub async fn promote_run(
         branch: Some(&branch),
         token: token.as_ref(),
     };
-    let result = tokio::time::timeout(PROMOTE_TIMEOUT, promote::promote(input, &PromoteOptions::from_env()))
+    let promoted = tokio::time::timeout(PROMOTE_TIMEOUT, promote::promote(input, &state.config().promote))
         .await
         .map_err(|_| {
             PromoteError::RemoteUnavailable(format!(
@@ -118,15 +120,20 @@ pub async fn promote_run(
                 PROMOTE_TIMEOUT.as_secs()
             ))
         })??;
-    Ok(Json(PromoteResult {
-        run_id: result.run_id,
-        branch: result.branch,
-        commit: result.commit,
-        base_commit: result.base_commit,
-        compare_url: result.compare_url,
-        pushed: result.pushed,
-        pull_request_url: result.pull_request_url,
-    }))
+    Ok(Json(promote_result(promoted)))
+}
+
+/// The wire answer for what [`promote::promote`] did.
+fn promote_result(p: Promoted) -> PromoteResult {
+    PromoteResult {
+        run_id: p.run_id,
+        branch: p.branch,
+        commit: p.commit,
+        base_commit: p.base_commit,
+        compare_url: p.compare_url,
+        pushed: p.pushed,
+        pull_request_url: p.pull_request_url,
+    }
 }
 
 /// A whole stored artifact of at most `max` bytes; a missing or larger one is `not_promotable`.
