@@ -9,7 +9,7 @@ use outpost_core::{FailureReason, RunStatus};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn client(api: &ApiArgs) -> anyhow::Result<OutpostClient> {
     if api.api_key.is_none() {
@@ -120,21 +120,19 @@ fn final_line(run: &RunView) -> String {
 /// Streams the run's log to stdout (when `print_log`) until the run is terminal and the log fully
 /// read; shows a spinner on a terminal stderr. Returns the final run.
 async fn follow(client: &OutpostClient, id: &str, print_log: bool) -> anyhow::Result<RunView> {
-    const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-    let spinner = print_log && std::io::stderr().is_terminal();
-    let started = Instant::now();
+    let spinner = spinner(print_log && std::io::stderr().is_terminal());
+    let mut shown_status = None;
     let mut offset = 0u64;
-    let mut tick = 0usize;
     let mut stdout = std::io::stdout();
     loop {
         let chunk = client.logs(id, offset).await?;
         if !chunk.data.is_empty() {
-            if spinner {
-                eprint!("\r\x1b[K");
-            }
             if print_log {
-                stdout.write_all(&chunk.data)?;
-                stdout.flush()?;
+                // The spinner is cleared while the log is written, then drawn again below it.
+                spinner.suspend(|| {
+                    stdout.write_all(&chunk.data)?;
+                    stdout.flush()
+                })?;
             }
             offset = chunk.next_offset;
             if offset < chunk.size {
@@ -142,20 +140,15 @@ async fn follow(client: &OutpostClient, id: &str, print_log: bool) -> anyhow::Re
             }
         }
         if chunk.status.is_terminal() && offset >= chunk.size {
-            if spinner {
-                eprint!("\r\x1b[K");
-            }
+            spinner.finish_and_clear();
             return Ok(client.get_run(id).await?);
         }
-        if spinner {
-            eprint!(
-                "\r{} {} {} {:.0}s",
-                SPINNER[tick % SPINNER.len()],
-                id,
-                chunk.status,
-                started.elapsed().as_secs_f64()
-            );
-            tick += 1;
+        // One frame per poll: a new status redraws the line, otherwise the spinner moves on.
+        if shown_status != Some(chunk.status) {
+            spinner.set_message(format!("{id} {}", chunk.status));
+            shown_status = Some(chunk.status);
+        } else {
+            spinner.tick();
         }
         tokio::time::sleep(Duration::from_millis(if chunk.status == RunStatus::Queued {
             200
@@ -164,6 +157,27 @@ async fn follow(client: &OutpostClient, id: &str, print_log: bool) -> anyhow::Re
         }))
         .await;
     }
+}
+
+/// The `--wait` spinner on stderr, `⠋ <id> <status> <seconds since the start>s` (`shown` false:
+/// a hidden bar that draws nothing). It clears itself when dropped, so an error is not printed
+/// after it on its line.
+fn spinner(shown: bool) -> indicatif::ProgressBar {
+    if !shown {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template("{spinner} {msg} {secs}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+        .with_key(
+            "secs",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}s", state.elapsed().as_secs_f64());
+            },
+        )
+        .tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", ""]);
+    indicatif::ProgressBar::new_spinner()
+        .with_style(style)
+        .with_finish(indicatif::ProgressFinish::AndClear)
 }
 
 pub async fn list(

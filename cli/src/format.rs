@@ -7,35 +7,22 @@ use outpost_core::Usage;
 /// Name of the artifact holding the agent's whole final answer.
 const RESULT_ARTIFACT: &str = "result.md";
 
-/// A plain-text table with left-aligned columns.
+/// A plain-text table with left-aligned columns: a header row, no borders, two spaces between
+/// columns, no trailing spaces. Columns are as wide as their widest cell's *display* width (a wide
+/// CJK character or emoji takes two, a combining mark none) and cells are never wrapped or cut,
+/// whatever the terminal's width, so scripts can parse the output. A cell holding a newline spans
+/// several lines of its column.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(headers.iter().copied())
+        .add_rows(rows.iter().map(|r| r.iter().map(String::as_str)));
+    let columns = t.column_count();
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, if i + 1 == columns { 0 } else { 2 }));
     }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        s.trim_end().to_owned()
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push('\n');
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    t.trim_fmt()
 }
 
 /// `1.2s`, `3m04s`, `2h05m`.
@@ -268,6 +255,29 @@ mod tests {
             &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]],
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
+    }
+
+    #[test]
+    fn tables_align_by_display_width() {
+        // `日本` is two characters but four columns wide; `é` as `e` + a combining accent is one.
+        let t = table(
+            &["NAME", "N"],
+            &[
+                vec!["日本".into(), "1".into()],
+                vec!["abcd".into(), "2".into()],
+                vec!["e\u{301}".into(), "3".into()],
+            ],
+        );
+        assert_eq!(t, "NAME  N\n日本  1\nabcd  2\ne\u{301}     3");
+    }
+
+    #[test]
+    fn tables_keep_indents_and_empty_tables_and_short_rows() {
+        let t = table(&["  NAME", "BYTES"], &[vec!["  a.md".into(), "12".into()]]);
+        assert_eq!(t, "  NAME  BYTES\n  a.md  12");
+        assert_eq!(table(&["A", "BB"], &[]), "A  BB");
+        // A row without its last cells: no trailing spaces.
+        assert_eq!(table(&["A", "BB"], &[vec!["xxx".into()]]), "A    BB\nxxx");
     }
 
     #[test]
