@@ -44,11 +44,23 @@ pub struct AwsBenchArgs {
 
 /// moto started by the bench (by pid: `scripts/moto` started it in its own session), stopped on
 /// drop.
-struct Moto(u32);
+pub struct Moto(u32);
 
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+/// moto's endpoint: `explicit`, else `OUTPOST_TEST_AWS_ENDPOINT`, else one started here (stopped
+/// when the guard drops).
+pub fn moto_endpoint(explicit: Option<&str>) -> anyhow::Result<(Option<Moto>, String)> {
+    match explicit {
+        Some(e) => Ok((None, e.to_owned())),
+        None => match std::env::var("OUTPOST_TEST_AWS_ENDPOINT") {
+            Ok(e) if !e.is_empty() => Ok((None, e)),
+            _ => start_moto(),
+        },
     }
 }
 
@@ -78,13 +90,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 
 /// Runs both measures and returns the Markdown table.
 pub async fn run(args: &AwsBenchArgs) -> anyhow::Result<String> {
-    let (_moto, endpoint) = match &args.endpoint {
-        Some(e) => (None, e.clone()),
-        None => match std::env::var("OUTPOST_TEST_AWS_ENDPOINT") {
-            Ok(e) if !e.is_empty() => (None, e),
-            _ => start_moto()?,
-        },
-    };
+    let (_moto, endpoint) = moto_endpoint(args.endpoint.as_deref())?;
     eprintln!("bench(aws): moto at {endpoint}");
     let sdk = emulator_sdk_config(&endpoint).await;
     let counter = RequestCounter::new();

@@ -17,9 +17,13 @@
 //! Run: `cargo build --release -p outpost -p outpost-bench && ./target/release/outpost-bench`.
 //!
 //! With `--aws` it measures the AWS-mode table instead, against moto server (see [`aws_mode`]):
-//! `./target/release/outpost-bench --aws`.
+//! `./target/release/outpost-bench --aws`. With `--lambda` it measures the Lambda package
+//! (size, zip, init time, memory; see [`lambda_mode`]): `cargo build --profile lambda -p
+//! ingest-lambda && cargo build --release -p ingest-lambda -p outpost-bench &&
+//! ./target/release/outpost-bench --lambda`.
 
 mod aws_mode;
+mod lambda_mode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -68,6 +72,18 @@ struct Args {
     /// Samples of the AWS dispatch latency measure.
     #[arg(long, default_value_t = 200)]
     aws_samples: usize,
+    /// Measure the Lambda package table (ingest-lambda: size, zip, init, memory) instead.
+    #[arg(long)]
+    lambda: bool,
+    /// The `lambda`-profile ingest-lambda (default: target/lambda/ingest-lambda).
+    #[arg(long)]
+    lambda_bin: Option<PathBuf>,
+    /// The release ingest-lambda, the baseline (default: target/release/ingest-lambda).
+    #[arg(long)]
+    lambda_release_bin: Option<PathBuf>,
+    /// Cold starts per binary in `--lambda`.
+    #[arg(long, default_value_t = 7)]
+    lambda_starts: usize,
 }
 
 /// A running `outpost dev`, killed on drop.
@@ -430,6 +446,22 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let slots = args.slots.unwrap_or(2 * cores);
+    if args.lambda {
+        let (lambda_default, release_default) = lambda_mode::default_bins();
+        let (_moto, endpoint) = aws_mode::moto_endpoint(args.aws_endpoint.as_deref())?;
+        let table = lambda_mode::run(&lambda_mode::LambdaBenchArgs {
+            lambda_bin: args.lambda_bin.clone().unwrap_or(lambda_default),
+            release_bin: args.lambda_release_bin.clone().unwrap_or(release_default),
+            endpoint,
+            starts: args.lambda_starts.max(1),
+        })
+        .await?;
+        println!("{table}");
+        if let Some(out) = args.out {
+            std::fs::write(out, &table)?;
+        }
+        return Ok(());
+    }
     if args.aws {
         let table = aws_mode::run(&aws_mode::AwsBenchArgs {
             endpoint: args.aws_endpoint.clone(),
