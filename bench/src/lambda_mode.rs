@@ -1,5 +1,5 @@
 //! The Lambda-package table of `outpost-bench`: what a cold start of the `ingest-lambda` function
-//! costs, for the binary built with the `lambda` profile (stripped, LTO) against the plain
+//! costs, for the binary built with the `lambda-zip` profile (stripped, LTO) against the plain
 //! release build as the baseline, measured in one run:
 //!
 //! - the binary's size, and the size of the zip that is uploaded (`bootstrap` alone, as
@@ -15,14 +15,14 @@ use anyhow::{bail, Context};
 use outpost_aws::{AwsClients, AwsSettings};
 use outpost_core::ports::keys::CreatedKey;
 use outpost_core::{ApiKeyKind, TenantId};
-use outpost_testkit::aws::{emulator_sdk_config, fresh_settings};
+use outpost_testkit::aws::{deployment_env, emulator_sdk_config, fresh_settings};
 use outpost_testkit::lambda_gateway::{GatewayConfig, LambdaFunction, LambdaGateway};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Settings of the Lambda table.
 pub struct LambdaBenchArgs {
-    /// The `lambda`-profile binary.
+    /// The `lambda-zip`-profile binary.
     pub lambda_bin: PathBuf,
     /// The release binary (baseline).
     pub release_bin: PathBuf,
@@ -49,7 +49,7 @@ pub async fn run(args: &LambdaBenchArgs) -> anyhow::Result<String> {
     for bin in [&args.lambda_bin, &args.release_bin] {
         if !bin.is_file() {
             bail!(
-                "{} not found: cargo build --profile lambda -p ingest-lambda && cargo build --release -p ingest-lambda",
+                "{} not found: cargo build --profile lambda-zip -p ingest-lambda && cargo build --release -p ingest-lambda",
                 bin.display()
             );
         }
@@ -94,22 +94,11 @@ async fn measure(bin: &Path, args: &LambdaBenchArgs, settings: &AwsSettings, key
     })
 }
 
-fn function(bin: &Path, endpoint: &str, s: &AwsSettings) -> LambdaFunction {
-    let env = [
-        ("OUTPOST_BACKEND", "aws"),
-        ("OUTPOST_TABLE", s.table.as_str()),
-        ("OUTPOST_QUEUE_URL", s.queue_url.as_str()),
-        ("OUTPOST_DLQ_URL", s.dead_letter_queue_url.as_str()),
-        ("OUTPOST_BUCKET", s.bucket.as_str()),
-        ("OUTPOST_SSM_PREFIX", s.secrets_prefix.as_str()),
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("OUTPOST_LOG", "warn"),
-    ];
+fn function(bin: &Path, endpoint: &str, settings: &AwsSettings) -> LambdaFunction {
+    let mut env = deployment_env(endpoint, settings);
+    env.push(("OUTPOST_LOG".to_owned(), "warn".to_owned()));
     LambdaFunction {
-        env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        env,
         ..LambdaFunction::new(bin)
     }
 }
@@ -224,7 +213,7 @@ fn render(l: &Figures, r: &Figures, starts: usize) -> String {
         ),
     ];
     let mut t = format!(
-        "| ingest-lambda ({starts} cold starts each, AWS backend on moto, burst = {BURST} × (health, list, dispatch)) | `lambda` profile | release (baseline) | lambda / release |\n| --- | --- | --- | --- |\n"
+        "| ingest-lambda ({starts} cold starts each, AWS backend on moto, burst = {BURST} × (health, list, dispatch)) | `lambda-zip` profile | release (baseline) | lambda / release |\n| --- | --- | --- | --- |\n"
     );
     for (what, a, b, q) in rows {
         t.push_str(&format!("| {what} | {a} | {b} | {q} |\n"));
@@ -232,13 +221,13 @@ fn render(l: &Figures, r: &Figures, starts: usize) -> String {
     t
 }
 
-/// Where `cargo build --profile lambda` and `--release` put the binary, beside this workspace.
+/// Where `cargo build --profile lambda-zip` and `--release` put the binary, beside this workspace.
 pub fn default_bins() -> (PathBuf, PathBuf) {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     (
-        target.join("lambda").join("ingest-lambda"),
+        target.join("lambda-zip").join("ingest-lambda"),
         target.join("release").join("ingest-lambda"),
     )
 }

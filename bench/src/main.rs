@@ -18,7 +18,7 @@
 //!
 //! With `--aws` it measures the AWS-mode table instead, against moto server (see [`aws_mode`]):
 //! `./target/release/outpost-bench --aws`. With `--lambda` it measures the Lambda package
-//! (size, zip, init time, memory; see [`lambda_mode`]): `cargo build --profile lambda -p
+//! (size, zip, init time, memory; see [`lambda_mode`]): `cargo build --profile lambda-zip -p
 //! ingest-lambda && cargo build --release -p ingest-lambda -p outpost-bench &&
 //! ./target/release/outpost-bench --lambda`.
 
@@ -75,7 +75,7 @@ struct Args {
     /// Measure the Lambda package table (ingest-lambda: size, zip, init, memory) instead.
     #[arg(long)]
     lambda: bool,
-    /// The `lambda`-profile ingest-lambda (default: target/lambda/ingest-lambda).
+    /// The `lambda-zip`-profile ingest-lambda (default: target/lambda-zip/ingest-lambda).
     #[arg(long)]
     lambda_bin: Option<PathBuf>,
     /// The release ingest-lambda, the baseline (default: target/release/ingest-lambda).

@@ -39,23 +39,7 @@ impl AwsDeployment {
     /// The environment that selects this deployment for Outpost's binaries (and the SDK's
     /// endpoint, region and credentials for the emulator).
     pub fn env(&self) -> Vec<(String, String)> {
-        let s = &self.settings;
-        [
-            ("OUTPOST_BACKEND", "aws"),
-            ("OUTPOST_TABLE", s.table.as_str()),
-            ("OUTPOST_QUEUE_URL", s.queue_url.as_str()),
-            ("OUTPOST_DLQ_URL", s.dead_letter_queue_url.as_str()),
-            ("OUTPOST_BUCKET", s.bucket.as_str()),
-            ("OUTPOST_SSM_PREFIX", s.secrets_prefix.as_str()),
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        outpost_testkit::aws::deployment_env(&self.endpoint, &self.settings)
     }
 
     /// `program` with this deployment's environment and none of the test's AWS profile or

@@ -158,15 +158,6 @@ pub(crate) mod tests {
         url
     }
 
-    #[test]
-    fn url_passwords_are_found() {
-        assert_eq!(url_password("https://x:tok3n@github.com/a/b.git"), Some("tok3n"));
-        assert_eq!(url_password("https://github.com/a/b.git"), None);
-        assert_eq!(url_password("https://user@github.com/a/b.git"), None);
-        assert_eq!(url_password("git@github.com:a/b.git"), None);
-        assert_eq!(url_password("https://h/a?x=y:z@w"), None);
-    }
-
     #[tokio::test]
     async fn clone_records_base_and_diff_applies_to_a_fresh_clone() {
         let tmp = tempfile::tempdir().expect("tempdir");

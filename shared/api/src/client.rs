@@ -1,6 +1,6 @@
 //! Typed REST client of the Outpost API (`/v1`), used by the CLI and the MCP server.
 //!
-//! Every call maps to one endpoint and returns the wire types of [`crate::api`]. Errors are one
+//! Every call maps to one endpoint and returns the wire types of [this crate](crate). Errors are one
 //! readable line ([`ClientError`]); the API key is sent as a sensitive header and never appears
 //! in an error or a log line.
 //!

@@ -75,3 +75,25 @@ pub async fn contract_fixture(config: ContractConfig) -> Fixture {
     let (backend, _, _) = fresh_backend(config.max_receive_count).await;
     Fixture::new(backend)
 }
+
+/// The environment that selects the deployment `settings` on the emulator at `endpoint` for
+/// Outpost's binaries: the `OUTPOST_*` names and the SDK's endpoint, region and test credentials.
+pub fn deployment_env(endpoint: &str, settings: &AwsSettings) -> Vec<(String, String)> {
+    let s = settings;
+    [
+        ("OUTPOST_BACKEND", "aws"),
+        ("OUTPOST_TABLE", s.table.as_str()),
+        ("OUTPOST_QUEUE_URL", s.queue_url.as_str()),
+        ("OUTPOST_DLQ_URL", s.dead_letter_queue_url.as_str()),
+        ("OUTPOST_BUCKET", s.bucket.as_str()),
+        ("OUTPOST_SSM_PREFIX", s.secrets_prefix.as_str()),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}

@@ -1,8 +1,8 @@
 //! Ports: the traits every backend implements (embedded: SQLite + folder; AWS: DynamoDB, SQS, S3,
 //! SSM Parameter Store).
 //!
-//! The semantics are written down here once, and the contract suite (`crate::contract`, feature
-//! `contract-tests`) checks every adapter against them.
+//! The semantics are written down here once, and the contract suite (`outpost_testkit::contract`,
+//! run by each adapter crate's `tests/contract.rs`) checks every adapter against them.
 
 pub mod artifacts;
 pub mod keys;
