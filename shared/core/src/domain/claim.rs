@@ -1,8 +1,10 @@
 //! The claim rule: what claiming a delivered run does, decided from the run as stored.
 //!
-//! Every store reads the run, asks [`decide_claim`], and writes the decision's `next` run (when
-//! there is one) as a conditional write on the run it read, so that two workers can never both
-//! win. The rule is pure (no I/O, no clock: `now` is the caller's), and its table is:
+//! Every store asks [`decide_claim`] about the run as stored and writes the decision's `next` run
+//! (when there is one) as a conditional write on the run it looked at, so that two workers can
+//! never both win. SQLite reads the run inside its write transaction; DynamoDB sends the last
+//! row (`Start`) as one conditional write first, since that is the common claim, and asks the rule
+//! about the run its refusal hands back. The rule is pure (no I/O, no clock: `now` is the caller's), and its table is:
 //!
 //! | the stored run | decision | written |
 //! | --- | --- | --- |
