@@ -28,8 +28,12 @@ fn print_banner(lines: &[String]) {
     let _ = out.flush();
 }
 
-fn init_tracing() {
-    outpost_config::telemetry::init_logs("warn,outpost=info,outpost_worker=info,ingest_lambda=info", false);
+/// Logs as the settings say (`--log-format`: text on embedded, JSON on AWS, unless set).
+fn init_tracing(settings: &Settings) {
+    outpost_config::telemetry::init_logs(
+        "warn,outpost=info,outpost_worker=info,ingest_lambda=info",
+        settings.json_logs(),
+    );
 }
 
 /// Resolves on SIGINT or SIGTERM or when `token` is cancelled, and cancels `token`.
@@ -42,7 +46,7 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 pub async fn run_dev(settings: &Settings) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(settings);
     let agents = Arc::new(settings.agents()?);
     let opened = settings.open_backend().await?;
     let api_config = api_config(settings, &opened, false);
@@ -196,7 +200,7 @@ fn worker_error(r: Result<Result<(), WorkerError>, tokio::task::JoinError>) -> a
 }
 
 pub async fn run_worker(settings: &Settings) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(settings);
     settings.require_slots()?;
     let agents = Arc::new(settings.agents()?);
     let opened = settings.open_backend().await?;

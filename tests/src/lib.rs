@@ -13,7 +13,8 @@
 //! one costs a few processes (and on AWS a set of emulator resources); it stops them when dropped.
 //!
 //! The binaries are found next to the test executable (`target/debug/`); `scripts/test` builds
-//! them first (`cargo build --workspace --bins`). `OUTPOST_BIN`, `OUTPOST_WORKER_BIN`,
+//! them first (`cargo build --workspace --bins --all-features`: the AWS tests need `outpost`'s
+//! `aws` feature). `OUTPOST_BIN`, `OUTPOST_WORKER_BIN`,
 //! `INGEST_LAMBDA_BIN` and `FAKE_AGENT_BIN` override.
 
 pub mod aws;
@@ -52,7 +53,7 @@ pub(crate) fn find_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
     let p = profile_dir()?.join(name);
     if !p.exists() {
         bail!(
-            "{} not found: run `cargo build --workspace --bins` first (scripts/test does)",
+            "{} not found: run `cargo build --workspace --bins --all-features` first (scripts/test does)",
             p.display()
         );
     }
