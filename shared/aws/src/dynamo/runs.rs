@@ -155,6 +155,15 @@ fn unheld(p: &mut Placeholders, now: DateTime<Utc>) -> String {
     format!("({queued} OR ({running} AND {expired}))")
 }
 
+/// `status = running AND worker_id = worker`: a run `worker` holds (its lease may have run out,
+/// as long as nobody claimed the run since).
+fn held_by(p: &mut Placeholders, worker: &WorkerId) -> String {
+    let running = status_is(p, RunStatus::Running);
+    let owner = p.name(attr::WORKER_ID);
+    let worker = p.value("worker", s(worker.as_str()));
+    format!("{running} AND {owner} = {worker}")
+}
+
 /// `cancel_requested = value`.
 fn cancel_is(p: &mut Placeholders, value: bool) -> String {
     let name = p.name(attr::CANCEL_REQUESTED);
@@ -313,13 +322,8 @@ impl DynamoStore {
         let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
         u.set(&mut p, attr::LEASE_EXPIRES_AT, time(lease_end));
         u.set(&mut p, attr::LEASE_EXPIRES_MS, time_ms(lease_end));
-        let running = status_is(&mut p, RunStatus::Running);
-        let owner = format!(
-            "{} = {}",
-            p.name(attr::WORKER_ID),
-            p.value("worker", s(worker.as_str()))
-        );
-        match self.update_run(id, &u, format!("{running} AND {owner}"), p).await? {
+        let condition = held_by(&mut p, worker);
+        match self.update_run(id, &u, condition, p).await? {
             Write::Done(run) => Ok(HeartbeatOutcome {
                 cancel_requested: run.cancel_requested,
                 lease_expires_at: lease_end,
@@ -546,13 +550,8 @@ impl RunStore for DynamoStore {
         u.set_or_remove(&mut p, attr::FAILURE_REASON, outcome.reason.map(|r| s(r.as_str())));
         u.set(&mut p, attr::ARTIFACTS, artifacts_value(&artifacts));
         u.set_or_remove(&mut p, attr::REPORT, report_value(&outcome.report.capped()));
-        let running = status_is(&mut p, RunStatus::Running);
-        let owner = format!(
-            "{} = {}",
-            p.name(attr::WORKER_ID),
-            p.value("worker", s(worker.as_str()))
-        );
-        match self.update_run(id, &u, format!("{running} AND {owner}"), p).await? {
+        let condition = held_by(&mut p, worker);
+        match self.update_run(id, &u, condition, p).await? {
             Write::Done(run) => Ok(run),
             Write::Refused(None) => Err(StoreError::NotFound),
             Write::Refused(Some(_)) => Err(StoreError::LeaseLost(id.clone())),
