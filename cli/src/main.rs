@@ -218,6 +218,8 @@ enum RunsCommand {
 }
 
 fn main() -> ExitCode {
+    // `outpost __confine …` is the agents' sandbox helper when no outpost-confine is installed.
+    outpost_worker::sandbox::serve_confine();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -1,6 +1,8 @@
 //! Worker settings and their defaults. Binaries build a [`WorkerConfig`] from the one set of
 //! process settings ([`WorkerConfig::from_settings`]); tests and benchmarks set fields directly.
 
+use crate::sandbox::uids::UidRange;
+use crate::sandbox::SandboxConfig;
 use outpost_config::deployment::BackendKind;
 pub use outpost_config::settings::default_slots;
 use outpost_config::Settings;
@@ -31,6 +33,8 @@ pub struct WorkerConfig {
     pub secrets_ttl: Duration,
     /// How often the worker reports itself to the fleet registry (default 5 s).
     pub presence_interval: Duration,
+    /// The agents' sandbox (see [`crate::sandbox`]).
+    pub sandbox: SandboxConfig,
 }
 
 impl WorkerConfig {
@@ -51,12 +55,38 @@ impl WorkerConfig {
             (None, BackendKind::Embedded) => crate::identity::default_work_dir(&settings.data_dir),
             (None, BackendKind::Aws) => std::env::temp_dir().join("outpost-work"),
         };
+        let mut hidden = vec![settings.data_dir.clone()];
+        hidden.extend(settings.agents_file.clone());
+        let protected_ports = match settings.backend {
+            // The embedded API (`outpost dev`) listens on this machine.
+            BackendKind::Embedded => settings
+                .listen
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .into_iter()
+                .collect(),
+            BackendKind::Aws => Vec::new(),
+        };
+        let sandbox = SandboxConfig {
+            default_mode: settings.sandbox,
+            refuse_none: settings.backend == BackendKind::Aws && !settings.allow_unsandboxed,
+            uids: UidRange {
+                first: settings.agent_uids.0,
+                last: settings.agent_uids.1,
+            },
+            extra_ro: settings.sandbox_ro.clone(),
+            extra_rw: settings.sandbox_rw.clone(),
+            hidden,
+            protected_ports,
+            ..SandboxConfig::default()
+        };
         Self {
             slots: settings.slots,
             lease: settings.lease,
             max_attempts: settings.max_attempts,
             kill_grace: settings.kill_grace,
             drain_timeout: settings.drain,
+            sandbox,
             ..Self::new(work_dir)
         }
     }
@@ -80,6 +110,7 @@ impl Default for WorkerConfig {
             dead_letter_interval: Duration::from_secs(5),
             secrets_ttl: crate::tenant_secrets::DEFAULT_TTL,
             presence_interval: crate::presence::REPORT_INTERVAL,
+            sandbox: SandboxConfig::default(),
         }
     }
 }

@@ -29,10 +29,10 @@ pub struct DirPool {
     idle: Mutex<Vec<PathBuf>>,
     seq: AtomicU64,
     max_idle: usize,
-    /// Permission bits of a freshly made folder (0 until the first one).
+    /// Permission bits of a freshly made root folder (0 until the first one).
     mode: AtomicU32,
-    /// Agents' user: `home/`, `ws/` and `ws/outpost-artifacts/` are theirs, every folder 0711.
-    owner: Option<AgentUser>,
+    /// Permission bits of a freshly made `home/` (and `ws/`, `ws/outpost-artifacts/`).
+    sub_mode: AtomicU32,
 }
 
 impl DirPool {
@@ -46,40 +46,46 @@ impl DirPool {
             seq: AtomicU64::new(0),
             max_idle,
             mode: AtomicU32::new(0),
-            owner: None,
+            sub_mode: AtomicU32::new(0),
         }
-    }
-
-    /// Trees whose `home/` and `ws/` belong to `owner` (see [`crate::identity`]).
-    pub fn with_owner(mut self, owner: Option<AgentUser>) -> Self {
-        self.owner = owner;
-        self
     }
 
     /// Makes `dirs.root` with `home/` and, when `with_ws`, `ws/` and `ws/outpost-artifacts/`
     /// (reusing an idle tree if there is one). Without `ws` (a clone makes it) nothing is reused.
-    pub fn acquire(&self, dirs: &RunDirs, with_ws: bool) -> io::Result<()> {
+    /// With `owner` (the run's agent user, see [`crate::identity`]) `home/`, `ws/` and
+    /// `ws/outpost-artifacts/` are that user's and every folder is 0711 (a reused tree is given
+    /// to the new run's user: three `chown`s).
+    pub fn acquire(&self, dirs: &RunDirs, with_ws: bool, owner: Option<AgentUser>) -> io::Result<()> {
         if with_ws {
             if let Some(idle) = self.pop() {
                 match std::fs::rename(&idle, &dirs.root) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        if let Some(owner) = &owner {
+                            for d in [&dirs.home, &dirs.ws, &dirs.artifacts] {
+                                owner.own_folder(d)?;
+                            }
+                        }
+                        return Ok(());
+                    }
                     Err(_) => remove_run_dir(&idle),
                 }
             }
         }
         dirs.create_root()?;
-        if let Some(owner) = &self.owner {
+        if let Some(owner) = &owner {
             identity::pass_through_only(&dirs.root)?;
             owner.own_folder(&dirs.home)?;
         }
         if self.mode.load(Ordering::Relaxed) == 0 {
             let mode = std::fs::symlink_metadata(&dirs.root)?.permissions().mode() & 0o7777;
+            let sub = std::fs::symlink_metadata(&dirs.home)?.permissions().mode() & 0o7777;
+            self.sub_mode.store(sub, Ordering::Relaxed);
             self.mode.store(mode, Ordering::Relaxed);
         }
         if with_ws {
             std::fs::create_dir(&dirs.ws)?;
             std::fs::create_dir(&dirs.artifacts)?;
-            if let Some(owner) = &self.owner {
+            if let Some(owner) = &owner {
                 owner.own_folder(&dirs.ws)?;
                 owner.own_folder(&dirs.artifacts)?;
             }
@@ -128,13 +134,15 @@ impl DirPool {
     /// symlinks, nothing in them but each other (the worker's own spool files are removed).
     fn is_clean(&self, dirs: &RunDirs) -> bool {
         let mode = self.mode.load(Ordering::Relaxed);
-        let folder_ok = |p: &Path| {
+        let sub = self.sub_mode.load(Ordering::Relaxed);
+        let folder_ok = |p: &Path, mode: u32| {
             std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == mode)
         };
         if mode == 0
-            || ![&dirs.root, &dirs.home, &dirs.ws, &dirs.artifacts]
+            || !folder_ok(&dirs.root, mode)
+            || ![&dirs.home, &dirs.ws, &dirs.artifacts]
                 .into_iter()
-                .all(|p| folder_ok(p))
+                .all(|p| folder_ok(p, sub))
         {
             return false;
         }
@@ -197,14 +205,14 @@ mod tests {
     fn clean_trees_are_reused_and_dirty_ones_removed() {
         let (tmp, pool) = pool();
         let a = RunDirs::new(tmp.path(), "run_a");
-        pool.acquire(&a, true).expect("acquire");
+        pool.acquire(&a, true, None).expect("acquire");
         assert!(a.home.is_dir() && a.ws.is_dir() && a.artifacts.is_dir());
         std::fs::write(&a.spool, "log").expect("spool");
         pool.release(&a);
         assert!(!a.root.exists(), "released tree is moved away");
 
         let b = RunDirs::new(tmp.path(), "run_b");
-        pool.acquire(&b, true).expect("acquire");
+        pool.acquire(&b, true, None).expect("acquire");
         assert!(b.artifacts.is_dir());
         assert!(!b.spool.exists(), "the worker's own files were removed");
         std::fs::write(b.ws.join("left-behind"), "x").expect("write");
@@ -214,7 +222,7 @@ mod tests {
 
         for change in ["home-file", "chmod", "symlink-ws"] {
             let c = RunDirs::new(tmp.path(), &format!("run_{change}"));
-            pool.acquire(&c, true).expect("acquire");
+            pool.acquire(&c, true, None).expect("acquire");
             match change {
                 "home-file" => std::fs::write(c.home.join(".bashrc"), "x").expect("write"),
                 "chmod" => std::fs::set_permissions(&c.home, std::fs::Permissions::from_mode(0o700)).expect("chmod"),
@@ -234,7 +242,7 @@ mod tests {
     fn the_pool_folder_goes_away_with_the_pool() {
         let (tmp, pool) = pool();
         let a = RunDirs::new(tmp.path(), "run_a");
-        pool.acquire(&a, true).expect("acquire");
+        pool.acquire(&a, true, None).expect("acquire");
         pool.release(&a);
         let pool_dir = pool.dir.clone();
         assert!(pool_dir.is_dir());
@@ -246,7 +254,7 @@ mod tests {
     fn repository_runs_get_no_ws() {
         let (tmp, pool) = pool();
         let a = RunDirs::new(tmp.path(), "run_a");
-        pool.acquire(&a, false).expect("acquire");
+        pool.acquire(&a, false, None).expect("acquire");
         assert!(a.home.is_dir() && !a.ws.exists());
     }
 }

@@ -20,9 +20,12 @@ use std::path::Path;
 /// uid/gid of `nobody` on Debian and most distributions; no passwd entry is needed for another.
 pub const NOBODY: u32 = 65534;
 
-/// Mode of the run's folders when agents run as another user: the owner everything, others may
-/// only pass through (so the agent reaches its `ws/` and `home/` but lists nothing above them).
+/// Mode of the worker's folders above a run's tree when agents run as another user: the owner
+/// everything, others may only pass through (so the agent reaches its `ws/` and `home/` but
+/// lists nothing above them).
 pub const FOLDER_MODE: u32 = 0o711;
+/// Mode of the folders an agent owns (`ws/`, `home/`): nobody else's agent may enter them.
+pub const OWN_FOLDER_MODE: u32 = 0o700;
 
 /// An unprivileged identity for agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +55,9 @@ impl AgentUser {
         Ok(())
     }
 
-    /// Gives the single folder `path` to this user with [`FOLDER_MODE`].
+    /// Gives the single folder `path` to this user with [`OWN_FOLDER_MODE`].
     pub fn own_folder(&self, path: &Path) -> io::Result<()> {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FOLDER_MODE))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(OWN_FOLDER_MODE))?;
         lchown(path, Some(self.uid), Some(self.gid))
     }
 }

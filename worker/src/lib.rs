@@ -26,6 +26,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pool;
 pub mod presence;
+pub mod sandbox;
 pub mod scrub;
 pub mod tenant_secrets;
 #[cfg(test)]

@@ -29,6 +29,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `outpost __confine …` is the agents' sandbox helper when no outpost-confine is installed.
+    outpost_worker::sandbox::serve_confine();
     let args = Args::parse();
     let settings = Settings::resolve(
         &SettingsArgs {

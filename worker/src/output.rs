@@ -104,7 +104,19 @@ pub async fn pump(
             }
         };
         let grow = n == buf.len() && buf.len() < READ_BUF;
+        if activity.over_output_limit() {
+            // Past the cap: keep the pipe drained (so the agent sees no EPIPE before it is
+            // stopped) and keep nothing.
+            continue;
+        }
         let clean = scrubber.push(&buf[..n], &mut scrubbed);
+        let room = activity.output_limit().saturating_sub(report.bytes);
+        let clean = if clean.len() as u64 > room {
+            activity.exceed_output_limit();
+            &clean[..usize::try_from(room).unwrap_or(clean.len())]
+        } else {
+            clean
+        };
         if let Err(e) = spool.write_all(clean) {
             report.error = Some(format!("writing output.log: {e}"));
             break;

@@ -39,7 +39,7 @@ impl Worker {
     pub fn new(backend: Backend, agents: Arc<AgentRegistry>, config: WorkerConfig) -> Self {
         let executor = ProcessExecutor::new(ProcessConfig {
             kill_grace: config.kill_grace,
-            ..ProcessConfig::default()
+            sandbox: config.sandbox.clone(),
         });
         Self::with_executor(backend, agents, Arc::new(executor), config)
     }

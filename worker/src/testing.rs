@@ -11,7 +11,7 @@ use outpost_embedded::LocalArtifactStore;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,12 +29,32 @@ pub struct Harness {
     pub pipeline: RunPipeline,
 }
 
-/// The test executor's settings (a short kill grace).
-pub fn process_config() -> ProcessConfig {
+/// The test executor's settings: a short kill grace, and the tests' `shared/` folder (their
+/// markers) writable by every sandboxed agent.
+pub fn process_config(shared: &Path) -> ProcessConfig {
     ProcessConfig {
         kill_grace: Duration::from_millis(500),
-        ..ProcessConfig::default()
+        sandbox: crate::sandbox::SandboxConfig {
+            extra_rw: vec![shared.to_path_buf()],
+            ..Default::default()
+        },
     }
+}
+
+/// Host pids of live processes whose command line has `marker` as one argument: how the tests
+/// find an agent's processes, whose own pids are those of its PID namespace.
+pub fn processes_with_arg(marker: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+        })
+        .filter(|pid| !process_dead(*pid))
+        .collect()
 }
 
 pub fn harness() -> Harness {
@@ -82,7 +102,7 @@ pub fn harness() -> Harness {
         ("OUTPOST_TEST_NOT_NAMED", "must-not-leak"),
     ]
     .into();
-    let executor = Arc::new(ProcessExecutor::new(process_config()));
+    let executor = Arc::new(ProcessExecutor::new(process_config(&tmp.path().join("shared"))));
     let pipeline = RunPipeline::new(store.clone(), Arc::clone(&agents), executor, config)
         .with_env_lookup(Arc::new(move |n: &str| worker_env.get(n).map(OsString::from)));
     Harness {

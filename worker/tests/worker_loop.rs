@@ -10,6 +10,7 @@ use outpost_core::domain::{AgentRegistry, FailureReason, NewRun, Outcome, Run, R
 use outpost_core::ports::{Backend, ClaimOutcome, QueueDepth, RunKey, TaskMessage};
 use outpost_embedded::EmbeddedOptions;
 use outpost_testkit::sha256_hex;
+use outpost_worker::sandbox::SandboxConfig;
 use outpost_worker::{Worker, WorkerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +54,10 @@ impl Env {
             presence_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             dead_letter_interval: Duration::from_millis(200),
+            sandbox: SandboxConfig {
+                extra_rw: vec![self.path("")],
+                ..SandboxConfig::default()
+            },
         }
     }
 
@@ -394,7 +399,7 @@ async fn never_more_runs_in_flight_than_slots() {
     }
     let counts = e.path("counts");
     let script = format!(
-        "touch '{d}/'\"$OUTPOST_RUN_ID\"; ls '{d}' | wc -l >> '{c}'; sleep 0.3; rm '{d}/'\"$OUTPOST_RUN_ID\"",
+        "umask 0; touch '{d}/'\"$OUTPOST_RUN_ID\"; ls '{d}' | wc -l >> '{c}'; sleep 0.3; rm '{d}/'\"$OUTPOST_RUN_ID\"",
         d = dir.display(),
         c = counts.display()
     );
@@ -483,19 +488,15 @@ async fn past_the_drain_timeout_runs_are_killed_and_released_for_another_worker(
 async fn a_lost_lease_kills_the_agent_and_abandons_the_run() {
     let e = env();
     let pid_file = e.path("pid");
+    // `sleep 1021` marks the agent: its pid inside its PID namespace is not the host's.
     let run = e
         .dispatch(&format!(
-            "echo $$ > '{p}.tmp'; mv '{p}.tmp' '{p}'; exec sleep 1000",
+            "echo $$ > '{p}.tmp'; mv '{p}.tmp' '{p}'; exec sleep 1021",
             p = pid_file.display()
         ))
         .await;
     let w = e.start(e.config());
     wait_file(&pid_file).await;
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid number");
     // Someone else ends the run under the worker (as a store operator would): the worker's next
     // heartbeat finds its lease gone.
     let ended = e
@@ -506,10 +507,7 @@ async fn a_lost_lease_kills_the_agent_and_abandons_the_run() {
         .expect("finish from outside");
     assert_eq!(ended.status, RunStatus::Failed);
     let end = Instant::now() + PATIENCE;
-    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    }) {
+    while processes_with_arg("1021") {
         assert!(Instant::now() < end, "the agent was not killed");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -521,4 +519,19 @@ async fn a_lost_lease_kills_the_agent_and_abandons_the_run() {
     e.wait_depth("the message deleted", |d| *d == QueueDepth::default())
         .await;
     w.shutdown().await;
+}
+
+/// Whether a live (not zombie) process has `marker` as one argument of its command line.
+fn processes_with_arg(marker: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let p = e.path();
+        let alive = std::fs::read_to_string(p.join("stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        });
+        alive && std::fs::read(p.join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+    })
 }

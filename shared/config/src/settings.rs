@@ -29,7 +29,7 @@
 //! The log filter is `OUTPOST_LOG` (read by [`crate::telemetry::init_logs`]).
 
 use crate::deployment::{self, BackendKind, OpenBackendError, OpenedBackend};
-use outpost_core::domain::{AgentRegistry, AgentsFileError};
+use outpost_core::domain::{AgentRegistry, AgentsFileError, SandboxMode};
 use outpost_embedded::EmbeddedOptions;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -145,6 +145,33 @@ pub struct WorkerArgs {
     /// when the worker is root (agents, run as `nobody`, never pass through the data dir).
     #[arg(long, env = "OUTPOST_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Sandbox of agent entries that name none: strict, standard or none. Default: the
+    /// strongest this machine supports (see docs/SECURITY.md).
+    #[arg(long, env = "OUTPOST_SANDBOX", value_name = "MODE")]
+    pub sandbox: Option<SandboxMode>,
+    /// Let entries with `sandbox = "none"` run on the AWS backend (refused there otherwise).
+    #[arg(long, env = "OUTPOST_ALLOW_UNSANDBOXED", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_unsandboxed: Option<bool>,
+    /// uids (and gids) a root worker gives its runs' agents, one per run. Default: 200000-200255
+    #[arg(long, env = "OUTPOST_AGENT_UIDS", value_name = "FIRST-LAST")]
+    pub agent_uids: Option<String>,
+    /// A further folder every agent sees read-only (where agent CLIs are installed); repeatable.
+    #[arg(
+        long = "sandbox-ro",
+        env = "OUTPOST_SANDBOX_RO",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub sandbox_ro: Vec<PathBuf>,
+    /// A folder every agent may write (a cache shared between runs: weakens isolation);
+    /// repeatable.
+    #[arg(
+        long = "sandbox-rw",
+        env = "OUTPOST_SANDBOX_RW",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub sandbox_rw: Vec<PathBuf>,
 }
 
 /// `json` or `text` logs.
@@ -183,6 +210,11 @@ pub struct SettingsFile {
     pub kill_grace_secs: Option<u64>,
     pub drain_secs: Option<u64>,
     pub work_dir: Option<PathBuf>,
+    pub sandbox: Option<SandboxMode>,
+    pub allow_unsandboxed: Option<bool>,
+    pub agent_uids: Option<String>,
+    pub sandbox_ro: Option<Vec<PathBuf>>,
+    pub sandbox_rw: Option<Vec<PathBuf>>,
 }
 
 impl SettingsFile {
@@ -228,6 +260,30 @@ pub struct Settings {
     pub drain: Duration,
     /// Explicit workspace folder; `None` leaves the choice to the worker.
     pub work_dir: Option<PathBuf>,
+    /// Sandbox of entries that name none (`None`: the strongest the machine supports).
+    pub sandbox: Option<SandboxMode>,
+    /// `sandbox = "none"` allowed on the AWS backend.
+    pub allow_unsandboxed: bool,
+    /// First and last uid of a root worker's agents.
+    pub agent_uids: (u32, u32),
+    pub sandbox_ro: Vec<PathBuf>,
+    pub sandbox_rw: Vec<PathBuf>,
+}
+
+/// The uids of a root worker's agents by default: above every distribution's system and
+/// login users and the usual subordinate ranges of `/etc/subuid` (100000..165535).
+pub const DEFAULT_AGENT_UIDS: (u32, u32) = (200_000, 200_255);
+
+/// Reads `FIRST-LAST` (1000 <= FIRST <= LAST).
+pub fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} must be FIRST-LAST with 1000 <= FIRST <= LAST < 4294967294");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let first: u32 = a.trim().parse().map_err(|_| bad())?;
+    let last: u32 = b.trim().parse().map_err(|_| bad())?;
+    if first < 1000 || last < first || last >= u32::MAX - 1 {
+        return Err(bad());
+    }
+    Ok((first, last))
 }
 
 /// Twice the available cores (at least 2).
@@ -331,6 +387,29 @@ impl Settings {
             ));
         }
         let work_dir = w.work_dir.clone().or_else(|| file.work_dir.clone());
+        let sandbox = w.sandbox.or(file.sandbox);
+        let allow_unsandboxed = w.allow_unsandboxed.or(file.allow_unsandboxed).unwrap_or(false);
+        let agent_uids = match w.agent_uids.as_ref().or(file.agent_uids.as_ref()) {
+            None => DEFAULT_AGENT_UIDS,
+            Some(range) => parse_uid_range(range).map_err(|e| invalid("--agent-uids", e))?,
+        };
+        let pick = |flag: &Vec<PathBuf>, file: &Option<Vec<PathBuf>>| {
+            if flag.is_empty() {
+                file.clone().unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let sandbox_ro = pick(&w.sandbox_ro, &file.sandbox_ro);
+        let sandbox_rw = pick(&w.sandbox_rw, &file.sandbox_rw);
+        for p in sandbox_ro.iter().chain(&sandbox_rw) {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    "--sandbox-ro/--sandbox-rw",
+                    format!("{} is not an absolute path", p.display()),
+                ));
+            }
+        }
         Ok(Self {
             backend,
             data_dir,
@@ -347,6 +426,11 @@ impl Settings {
             kill_grace: Duration::from_secs(kill_grace_secs),
             drain: Duration::from_secs(drain_secs),
             work_dir,
+            sandbox,
+            allow_unsandboxed,
+            agent_uids,
+            sandbox_ro,
+            sandbox_rw,
         })
     }
 

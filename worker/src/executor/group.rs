@@ -1,7 +1,7 @@
 //! Supervising an agent's process group: wait for its exit, or stop it on timeout or request with
 //! SIGTERM to the whole group, then SIGKILL after a grace period to whatever remains.
 
-use super::{Ended, Stop, StopSignal};
+use super::{Ended, Limit, Stop, StopSignal};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{getpgid, getpgrp, Pid};
@@ -77,17 +77,22 @@ pub fn group_alive(pgid: Pid) -> bool {
 /// With `idle`, the group is also stopped once the agent has printed nothing for that long
 /// ([`Ended::Idle`]); `activity` is touched by the output pump. The idle check costs one timer
 /// that re-arms at the last output's time plus the idle span (no polling while output flows).
+///
+/// `limit` resolves when the run went past one of its caps (disk, output, CPU): the group is
+/// stopped and the run ends as [`Ended::Limit`].
 pub async fn supervise(
     child: &mut Child,
     pgid: Pid,
     deadline: Instant,
     idle: Option<(Duration, &Activity)>,
+    limit: impl std::future::Future<Output = Limit>,
     stop: &mut StopSignal,
     grace: Duration,
 ) -> Ended {
     enum Why {
         Timeout,
         Idle,
+        Limit(Limit),
         Stop(Stop),
     }
     let wait_idle = async {
@@ -110,30 +115,45 @@ pub async fn supervise(
         }
         () = tokio::time::sleep_until(deadline) => Why::Timeout,
         () = wait_idle => Why::Idle,
+        l = limit => Why::Limit(l),
         s = stop.requested() => Why::Stop(s),
     };
     let code = terminate(child, pgid, grace).await;
     match why {
         Why::Timeout => Ended::TimedOut(code),
         Why::Idle => Ended::Idle(code),
+        Why::Limit(l) => Ended::Limit(l, code),
         Why::Stop(s) => Ended::Stopped(s, code),
     }
 }
 
-/// When the agent last printed something, shared by the output pump and the supervisor.
+/// When the agent last printed something and whether its output went past the run's cap,
+/// shared by the output pump and the supervisor.
 #[derive(Debug)]
 pub struct Activity {
     start: Instant,
     /// Milliseconds after `start` of the last output.
     last_ms: std::sync::atomic::AtomicU64,
+    /// Bytes of output kept at most.
+    output_limit: u64,
+    over: std::sync::atomic::AtomicBool,
+    over_notify: tokio::sync::Notify,
 }
 
 impl Activity {
-    /// Activity that counts the agent's start as its last output.
+    /// Activity that counts the agent's start as its last output, with no output cap.
     pub fn new() -> Self {
+        Self::with_output_limit(u64::MAX)
+    }
+
+    /// Like [`Activity::new`], keeping at most `limit` bytes of output.
+    pub fn with_output_limit(limit: u64) -> Self {
         Self {
             start: Instant::now(),
             last_ms: std::sync::atomic::AtomicU64::new(0),
+            output_limit: limit,
+            over: std::sync::atomic::AtomicBool::new(false),
+            over_notify: tokio::sync::Notify::new(),
         }
     }
 
@@ -146,6 +166,27 @@ impl Activity {
     /// When output last arrived (the start when none has).
     pub fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn output_limit(&self) -> u64 {
+        self.output_limit
+    }
+
+    /// The pump reached the cap: the supervisor stops the agent.
+    pub fn exceed_output_limit(&self) {
+        self.over.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.over_notify.notify_one();
+    }
+
+    pub fn over_output_limit(&self) -> bool {
+        self.over.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves once the output went past the cap.
+    pub async fn output_exceeded(&self) {
+        while !self.over_output_limit() {
+            self.over_notify.notified().await;
+        }
     }
 }
 

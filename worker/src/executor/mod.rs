@@ -14,10 +14,12 @@ pub mod process;
 
 use crate::identity::AgentUser;
 use crate::output::{LiveLog, PumpReport};
+use crate::sandbox::uids::UidLease;
 use crate::scrub::Secrets;
 use crate::workspace::RunDirs;
 use async_trait::async_trait;
 use outpost_core::domain::Run;
+use outpost_core::domain::{NetworkPolicy, RunLimits, SandboxMode, SandboxRecord};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::time::Duration;
@@ -154,6 +156,10 @@ pub struct AgentJob<'a> {
     pub deadline: Instant,
     /// Stop the agent after this long without output.
     pub idle: Option<Duration>,
+    /// The run's own agent user (a root worker; see [`Executor::acquire_user`]).
+    pub user: Option<AgentUser>,
+    /// The entry's sandbox, network and limits.
+    pub sandbox: SandboxAsk,
 }
 
 /// How an agent that ran ended. Exit codes of a death by signal are 128 + the signal, as shells
@@ -168,6 +174,51 @@ pub enum Ended {
     Idle(Option<i32>),
     /// It was stopped on request (`Cancel` or `Abandon`).
     Stopped(Stop, Option<i32>),
+    /// It went past one of the run's caps and was stopped (or, for memory, the kernel killed
+    /// one of its processes).
+    Limit(Limit, Option<i32>),
+}
+
+/// A per-run cap (see [`outpost_core::domain::RunLimits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Memory,
+    Disk,
+    Output,
+    Cpu,
+}
+
+impl Limit {
+    /// The failure reason of a run that went past this cap.
+    pub fn reason(self) -> outpost_core::domain::FailureReason {
+        use outpost_core::domain::FailureReason;
+        match self {
+            Limit::Memory => FailureReason::MemoryLimit,
+            Limit::Disk => FailureReason::DiskLimit,
+            Limit::Output => FailureReason::OutputLimit,
+            Limit::Cpu => FailureReason::CpuLimit,
+        }
+    }
+}
+
+/// What the run's agent entry asks of the sandbox (see [`crate::sandbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxAsk {
+    pub mode: Option<SandboxMode>,
+    pub network: NetworkPolicy,
+    pub limits: RunLimits,
+    pub memory_mb: u32,
+}
+
+impl SandboxAsk {
+    pub fn of(spec: &outpost_core::domain::AgentSpec) -> Self {
+        Self {
+            mode: spec.sandbox,
+            network: spec.network,
+            limits: spec.limits,
+            memory_mb: spec.memory_mb,
+        }
+    }
 }
 
 /// What an executor reports once the agent is over.
@@ -175,6 +226,8 @@ pub enum Ended {
 pub enum AgentExit {
     /// The agent could not be started; the message says why (for output.log).
     NotStarted(String),
+    /// The sandbox the entry asks for cannot be set up here; the message says why.
+    Refused(String),
     /// The agent ran and ended.
     Ran {
         ended: Ended,
@@ -182,15 +235,24 @@ pub enum AgentExit {
         /// `None` when the pump was cut off (a process that left the agent's group kept the
         /// output open): the spool then holds what arrived, but its counts are unknown.
         output: Option<PumpReport>,
+        /// How it was confined.
+        sandbox: Option<SandboxRecord>,
     },
 }
 
 /// Starts, supervises and stops the agents of prepared runs.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// The local user agents run as when it is not the worker's own: the pipeline gives each
-    /// run's folders to that user before [`Executor::run`].
+    /// Whether agents run as users other than the worker's (then the work dir is
+    /// pass-through only); the user of any one run comes from [`Executor::acquire_user`].
     fn agent_user(&self) -> Option<AgentUser>;
+
+    /// A user of its own for the next run, held until the lease is dropped (after the run's
+    /// agent is over); the pipeline gives the run's folders to it. `Ok(None)`: agents run as
+    /// the worker's user or remotely. `Err`: no user is free.
+    fn acquire_user(&self) -> Result<Option<UidLease>, String> {
+        Ok(None)
+    }
 
     /// Stops what an earlier attempt of the run in `dirs` may have left running (its worker died
     /// without stopping its agent); called before a retried attempt prepares its workspace.

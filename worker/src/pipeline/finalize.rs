@@ -158,6 +158,7 @@ pub(crate) async fn finalize(
         redactions: a.pump.redactions,
         notes,
         agent_report: outcome.report.capped(),
+        sandbox: a.sandbox.clone(),
     };
     let summary_path = dirs.side_file(SUMMARY_JSON);
     let summary_ok = match serde_json::to_vec_pretty(&summary) {

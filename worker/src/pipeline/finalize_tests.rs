@@ -76,7 +76,7 @@ async fn a_failing_store_makes_the_run_artifact_upload_failed() {
     let exec = RunPipeline::new(
         store,
         Arc::clone(&h.agents),
-        Arc::new(ProcessExecutor::new(process_config())),
+        Arc::new(ProcessExecutor::new(process_config(&h.path("")))),
         PipelineConfig::new(h.pipeline.config().work_dir.clone()),
     );
     let run = run_of("shell", "echo hi", None, 60);
@@ -149,6 +149,7 @@ fn summary_json_keeps_its_shape() {
         redactions: 0,
         notes: vec!["a note".into()],
         agent_report: AgentReport::default(),
+        sandbox: None,
     };
     let json = String::from_utf8(serde_json::to_vec_pretty(&summary).expect("json")).expect("utf8");
     assert_eq!(

@@ -33,7 +33,7 @@ mod prepare;
 
 use crate::artifacts::Limits;
 use crate::dirpool::DirPool;
-use crate::executor::{stop_channel, AgentExit, AgentJob, Ended, Executor, Stop, StopSignal};
+use crate::executor::{stop_channel, AgentExit, AgentJob, Ended, Executor, Limit, Stop, StopSignal};
 use crate::lease;
 use crate::output::{LiveLog, PumpReport};
 use crate::scrub::{Scrubber, Secrets};
@@ -150,9 +150,8 @@ impl RunPipeline {
         executor: Arc<dyn Executor>,
         config: PipelineConfig,
     ) -> Self {
-        let agent_user = executor.agent_user();
-        let pool = DirPool::new(&config.work_dir, MAX_IDLE_TREES).with_owner(agent_user);
-        if agent_user.is_some() {
+        let pool = DirPool::new(&config.work_dir, MAX_IDLE_TREES);
+        if executor.agent_user().is_some() {
             // Agents pass through the work dir to their own run but never list the other runs.
             let made =
                 std::fs::create_dir_all(&config.work_dir).and_then(|()| identity::pass_through_only(&config.work_dir));
@@ -202,9 +201,21 @@ impl RunPipeline {
                     tracing::warn!(groups = stopped, "stopped agents left running by an earlier attempt");
                 }
             }
+            // The run's own agent user (held until its agent is over and swept).
+            let lease = match self.executor.acquire_user() {
+                Ok(l) => l,
+                Err(why) => {
+                    tracing::error!(%why, "no agent user for the run");
+                    return Execution::Finished {
+                        outcome: Outcome::failed(FailureReason::SandboxUnavailable, None),
+                        artifacts: Vec::new(),
+                    };
+                }
+            };
+            let user = lease.as_ref().map(crate::sandbox::uids::UidLease::user);
             // A repository run's `ws` is made by the clone; others get a pooled empty tree.
             let with_ws = run.repo.is_none();
-            if let Err(e) = self.pool.acquire(&dirs, with_ws) {
+            if let Err(e) = self.pool.acquire(&dirs, with_ws, user) {
                 tracing::error!(path = %dirs.root.display(), error = %e, "cannot create the run directory");
                 workspace::remove_run_dir(&dirs.root);
                 return Execution::Finished {
@@ -212,7 +223,8 @@ impl RunPipeline {
                     artifacts: Vec::new(),
                 };
             }
-            let result = self.run_in(run, &mut stop, &dirs).await;
+            let result = self.run_in(run, &mut stop, &dirs, user).await;
+            drop(lease);
             if with_ws {
                 self.pool.release(&dirs);
             } else {
@@ -226,9 +238,15 @@ impl RunPipeline {
         .await
     }
 
-    async fn run_in(&self, run: &Run, stop: &mut StopSignal, dirs: &RunDirs) -> Execution {
+    async fn run_in(
+        &self,
+        run: &Run,
+        stop: &mut StopSignal,
+        dirs: &RunDirs,
+        user: Option<identity::AgentUser>,
+    ) -> Execution {
         // 2. ...then the spool, secrets, clone, HOME and environment.
-        let (mut attempt, launch) = match self.prepare(run, dirs, stop).await {
+        let (mut attempt, launch) = match self.prepare(run, dirs, stop, user).await {
             prepare::Prepared::Ready(attempt, launch) => (attempt, launch),
             prepare::Prepared::Ended(attempt, outcome) => return self.finalize(attempt, outcome).await,
             prepare::Prepared::Abandoned => return Execution::Abandoned,
@@ -255,6 +273,8 @@ impl RunPipeline {
             live,
             deadline: launch.deadline,
             idle: launch.idle_secs.map(|s| std::time::Duration::from_secs(u64::from(s))),
+            user,
+            sandbox: launch.sandbox,
         };
         let exit = self.executor.run(job, stop).await;
         // 4. Finalize: how it ended, then the artifacts.
@@ -279,6 +299,7 @@ struct Launch {
     timeout_secs: u32,
     idle_secs: Option<u32>,
     output_reader: outpost_core::domain::OutputReader,
+    sandbox: crate::executor::SandboxAsk,
 }
 
 /// The state of one attempt of a run on its way to [`finalize`].
@@ -296,6 +317,8 @@ pub(crate) struct Attempt<'a> {
     pub started: Instant,
     /// The agent CLI's own files in the workspace (never its change).
     pub ignore: Vec<String>,
+    /// How the agent was confined (once it started).
+    pub sandbox: Option<outpost_core::domain::SandboxRecord>,
 }
 
 /// Messages of the worker about a run, scrubbed, for output.log and summary.json.
@@ -330,7 +353,19 @@ async fn outcome_of(exit: AgentExit, launch: &Launch, a: &mut Attempt<'_>) -> Op
             a.notes.push(why);
             return Some(Outcome::failed(FailureReason::SpawnFailed, None));
         }
-        AgentExit::Ran { ended, output } => (ended, output),
+        AgentExit::Refused(why) => {
+            a.notes.push(format!("sandbox unavailable: {why}"));
+            return Some(Outcome::failed(FailureReason::SandboxUnavailable, None));
+        }
+        AgentExit::Ran { ended, output, sandbox } => {
+            if let Some(s) = &sandbox {
+                for gap in &s.not_enforced {
+                    a.notes.push(format!("sandbox ({}): not enforced: {gap}", s.mode));
+                }
+            }
+            a.sandbox = sandbox;
+            (ended, output)
+        }
     };
     match output {
         Some(r) => {
@@ -362,6 +397,15 @@ async fn outcome_of(exit: AgentExit, launch: &Launch, a: &mut Attempt<'_>) -> Op
                 launch.idle_secs.unwrap_or_default()
             ));
             Outcome::idle(code)
+        }
+        Ended::Limit(limit, code) => {
+            a.notes.push(match limit {
+                Limit::Memory => "the run went over its memory limit (memory_mb); the kernel killed the agent".to_owned(),
+                Limit::Disk => "the workspace and HOME went over the run's disk limit (disk_mb); the agent was stopped".to_owned(),
+                Limit::Output => "the agent printed more than the run's output limit (output_mb); output.log is cut there and the agent was stopped".to_owned(),
+                Limit::Cpu => "the run used up its CPU seconds (cpu_secs); the agent was stopped".to_owned(),
+            });
+            Outcome::failed(limit.reason(), code)
         }
         Ended::Stopped(Stop::Abandon, _) => return None,
         Ended::Stopped(_, code) => {

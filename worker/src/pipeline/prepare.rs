@@ -15,6 +15,7 @@
 
 use super::{Attempt, Launch, Notes, RunPipeline};
 use crate::executor::{AgentEnv, Stop, StopSignal};
+use crate::identity::AgentUser;
 use crate::scrub::Secrets;
 use crate::tenant_secrets::SecretSet;
 use crate::workspace::{self, RunDirs};
@@ -46,7 +47,13 @@ pub(super) enum Prepared<'a> {
 
 impl RunPipeline {
     /// Prepares `run` in `dirs` (acquired, with `ws/` unless the run has a repository).
-    pub(super) async fn prepare<'a>(&self, run: &'a Run, dirs: &'a RunDirs, stop: &mut StopSignal) -> Prepared<'a> {
+    pub(super) async fn prepare<'a>(
+        &self,
+        run: &'a Run,
+        dirs: &'a RunDirs,
+        stop: &mut StopSignal,
+        user: Option<AgentUser>,
+    ) -> Prepared<'a> {
         let started = Instant::now();
         let spool = match create_private(&dirs.spool) {
             Ok(f) => f,
@@ -74,6 +81,7 @@ impl RunPipeline {
             pump: Default::default(),
             started,
             ignore: agent.map(|a| a.ignore.clone()).unwrap_or_default(),
+            sandbox: None,
         };
         if let Some(e) = tenant_env_error {
             // Running without the tenant's own keys could bill the operator's instead: fail.
@@ -126,9 +134,9 @@ impl RunPipeline {
             if let Err(e) = dirs.create_artifacts_dir() {
                 a.notes.push(format!("cannot create {}: {e}", workspace::ARTIFACTS_DIR));
             }
-            if let Some(user) = self.executor.agent_user() {
+            if let Some(user) = user {
                 let ws = dirs.ws.clone();
-                let owned = tokio::task::spawn_blocking(move || user.own_tree(&ws))
+                let owned = tokio::task::spawn_blocking(move || user.own_tree(&ws).and_then(|()| user.own_folder(&ws)))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 if let Err(e) = owned {
@@ -139,7 +147,7 @@ impl RunPipeline {
             }
         }
         a.ws_ready = true;
-        if let Err(e) = self.write_home_files(agent, dirs) {
+        if let Err(e) = write_home_files(agent, dirs, user) {
             a.notes.push(format!("cannot prepare the agent's HOME: {e}"));
             return Prepared::Ended(a, Outcome::failed(FailureReason::WorkspaceFailed, None));
         }
@@ -159,27 +167,28 @@ impl RunPipeline {
             timeout_secs,
             idle_secs,
             output_reader: agent.output,
+            sandbox: crate::executor::SandboxAsk::of(agent),
         };
         Prepared::Ready(a, launch)
     }
+}
 
-    /// Writes the entry's `home_files` into the run's HOME (owned by the agent's user).
-    fn write_home_files(&self, agent: &AgentSpec, dirs: &RunDirs) -> std::io::Result<()> {
-        if agent.home_files.is_empty() {
-            return Ok(());
+/// Writes the entry's `home_files` into the run's HOME (owned by the agent's user).
+fn write_home_files(agent: &AgentSpec, dirs: &RunDirs, user: Option<AgentUser>) -> std::io::Result<()> {
+    if agent.home_files.is_empty() {
+        return Ok(());
+    }
+    let home = dirs.home.to_string_lossy();
+    for (rel, content) in &agent.home_files {
+        let path = dirs.home.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        let home = dirs.home.to_string_lossy();
-        for (rel, content) in &agent.home_files {
-            let path = dirs.home.join(rel);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&path, content.replace("{home}", &home))?;
-        }
-        match self.executor.agent_user() {
-            Some(user) => user.own_tree(&dirs.home),
-            None => Ok(()),
-        }
+        std::fs::write(&path, content.replace("{home}", &home))?;
+    }
+    match user {
+        Some(user) => user.own_tree(&dirs.home).and_then(|()| user.own_folder(&dirs.home)),
+        None => Ok(()),
     }
 }
 

@@ -145,6 +145,17 @@ pub enum FailureReason {
     AgentError,
     /// The agent printed nothing for its idle timeout and was stopped (status `timed_out`).
     Idle,
+    /// The run went over its memory limit and was stopped (status `failed`, artifacts kept).
+    MemoryLimit,
+    /// The workspace and HOME grew past the run's disk limit; the agent was stopped.
+    DiskLimit,
+    /// The agent printed more than the run's output limit; the agent was stopped.
+    OutputLimit,
+    /// The run used up its CPU seconds; the agent was stopped.
+    CpuLimit,
+    /// The agent's sandbox could not be set up as its entry asks (a layer this machine lacks,
+    /// or `sandbox = "none"` where it is refused); nothing was started.
+    SandboxUnavailable,
 }
 
 impl FailureReason {
@@ -161,6 +172,11 @@ impl FailureReason {
             FailureReason::UnknownAgent => "unknown_agent",
             FailureReason::AgentError => "agent_error",
             FailureReason::Idle => "idle",
+            FailureReason::MemoryLimit => "memory_limit",
+            FailureReason::DiskLimit => "disk_limit",
+            FailureReason::OutputLimit => "output_limit",
+            FailureReason::CpuLimit => "cpu_limit",
+            FailureReason::SandboxUnavailable => "sandbox_unavailable",
         }
     }
 }

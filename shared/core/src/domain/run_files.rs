@@ -6,6 +6,7 @@
 //! answer; [`DIFF_PATCH`] when the run had a repository and changed it; the files the agent
 //! created under [`FILES_PREFIX`]. The manifest lists them in [`manifest_rank`] order.
 
+use super::agents::{NetworkPolicy, SandboxMode};
 use super::report::AgentReport;
 use super::run::{FailureReason, TerminalStatus};
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,22 @@ pub struct Summary {
     /// The agent's own report (answer, error, usage, session), capped as on the run record.
     #[serde(default, skip_serializing_if = "AgentReport::is_empty")]
     pub agent_report: AgentReport,
+    /// How the agent was confined (absent when it never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxRecord>,
+}
+
+/// The sandbox one run's agent had, as `summary.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub mode: SandboxMode,
+    pub network: NetworkPolicy,
+    /// The layers that were on, e.g. `identity: uid 100003`, `namespaces: mount, pid, ipc, uts,
+    /// net`, `landlock`, `limits: cgroup v2 (memory, pids)`.
+    pub layers: Vec<String>,
+    /// What the mode asks for but this machine could not enforce, each with why.
+    #[serde(default)]
+    pub not_enforced: Vec<String>,
 }
 
 #[cfg(test)]
@@ -91,6 +108,7 @@ mod tests {
             redactions: 0,
             notes: vec![],
             agent_report: AgentReport::default(),
+            sandbox: None,
         };
         let json = serde_json::to_value(&s).expect("json");
         assert!(json.get("agent_report").is_none(), "an empty report is left out");

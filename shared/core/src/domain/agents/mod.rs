@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub mod builtin;
+pub mod sandbox;
+
+pub use sandbox::{NetworkPolicy, RunLimits, SandboxMode};
 
 /// How the worker reads an agent's own account of its run (final answer, error, usage, session
 /// id) from its output after it exits; see `outpost_worker::agent_output`.
@@ -101,9 +104,20 @@ pub struct AgentSpec {
     /// vCPU units for a per-run task (ECS; 1024 = 1 vCPU); informational for the process executor.
     #[serde(default = "default_cpu")]
     pub cpu: u32,
-    /// Memory in MiB for a per-run task (ECS).
+    /// Memory in MiB: the run's memory limit (the process executor's cgroup, an ECS task's
+    /// size); exceeding it fails the run with `memory_limit`.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u32,
+    /// How the runs are confined; `None` takes the worker's default (the strongest mode the
+    /// machine supports). `none` must be named and is refused on AWS unless forced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxMode>,
+    /// What the agent may reach on the network (`open` for the vendor CLIs, `none` for `shell`).
+    #[serde(default = "default_network")]
+    pub network: NetworkPolicy,
+    /// Processes, CPU, disk and output caps of one run.
+    #[serde(default)]
+    pub limits: RunLimits,
     /// Disabled agents are listed nowhere and refused at dispatch.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
@@ -119,6 +133,9 @@ fn default_cpu() -> u32 {
 }
 fn default_memory_mb() -> u32 {
     2048
+}
+fn default_network() -> NetworkPolicy {
+    NetworkPolicy::Open
 }
 fn default_enabled() -> bool {
     true
@@ -151,6 +168,9 @@ impl AgentSpec {
             verified_with: None,
             cpu: default_cpu(),
             memory_mb: default_memory_mb(),
+            sandbox: None,
+            network: default_network(),
+            limits: RunLimits::default(),
             enabled: true,
             description: String::new(),
         }
@@ -283,6 +303,12 @@ struct AgentEntry {
     ignore: Option<Vec<String>>,
     cpu: Option<u32>,
     memory_mb: Option<u32>,
+    sandbox: Option<SandboxMode>,
+    network: Option<NetworkPolicy>,
+    max_processes: Option<u32>,
+    cpu_secs: Option<u32>,
+    disk_mb: Option<u32>,
+    output_mb: Option<u32>,
     enabled: Option<bool>,
     description: Option<String>,
 }
@@ -308,6 +334,8 @@ impl AgentRegistry {
         let mut shell = AgentSpec::new("shell", &["sh", "-c", "{prompt}"]);
         shell.description = "Runs the task text as a sh script (embedded mode)".into();
         shell.enabled = allow_shell;
+        // A script needs no network; an operator may open it per entry.
+        shell.network = NetworkPolicy::None;
         add(shell);
         Self { agents }
     }
@@ -412,6 +440,29 @@ impl AgentRegistry {
             }
             if let Some(m) = entry.memory_mb {
                 spec.memory_mb = m;
+            }
+            if let Some(m) = entry.sandbox {
+                spec.sandbox = Some(m);
+            }
+            if let Some(n) = entry.network {
+                spec.network = n;
+            }
+            let limits = &mut spec.limits;
+            for (value, slot, what) in [
+                (entry.max_processes, &mut limits.max_processes, "max_processes"),
+                (entry.cpu_secs, &mut limits.cpu_secs, "cpu_secs"),
+                (entry.disk_mb, &mut limits.disk_mb, "disk_mb"),
+                (entry.output_mb, &mut limits.output_mb, "output_mb"),
+            ] {
+                if let Some(v) = value {
+                    if v == 0 {
+                        return Err(invalid(&format!("{what} must be at least 1")));
+                    }
+                    *slot = v;
+                }
+            }
+            if spec.memory_mb < 16 {
+                return Err(invalid("memory_mb must be at least 16"));
             }
             if let Some(e) = entry.enabled {
                 spec.enabled = e;

@@ -1,0 +1,924 @@
+//! The agent's sandbox on this machine: what the kernel allows (probed once, at start), and for
+//! each run the command line that confines its agent, the run's cgroup and the record of which
+//! layers were on (`summary.json` `sandbox`). The threat model and what each mode guarantees are
+//! in `docs/SECURITY.md`.
+//!
+//! The layers, outermost first, each on where the machine allows it:
+//! 1. **Identity.** A root worker gives each run a uid/gid of its own ([`uids`]); a worker that
+//!    is not root runs the agent in an unprivileged user namespace as its own (non-zero) uid.
+//! 2. **Namespaces** (bubblewrap): mount (system folders read-only, the run's `ws/` and `home/`
+//!    read-write, a private `/tmp`, nothing of the data dir or other runs), PID with its own
+//!    `/proc`, IPC, UTS, and network for `network = "none"` (loopback only).
+//! 3. **Landlock** ([`confine`]): the same file view as an allow-list that also holds where
+//!    namespaces are not available; TCP rules (no TCP at all for `none` without a network
+//!    namespace, none of the worker's ports for `open`); no signals or abstract Unix sockets
+//!    outside the run.
+//! 4. **Limits**: memory and process caps and CPU accounting in a per-run cgroup ([`cgroup`]),
+//!    rlimits (CPU seconds, file size, process count where it is per run, no core dumps); disk
+//!    and output caps are watched by the executor.
+//!
+//! The chain a run starts: `outpost-confine` (cgroup, rlimits, uid) → `bwrap` (namespaces) →
+//! `outpost-confine` (Landlock) → the agent. Costs, measured by `outpost-bench`: about 1 ms of
+//! exec for the two confine steps, and bubblewrap's namespace and mount setup.
+
+pub mod cgroup;
+pub mod confine;
+pub mod firewall;
+pub mod uids;
+
+use crate::identity::{self, AgentUser};
+use confine::{ConfineSpec, LandlockSpec, NetRule};
+use outpost_core::domain::{NetworkPolicy, RunLimits, SandboxMode, SandboxRecord};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use uids::{UidLease, UidPool, UidRange};
+
+/// System folders every sandbox sees read-only (those that exist).
+const SYSTEM_DIRS: [&str; 9] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
+/// Device files an agent without its own `/dev` may use.
+const DEV_FILES: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
+
+/// How the worker's sandbox is set up (one per executor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The mode of entries that name none; `None`: the strongest this machine supports.
+    pub default_mode: Option<SandboxMode>,
+    /// Refuse entries with `sandbox = "none"` (the AWS backend, unless the operator forces it).
+    pub refuse_none: bool,
+    /// The uids of a root worker's agents.
+    pub uids: UidRange,
+    /// Further read-only trees for agents (where an operator installed the agent CLIs).
+    pub extra_ro: Vec<PathBuf>,
+    /// Trees every agent may write (a shared cache an operator chose to share between runs;
+    /// it weakens run isolation, so none by default).
+    pub extra_rw: Vec<PathBuf>,
+    /// Trees no agent may see even inside a read-only tree: the data dir, config files.
+    pub hidden: Vec<PathBuf>,
+    /// The worker's own TCP ports (its API, a database) that agents with `network = "open"`
+    /// may not connect to.
+    pub protected_ports: Vec<u16>,
+    /// `outpost-confine`; found beside this executable or on PATH when unset.
+    pub confine: Option<PathBuf>,
+    /// `bwrap`; found on PATH when unset.
+    pub bwrap: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            default_mode: None,
+            refuse_none: false,
+            uids: UidRange::DEFAULT,
+            extra_ro: Vec::new(),
+            extra_rw: Vec::new(),
+            hidden: Vec::new(),
+            protected_ports: Vec::new(),
+            confine: None,
+            bwrap: None,
+        }
+    }
+}
+
+/// What this machine allows, as probed at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Support {
+    pub root: bool,
+    /// `outpost-confine` and how it is started (a path, or this executable with `__confine`).
+    pub confine: Option<(PathBuf, Vec<OsString>)>,
+    /// bubblewrap, when it can make user, mount, PID, IPC, UTS and network namespaces here.
+    pub bwrap: Option<PathBuf>,
+    /// Landlock: `Some(true)` every right (ABI 6+), `Some(false)` only ABI 1 file rights.
+    pub landlock_full: Option<bool>,
+    /// Why a layer is missing, for the start-up log and the runs' records.
+    pub missing: Vec<String>,
+}
+
+/// The per-machine sandbox: support, uid pool, cgroup parent and firewall state.
+#[derive(Debug)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    support: Support,
+    uids: Option<UidPool>,
+    cgroups: Option<cgroup::Hierarchy>,
+    /// `Ok` when the firewall of `network = "open"` is installed, else why not.
+    firewall: Result<(), String>,
+    /// The agents' PATH folders, as read-only trees.
+    path_dirs: Vec<PathBuf>,
+}
+
+/// What one run asks of the sandbox.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub mode: Option<SandboxMode>,
+    pub network: NetworkPolicy,
+    pub limits: RunLimits,
+    pub memory_mb: u32,
+    /// The run's uid (a root worker), from [`Sandbox::acquire_user`].
+    pub user: Option<AgentUser>,
+    pub ws: &'a Path,
+    pub home: &'a Path,
+    /// The resolved program and its arguments.
+    pub program: &'a Path,
+    pub args: &'a [String],
+    /// Names the run's cgroup.
+    pub run_name: &'a str,
+}
+
+/// One run's confinement, ready to spawn.
+#[derive(Debug)]
+pub struct Plan {
+    /// What to spawn instead of the agent (the agent's own program when nothing wraps it).
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Environment the sandbox adds (TMPDIR where `/tmp` is not private).
+    pub env: Vec<(String, OsString)>,
+    pub cgroup: Option<cgroup::RunCgroup>,
+    /// Whether the agent has its own PID namespace (then its end ends all its processes).
+    pub pid_namespace: bool,
+    pub record: SandboxRecord,
+    /// The caps the executor watches.
+    pub disk_bytes: u64,
+    pub output_bytes: u64,
+    pub cpu_usec: u64,
+}
+
+impl Sandbox {
+    /// Probes this machine (a few short-lived processes) and sets up the uid pool, the cgroup
+    /// parent and the firewall. `path` is the agents' PATH.
+    pub fn new(config: SandboxConfig, path: &OsStr) -> Self {
+        let root = nix::unistd::geteuid().is_root();
+        let path_dirs: Vec<PathBuf> = std::env::split_paths(path).filter(|d| d.is_absolute()).collect();
+        let mut missing = Vec::new();
+        let confine = find_confine(config.confine.as_deref(), path).map(|(p, pre)| {
+            if !root {
+                return (p, pre);
+            }
+            match reachable_copy(&p) {
+                Ok(copy) => (copy, pre),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot copy outpost-confine where agents can run it");
+                    (p, pre)
+                }
+            }
+        });
+        if confine.is_none() {
+            missing.push("outpost-confine not found (beside this program or on PATH)".to_owned());
+        }
+        let probe_user = root.then_some(AgentUser {
+            uid: config.uids.first,
+            gid: config.uids.first,
+        });
+        let landlock_full = confine
+            .as_ref()
+            .and_then(|c| probe_landlock(c, probe_user, &mut missing));
+        let bwrap = config
+            .bwrap
+            .clone()
+            .or_else(|| find_on(path, "bwrap"))
+            .filter(|b| probe_bwrap(b, confine.as_ref(), probe_user, &mut missing));
+        if bwrap.is_none() && !missing.iter().any(|m| m.contains("bwrap")) {
+            missing.push("no bubblewrap (bwrap) on PATH: no namespaces".to_owned());
+        }
+        let support = Support {
+            root,
+            confine,
+            bwrap,
+            landlock_full,
+            missing,
+        };
+        let uids = root.then(|| UidPool::new(config.uids));
+        let cgroups = if root {
+            cgroup::Hierarchy::detect(&format!("{}", std::process::id()))
+        } else {
+            None
+        };
+        let firewall = if root {
+            firewall::install(config.uids.first, config.uids.last, &config.protected_ports)
+        } else {
+            Err("the worker is not root".to_owned())
+        };
+        let sandbox = Self {
+            config,
+            support,
+            uids,
+            cgroups,
+            firewall,
+            path_dirs,
+        };
+        tracing::info!(
+            strongest = %sandbox.strongest(),
+            namespaces = sandbox.support.bwrap.is_some(),
+            landlock = ?sandbox.support.landlock_full,
+            cgroup = sandbox.cgroups.as_ref().map(cgroup::Hierarchy::describe),
+            firewall = sandbox.firewall.is_ok(),
+            missing = ?sandbox.support.missing,
+            "agent sandbox"
+        );
+        sandbox
+    }
+
+    pub fn support(&self) -> &Support {
+        &self.support
+    }
+
+    /// The strongest mode this machine supports.
+    pub fn strongest(&self) -> SandboxMode {
+        match (&self.support.bwrap, self.support.landlock_full) {
+            (Some(_), Some(_)) => SandboxMode::Strict,
+            (_, Some(_)) => SandboxMode::Standard,
+            _ => SandboxMode::None,
+        }
+    }
+
+    /// A uid of its own for the next run (a root worker); `None` when the worker is not root.
+    pub fn acquire_user(&self) -> Option<Result<UidLease, String>> {
+        let pool = self.uids.as_ref()?;
+        Some(pool.acquire().ok_or_else(|| {
+            format!(
+                "every agent uid ({}-{}) is in use; raise the range",
+                self.config.uids.first, self.config.uids.last
+            )
+        }))
+    }
+
+    /// The first uid of the range (the identity of work that is not a run's, and the default).
+    pub fn any_user(&self) -> Option<AgentUser> {
+        self.uids.as_ref().map(|_| AgentUser {
+            uid: self.config.uids.first,
+            gid: self.config.uids.first,
+        })
+    }
+
+    /// The confinement of one run, or why the run may not start (`sandbox_unavailable`).
+    pub fn plan(&self, req: &Request<'_>) -> Result<Plan, String> {
+        let strongest = self.strongest();
+        let mode = match req.mode.or(self.config.default_mode) {
+            Some(m) => m,
+            None if strongest == SandboxMode::None => {
+                return Err(format!(
+                    "this machine supports no sandbox ({}); an entry must say sandbox = \"none\" to run unconfined",
+                    self.support.missing.join("; ")
+                ))
+            }
+            None => strongest,
+        };
+        if mode == SandboxMode::None && self.config.refuse_none {
+            return Err(
+                "sandbox = \"none\" is refused on this backend; start the worker with --allow-unsandboxed to force it"
+                    .to_owned(),
+            );
+        }
+        if mode > strongest {
+            return Err(format!(
+                "sandbox = \"{mode}\" needs what this machine lacks: {}",
+                self.support.missing.join("; ")
+            ));
+        }
+        let mut record = SandboxRecord {
+            mode,
+            network: req.network,
+            layers: Vec::new(),
+            not_enforced: Vec::new(),
+        };
+        let disk_bytes = u64::from(req.limits.disk_mb) << 20;
+        let output_bytes = u64::from(req.limits.output_mb) << 20;
+        let cpu_usec = u64::from(req.limits.cpu_secs) * 1_000_000;
+        record.layers.push(match req.user {
+            Some(u) => format!("identity: uid {} gid {}", u.uid, u.gid),
+            None if mode == SandboxMode::Strict || (mode == SandboxMode::Standard && self.support.bwrap.is_some()) => {
+                format!("identity: user namespace (uid {})", nix::unistd::geteuid())
+            }
+            None => format!("identity: the worker's own user (uid {})", nix::unistd::geteuid()),
+        });
+        if mode == SandboxMode::None {
+            record
+                .not_enforced
+                .push("namespaces, landlock and limits: sandbox = \"none\"".to_owned());
+            let (program, args) = match req.user {
+                Some(u) => self.outer(&ConfineSpec {
+                    ids: Some((u.uid, u.gid)),
+                    ..Default::default()
+                }),
+                None => (PathBuf::new(), Vec::new()),
+            };
+            let wrapped = !program.as_os_str().is_empty();
+            let (program, args) = if wrapped {
+                append(program, args, req.program, req.args)
+            } else {
+                (req.program.to_path_buf(), req.args.iter().map(OsString::from).collect())
+            };
+            return Ok(Plan {
+                program,
+                args,
+                env: Vec::new(),
+                cgroup: None,
+                pid_namespace: false,
+                record,
+                disk_bytes,
+                output_bytes,
+                cpu_usec,
+            });
+        }
+        let use_ns = self.support.bwrap.is_some();
+        let full = self.support.landlock_full == Some(true);
+        let view = self.view(req);
+
+        // Limits: a cgroup where this worker can make one, rlimits always.
+        let cgroup = match &self.cgroups {
+            Some(h) => match h.create(
+                &format!("run-{}", req.run_name),
+                u64::from(req.memory_mb) << 20,
+                req.limits.max_processes,
+            ) {
+                Ok(cg) => {
+                    record.layers.push(format!("limits: {}", h.describe()));
+                    Some(cg)
+                }
+                Err(e) => {
+                    record
+                        .not_enforced
+                        .push(format!("memory and process caps: cannot make the run's cgroup: {e}"));
+                    None
+                }
+            },
+            None => {
+                record
+                    .not_enforced
+                    .push("memory cap and CPU total: no cgroup this worker may create (not root)".to_owned());
+                None
+            }
+        };
+        let mut rlimits = vec![
+            ("core".to_owned(), 0),
+            ("fsize".to_owned(), disk_bytes),
+            ("cpu".to_owned(), u64::from(req.limits.cpu_secs)),
+        ];
+        // RLIMIT_NPROC counts per uid in a user namespace: per run when the run has its own uid
+        // or its own user namespace; shared with the worker's user otherwise.
+        let nproc = ("nproc".to_owned(), u64::from(req.limits.max_processes));
+        if req.user.is_some() {
+            rlimits.push(nproc.clone());
+        }
+        record
+            .layers
+            .push("limits: rlimits (cpu, fsize, core, nproc)".to_owned());
+        if req.user.is_none() && !use_ns {
+            record
+                .not_enforced
+                .push("process cap: no uid or user namespace of the run's own".to_owned());
+        }
+
+        let net_rule = match (req.network, use_ns) {
+            (NetworkPolicy::None, true) => NetRule::All,
+            (NetworkPolicy::None, false) => NetRule::None,
+            (NetworkPolicy::Open, _) if self.config.protected_ports.is_empty() => NetRule::All,
+            (NetworkPolicy::Open, _) => NetRule::Except(self.config.protected_ports.clone()),
+        };
+        if !full && net_rule != NetRule::All {
+            record
+                .not_enforced
+                .push("TCP rules: Landlock on this kernel has no network rights (ABI < 4)".to_owned());
+        }
+        let net_rule = if full { net_rule } else { NetRule::All };
+        match req.network {
+            NetworkPolicy::None if use_ns => record.layers.push("network: none (own network namespace)".to_owned()),
+            NetworkPolicy::None => {
+                record.layers.push("network: none (Landlock: no TCP)".to_owned());
+                record
+                    .not_enforced
+                    .push("network none: UDP is not restricted without a network namespace".to_owned());
+            }
+            NetworkPolicy::Open => {
+                if !self.config.protected_ports.is_empty() && full {
+                    record.layers.push(format!(
+                        "network: open, worker ports {:?} refused (Landlock)",
+                        self.config.protected_ports
+                    ));
+                }
+                match (&self.firewall, req.user) {
+                    (Ok(()), Some(_)) => record
+                        .layers
+                        .push("network: metadata and credentials endpoints refused (iptables)".to_owned()),
+                    (Err(why), _) => record
+                        .not_enforced
+                        .push(format!("network open: metadata endpoints not refused ({why})")),
+                    (Ok(()), None) => record
+                        .not_enforced
+                        .push("network open: metadata endpoints not refused (no uid of the run's own)".to_owned()),
+                }
+            }
+        }
+
+        let mut ro = view.ro.clone();
+        let mut rw = vec![req.ws.to_path_buf(), req.home.to_path_buf()];
+        rw.extend(self.config.extra_rw.iter().filter(|p| p.exists()).cloned());
+        let mut env = Vec::new();
+        if use_ns {
+            ro.push("/proc".into());
+            rw.push("/tmp".into());
+            rw.push("/dev".into());
+        } else {
+            rw.extend(DEV_FILES.iter().map(PathBuf::from));
+            // The host's /tmp is shared: the agent's temporary files go to its HOME.
+            env.push(("TMPDIR".to_owned(), req.home.as_os_str().to_os_string()));
+            record.not_enforced.push(
+                "private /tmp and /proc: no mount namespace (TMPDIR is the run's HOME, /proc is denied)".to_owned(),
+            );
+        }
+        let landlock = LandlockSpec {
+            basic: !full,
+            ro,
+            rw,
+            net: net_rule,
+            scope: full,
+        };
+        record.layers.push(if full {
+            "landlock: files, TCP, signal and abstract-socket scoping".to_owned()
+        } else {
+            "landlock: files (ABI 1)".to_owned()
+        });
+        if !full {
+            record
+                .not_enforced
+                .push("signal scoping: Landlock on this kernel is older than ABI 6".to_owned());
+        }
+
+        let outer = ConfineSpec {
+            cgroups: cgroup.as_ref().map(cgroup::RunCgroup::procs_files).unwrap_or_default(),
+            rlimits: rlimits.clone(),
+            ids: req.user.map(|u| (u.uid, u.gid)),
+            ignore_term: use_ns,
+            ..Default::default()
+        };
+        let (program, args) = if let Some(bwrap) = &self.support.bwrap {
+            record.layers.push(format!(
+                "namespaces: user, mount, pid, ipc, uts{}",
+                if req.network == NetworkPolicy::None {
+                    ", net"
+                } else {
+                    ""
+                }
+            ));
+            let mut inner_limits = Vec::new();
+            if req.user.is_none() {
+                inner_limits.push(nproc);
+            }
+            let inner = ConfineSpec {
+                rlimits: inner_limits,
+                landlock: Some(landlock),
+                program: req.program.as_os_str().to_os_string(),
+                args: req.args.iter().map(OsString::from).collect(),
+                ..Default::default()
+            };
+            let (cprog, cargs) = self.confine_cmd()?;
+            let mut bargs = bwrap_args(req, &view, &cprog);
+            for p in self.config.extra_rw.iter().filter(|p| p.exists()) {
+                bargs.extend(["--bind".into(), p.clone().into_os_string(), p.clone().into_os_string()]);
+            }
+            bargs.push("--".into());
+            bargs.push(cprog.clone().into_os_string());
+            bargs.extend(cargs.iter().cloned());
+            bargs.extend(inner.to_args());
+            // outpost-confine (cgroup, rlimits, uid) → bwrap → outpost-confine (Landlock) → agent.
+            let mut all = cargs;
+            all.extend(outer.to_args_without_program());
+            all.push(bwrap.clone().into_os_string());
+            all.extend(bargs);
+            (cprog, all)
+        } else {
+            record
+                .not_enforced
+                .push("namespaces: bubblewrap cannot make them here (Landlock holds the file view)".to_owned());
+            let spec = ConfineSpec {
+                landlock: Some(landlock),
+                ..outer
+            };
+            let (cprog, mut all) = self.confine_cmd()?;
+            all.extend(spec.to_args_without_program());
+            all.push(req.program.as_os_str().to_os_string());
+            all.extend(req.args.iter().map(OsString::from));
+            (cprog, all)
+        };
+        Ok(Plan {
+            program,
+            args,
+            env,
+            cgroup,
+            pid_namespace: use_ns,
+            record,
+            disk_bytes,
+            output_bytes,
+            cpu_usec,
+        })
+    }
+
+    fn confine_cmd(&self) -> Result<(PathBuf, Vec<OsString>), String> {
+        self.support
+            .confine
+            .clone()
+            .ok_or_else(|| "outpost-confine not found (beside this program or on PATH)".to_owned())
+    }
+
+    /// `outpost-confine SPEC --` for the none mode's uid change (no Landlock, no limits).
+    fn outer(&self, spec: &ConfineSpec) -> (PathBuf, Vec<OsString>) {
+        match &self.support.confine {
+            Some((p, pre)) => {
+                let mut args = pre.clone();
+                args.extend(spec.to_args_without_program());
+                (p.clone(), args)
+            }
+            None => (PathBuf::new(), Vec::new()),
+        }
+    }
+
+    /// The read-only trees an agent sees: system folders, the agents' PATH, the program's own
+    /// install prefix and the operator's extras; none that holds or lies in a hidden tree or
+    /// that the agent's user could not reach anyway.
+    fn view(&self, req: &Request<'_>) -> View {
+        let mut wanted: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
+        wanted.extend(self.path_dirs.iter().cloned());
+        if let Ok(real) = std::fs::canonicalize(req.program) {
+            // `{prefix}/bin/x` or `{prefix}/lib/node_modules/…/cli.js`: the prefix.
+            if let Some(prefix) = real
+                .ancestors()
+                .find(|a| a.join("bin").is_dir() && a != &Path::new("/"))
+            {
+                wanted.push(prefix.to_path_buf());
+            }
+        }
+        wanted.extend(self.config.extra_ro.iter().cloned());
+        let forbidden: Vec<PathBuf> = self
+            .config
+            .hidden
+            .iter()
+            .chain([req.ws.parent().and_then(Path::parent).unwrap_or(req.ws).to_path_buf()].iter())
+            .filter_map(|p| std::fs::canonicalize(p).ok().or_else(|| Some(p.clone())))
+            .collect();
+        let mut view = View::default();
+        for p in wanted {
+            if view.ro.contains(&p) || !p.exists() {
+                continue;
+            }
+            let canon = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+            let clash = forbidden.iter().any(|f| canon.starts_with(f) || f.starts_with(&canon));
+            if clash && !SYSTEM_DIRS.iter().any(|s| Path::new(s) == p) {
+                continue;
+            }
+            if !reachable(&p, req.user) {
+                continue;
+            }
+            view.ro.push(p);
+        }
+        view.hidden = forbidden
+            .into_iter()
+            .filter(|f| f.exists() && view.ro.iter().any(|r| f.starts_with(r)))
+            .collect();
+        view
+    }
+}
+
+impl ConfineSpec {
+    /// [`ConfineSpec::to_args`] up to and including `--`, for a program given separately.
+    pub fn to_args_without_program(&self) -> Vec<OsString> {
+        let mut spec = self.clone();
+        spec.program = OsString::new();
+        spec.args.clear();
+        let mut args = spec.to_args();
+        args.pop();
+        args
+    }
+}
+
+/// What the agent sees read-only, and what is masked inside it.
+#[derive(Debug, Default, Clone)]
+struct View {
+    ro: Vec<PathBuf>,
+    hidden: Vec<PathBuf>,
+}
+
+fn append(program: PathBuf, mut args: Vec<OsString>, agent: &Path, agent_args: &[String]) -> (PathBuf, Vec<OsString>) {
+    args.push(agent.as_os_str().to_os_string());
+    args.extend(agent_args.iter().map(OsString::from));
+    (program, args)
+}
+
+/// bubblewrap's arguments for `req` (up to the command).
+fn bwrap_args(req: &Request<'_>, view: &View, confine: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |xs: &[&OsStr]| a.extend(xs.iter().map(|x| x.to_os_string()));
+    let (uid, gid) = match req.user {
+        Some(u) => (u.uid, u.gid),
+        None => (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+    };
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    push(&[
+        "--unshare-user".as_ref(),
+        "--uid".as_ref(),
+        uid.as_ref(),
+        "--gid".as_ref(),
+        gid.as_ref(),
+        "--disable-userns".as_ref(),
+        "--unshare-pid".as_ref(),
+        "--unshare-ipc".as_ref(),
+        "--unshare-uts".as_ref(),
+        "--unshare-cgroup-try".as_ref(),
+        "--hostname".as_ref(),
+        "outpost-sandbox".as_ref(),
+        "--die-with-parent".as_ref(),
+    ]);
+    if req.network == NetworkPolicy::None {
+        push(&["--unshare-net".as_ref()]);
+    }
+    for p in &view.ro {
+        match std::fs::read_link(p) {
+            // /bin → usr/bin on merged-/usr systems: the same link inside.
+            Ok(target) if p.parent() == Some(Path::new("/")) => {
+                push(&["--symlink".as_ref(), target.as_os_str(), p.as_os_str()]);
+            }
+            _ => push(&["--ro-bind".as_ref(), p.as_os_str(), p.as_os_str()]),
+        }
+    }
+    for h in &view.hidden {
+        if h.is_dir() {
+            push(&["--tmpfs".as_ref(), h.as_os_str()]);
+        } else {
+            push(&["--ro-bind".as_ref(), "/dev/null".as_ref(), h.as_os_str()]);
+        }
+    }
+    push(&[
+        "--proc".as_ref(),
+        "/proc".as_ref(),
+        "--dev".as_ref(),
+        "/dev".as_ref(),
+        "--tmpfs".as_ref(),
+        "/tmp".as_ref(),
+        // outpost-confine, which applies Landlock inside (after /tmp: its copy may be there).
+        "--ro-bind".as_ref(),
+        confine.as_os_str(),
+        confine.as_os_str(),
+        "--bind".as_ref(),
+        req.ws.as_os_str(),
+        req.ws.as_os_str(),
+        "--bind".as_ref(),
+        req.home.as_os_str(),
+        req.home.as_os_str(),
+        "--chdir".as_ref(),
+        req.ws.as_os_str(),
+    ]);
+    a
+}
+
+/// Whether `user` (this process when `None`) may read and enter `path`: every folder above it
+/// searchable and the path itself readable, by its mode bits.
+fn reachable(path: &Path, user: Option<AgentUser>) -> bool {
+    let Some(user) = user else {
+        return nix::unistd::access(path, nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK).is_ok();
+    };
+    let allowed = |m: &std::fs::Metadata, bits: u32| {
+        let mode = m.mode();
+        if m.uid() == user.uid {
+            mode & (bits << 6) == bits << 6
+        } else if m.gid() == user.gid {
+            mode & (bits << 3) == bits << 3
+        } else {
+            mode & bits == bits
+        }
+    };
+    let mut ok = true;
+    for anc in path.ancestors().skip(1) {
+        if let Ok(m) = std::fs::metadata(anc) {
+            ok &= allowed(&m, 0o1);
+        }
+    }
+    ok && std::fs::metadata(path).is_ok_and(|m| allowed(&m, if m.is_dir() { 0o5 } else { 0o4 }))
+}
+
+/// A copy of `program` that every agent uid may run, for a root worker whose own binaries sit
+/// where agents cannot reach (a clone under `/root`): `$TMPDIR/outpost-sandbox-{uid}/`, a
+/// root-owned 0755 folder, refreshed when size or mtime differ.
+fn reachable_copy(program: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("outpost-sandbox-{}", nix::unistd::geteuid()));
+    std::fs::create_dir_all(&dir)?;
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(std::io::Error::other(format!(
+            "{} is not this user's folder",
+            dir.display()
+        )));
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let name = program.file_name().unwrap_or_else(|| OsStr::new("outpost-confine"));
+    let dest = dir.join(name);
+    let src = std::fs::metadata(program)?;
+    let same = std::fs::metadata(&dest).is_ok_and(|d| d.len() == src.len() && d.mtime() >= src.mtime());
+    if !same {
+        // Into a new name, then renamed: a running copy is never written over.
+        let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+        std::fs::copy(program, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &dest)?;
+    }
+    Ok(dest)
+}
+
+fn find_on(path: &OsStr, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| identity::is_executable(p))
+}
+
+/// `outpost-confine`: the configured one, beside this executable (or one folder up, as for
+/// cargo's test binaries in `target/debug/deps/`), on PATH, or this executable itself when its
+/// `main` serves `__confine` ([`serve_confine`]).
+fn find_confine(configured: Option<&Path>, path: &OsStr) -> Option<(PathBuf, Vec<OsString>)> {
+    if let Some(p) = configured {
+        return identity::is_executable(p).then(|| (p.to_path_buf(), Vec::new()));
+    }
+    if let Some(p) = std::env::var_os("OUTPOST_CONFINE").map(PathBuf::from) {
+        if identity::is_executable(&p) {
+            return Some((p, Vec::new()));
+        }
+    }
+    let exe = std::env::current_exe().ok();
+    if let Some(dir) = exe.as_deref().and_then(Path::parent) {
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            let p = d.join("outpost-confine");
+            if identity::is_executable(&p) {
+                return Some((p, Vec::new()));
+            }
+        }
+    }
+    if let Some(p) = find_on(path, "outpost-confine") {
+        return Some((p, Vec::new()));
+    }
+    if SERVES_CONFINE.load(std::sync::atomic::Ordering::Relaxed) {
+        return exe.map(|e| (e, vec![OsString::from(CONFINE_ARG)]));
+    }
+    None
+}
+
+/// The first argument that makes a binary act as `outpost-confine` (see [`serve_confine`]).
+pub const CONFINE_ARG: &str = "__confine";
+static SERVES_CONFINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called first in the `main` of a binary that runs agents: with `__confine` as its first
+/// argument the process becomes `outpost-confine` (and never returns); otherwise it notes that
+/// this executable can serve as one, for installs that have no `outpost-confine` beside it.
+pub fn serve_confine() {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == CONFINE_ARG) {
+        args.next();
+        std::process::exit(confine::main_with(args));
+    }
+    SERVES_CONFINE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn confine_command(confine: &(PathBuf, Vec<OsString>)) -> Command {
+    let mut c = Command::new(&confine.0);
+    c.args(&confine.1).stdin(Stdio::null()).env_clear();
+    c
+}
+
+/// Landlock as the agents get it: full, basic, or `None` (recorded in `missing`).
+fn probe_landlock(
+    confine: &(PathBuf, Vec<OsString>),
+    user: Option<AgentUser>,
+    missing: &mut Vec<String>,
+) -> Option<bool> {
+    let try_level = |flag: &str| {
+        let mut c = confine_command(confine);
+        if let Some(u) = user {
+            c.args([
+                "--ids",
+                &format!("{}:{}", u.uid, u.gid),
+                "--",
+                confine.0.to_str().unwrap_or_default(),
+            ]);
+            c.args(&confine.1);
+        }
+        c.arg(flag);
+        match c.output() {
+            Ok(o) => format!(
+                "{} {}",
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )
+            .trim()
+            .to_owned(),
+            Err(e) => format!("cannot run {}: {e}", confine.0.display()),
+        }
+    };
+    // Twice: a binary copied a moment ago can still be busy (ETXTBSY) in a forked child.
+    let full = try_level("--probe");
+    if full == confine::PROBE_FULL || try_level("--probe") == confine::PROBE_FULL {
+        return Some(true);
+    }
+    match try_level("--probe-basic") {
+        s if s == confine::PROBE_BASIC => {
+            missing.push(format!(
+                "Landlock below ABI 6 (no TCP rules, no signal scoping): {full}"
+            ));
+            Some(false)
+        }
+        other => {
+            missing.push(format!("Landlock: {other}"));
+            None
+        }
+    }
+}
+
+/// Whether bubblewrap makes every namespace here, as the agents' user.
+fn probe_bwrap(
+    bwrap: &Path,
+    confine: Option<&(PathBuf, Vec<OsString>)>,
+    user: Option<AgentUser>,
+    missing: &mut Vec<String>,
+) -> bool {
+    let bargs = [
+        "--unshare-user",
+        "--disable-userns",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--die-with-parent",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 0",
+    ];
+    let mut c = match (user, confine) {
+        (Some(u), Some(conf)) => {
+            let mut c = confine_command(conf);
+            c.args(["--ids", &format!("{}:{}", u.uid, u.gid), "--"]).arg(bwrap);
+            c
+        }
+        // A root worker without outpost-confine cannot drop to the agents' uid first.
+        (Some(_), None) => return false,
+        (None, _) => {
+            let mut c = Command::new(bwrap);
+            c.stdin(Stdio::null()).env_clear();
+            c
+        }
+    };
+    c.args(bargs);
+    match c.output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            missing.push(format!(
+                "bwrap cannot make namespaces here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            false
+        }
+        Err(e) => {
+            missing.push(format!("bwrap cannot run: {e}"));
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_finds_what_this_machine_has() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let sb = Sandbox::new(SandboxConfig::default(), &path);
+        eprintln!("{:?}", sb.support());
+        // The machine this runs on (CI, a developer's) has Landlock (kernel >= 5.13) and
+        // outpost-confine is built beside the tests; bubblewrap where scripts/test installed it.
+        assert!(sb.support().confine.is_some(), "{:?}", sb.support());
+        assert!(sb.support().landlock_full.is_some(), "{:?}", sb.support());
+        let want = if sb.support().bwrap.is_some() {
+            SandboxMode::Strict
+        } else {
+            SandboxMode::Standard
+        };
+        assert_eq!(sb.strongest(), want);
+    }
+}
