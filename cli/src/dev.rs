@@ -67,7 +67,11 @@ pub async fn run_dev(settings: &Settings) -> anyhow::Result<ExitCode> {
     };
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let config = WorkerConfig::from_settings(settings);
+    let mut config = WorkerConfig::from_settings(settings);
+    // Agents with `network = "open"` may not call this API (its real port, also when 0 was asked).
+    if !config.sandbox.protected_ports.contains(&addr.port()) {
+        config.sandbox.protected_ports.push(addr.port());
+    }
     let slots = config.slots;
 
     let mut banner = vec![

@@ -441,6 +441,7 @@ impl TestApp {
                 .arg(self.data.join(format!("work-{}", ulid::Ulid::new())))
                 .args(["--slots", &slots.to_string(), "--lease-secs", &lease_secs.to_string()])
                 .args(["--drain-secs", "20", "--log-format", "text"])
+                .env("OUTPOST_SANDBOX_RW", &self.shared)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -458,6 +459,7 @@ impl TestApp {
                     "1",
                 ])
                 .args(["--max-attempts", &self.opts.max_attempts.to_string()])
+                .env("OUTPOST_SANDBOX_RW", &self.shared)
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -502,6 +504,10 @@ fn start_dev(data: &Path, opts: &AppOptions) -> anyhow::Result<(KillOnDrop, Stri
         .env_remove("OUTPOST_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // The tests' agents write their markers into the shared folder: the sandbox lets them.
+    if let Some(parent) = data.parent() {
+        cmd.env("OUTPOST_SANDBOX_RW", parent.join("shared"));
+    }
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

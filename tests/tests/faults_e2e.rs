@@ -92,18 +92,29 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.attempts, 2, "the second worker's claim is the second attempt");
     assert_eq!(lines(&counter), 2);
-    // The first attempt's agent outlived its worker; the second attempt stopped it.
-    let first_pid = std::fs::read_to_string(&counter)?
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    // The first attempt's agent did not outlive its worker: bubblewrap dies with the worker and
+    // takes the agent's PID namespace along (and a retry stops leftovers in the run's tree too).
+    // Its pid inside that namespace is not the host's: it is found by its command line.
+    let marker = format!("sleep-first {} 120", counter.display());
     eventually(Duration::from_secs(30), "the orphaned first agent to be gone", || {
-        !process_running(&first_pid)
+        !process_with_cmdline(&marker)
     })
     .await?;
     Ok(())
+}
+
+/// Whether a live process's command line contains `needle`.
+fn process_with_cmdline(needle: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        pid.bytes().all(|b| b.is_ascii_digit())
+            && process_running(&pid)
+            && std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    })
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ impl WorkerConfig {
                 .listen
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
                 .into_iter()
                 .collect(),
             BackendKind::Aws => Vec::new(),

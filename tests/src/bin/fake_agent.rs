@@ -21,10 +21,15 @@
 //! | `child SECS` | starts a grandchild `sleep SECS` in the background and prints its pid |
 //! | `exit N` | exits with code N (default 0 at the end of the script) |
 //!
+//! | `try-…`, `fork-bomb`, `daemon`, `mem-hog`, `disk-fill` | the hostile reaches of `hostile.rs` |
+//!
 //! Anything else is echoed as `agent: <line>`, as a chatty agent would.
 
 use std::io::Write;
 use std::time::Duration;
+
+#[path = "../hostile.rs"]
+mod hostile;
 
 fn main() {
     let prompt = match read_prompt() {
@@ -147,6 +152,19 @@ async fn run_script(prompt: &str) -> i32 {
             "exit" => {
                 let _ = out.flush();
                 return rest.parse().unwrap_or(1);
+            }
+            "disk-fill" => {
+                // EFBIG instead of death by SIGXFSZ when the file-size cap is hit.
+                let xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
+                let _ = out.flush();
+                let report = hostile::run(cmd, rest).unwrap_or_default();
+                drop(xfsz);
+                writeln!(out, "{report}").map_err(|e| e.to_string())
+            }
+            c if c.starts_with("try-") || ["fork-bomb", "daemon", "mem-hog"].contains(&c) => {
+                let _ = out.flush();
+                let report = hostile::run(cmd, rest).unwrap_or_default();
+                writeln!(out, "{report}").map_err(|e| e.to_string())
             }
             _ => writeln!(out, "agent: {line}").map_err(|e| e.to_string()),
         };

@@ -142,8 +142,12 @@ impl RunCgroup {
             (self.dirs[0].join("memory.oom_control"), "oom_kill")
         };
         let oom = std::fs::read_to_string(file).ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse::<u64>().unwrap_or(0)))
+            // `oom_kill N`, not `oom_kill_disable N`.
+            s.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|v| v.strip_prefix(' '))
+                    .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            })
         });
         let failcnt = (!self.v2)
             .then(|| std::fs::read_to_string(self.dirs[0].join("memory.failcnt")).ok())

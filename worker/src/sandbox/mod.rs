@@ -383,6 +383,9 @@ impl Sandbox {
             (NetworkPolicy::None, true) => NetRule::All,
             (NetworkPolicy::None, false) => NetRule::None,
             (NetworkPolicy::Open, _) if self.config.protected_ports.is_empty() => NetRule::All,
+            // A root worker's firewall refuses the worker's ports by address; without it,
+            // Landlock refuses them on every address (one rule per other port: ~0.1 s a run).
+            (NetworkPolicy::Open, _) if self.firewall.is_ok() && req.user.is_some() => NetRule::All,
             (NetworkPolicy::Open, _) => NetRule::Except(self.config.protected_ports.clone()),
         };
         if !full && net_rule != NetRule::All {
@@ -400,16 +403,16 @@ impl Sandbox {
                     .push("network none: UDP is not restricted without a network namespace".to_owned());
             }
             NetworkPolicy::Open => {
-                if !self.config.protected_ports.is_empty() && full {
-                    record.layers.push(format!(
-                        "network: open, worker ports {:?} refused (Landlock)",
-                        self.config.protected_ports
-                    ));
+                if let NetRule::Except(ports) = &net_rule {
+                    record
+                        .layers
+                        .push(format!("network: open, worker ports {ports:?} refused (Landlock)"));
                 }
                 match (&self.firewall, req.user) {
-                    (Ok(()), Some(_)) => record
-                        .layers
-                        .push("network: metadata and credentials endpoints refused (iptables)".to_owned()),
+                    (Ok(()), Some(_)) => record.layers.push(format!(
+                        "network: open, metadata and credentials endpoints and worker ports {:?} refused (iptables)",
+                        self.config.protected_ports
+                    )),
                     (Err(why), _) => record
                         .not_enforced
                         .push(format!("network open: metadata endpoints not refused ({why})")),
@@ -549,12 +552,28 @@ impl Sandbox {
         let mut wanted: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
         wanted.extend(self.path_dirs.iter().cloned());
         if let Ok(real) = std::fs::canonicalize(req.program) {
-            // `{prefix}/bin/x` or `{prefix}/lib/node_modules/…/cli.js`: the prefix.
-            if let Some(prefix) = real
+            // `{prefix}/bin/x` or `{prefix}/lib/node_modules/…/cli.js`: the prefix; else the
+            // program file alone (never a folder such as /tmp that it merely sits in).
+            match real
                 .ancestors()
+                .skip(1)
                 .find(|a| a.join("bin").is_dir() && a != &Path::new("/"))
             {
-                wanted.push(prefix.to_path_buf());
+                Some(prefix) => wanted.push(prefix.to_path_buf()),
+                None => wanted.push(real.clone()),
+            }
+            if real != req.program {
+                // A link into a package (`{prefix}/bin/claude` → `…/node_modules/…`): the
+                // install prefix the link sits in too.
+                match req
+                    .program
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| a.join("bin").is_dir() && a != &Path::new("/"))
+                {
+                    Some(prefix) => wanted.push(prefix.to_path_buf()),
+                    None => wanted.push(req.program.to_path_buf()),
+                }
             }
         }
         wanted.extend(self.config.extra_ro.iter().cloned());
@@ -565,9 +584,16 @@ impl Sandbox {
             .chain([req.ws.parent().and_then(Path::parent).unwrap_or(req.ws).to_path_buf()].iter())
             .filter_map(|p| std::fs::canonicalize(p).ok().or_else(|| Some(p.clone())))
             .collect();
+        // Parents first; a path inside a tree already bound is not bound again (bubblewrap
+        // cannot make a mount point inside a read-only bind).
+        wanted.sort_by_key(|p| p.components().count());
         let mut view = View::default();
         for p in wanted {
-            if view.ro.contains(&p) || !p.exists() {
+            let covered = view
+                .ro
+                .iter()
+                .any(|r| p.starts_with(r) && std::fs::read_link(r).is_err());
+            if covered || view.ro.contains(&p) || !p.exists() {
                 continue;
             }
             let canon = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
