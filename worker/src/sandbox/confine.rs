@@ -380,15 +380,17 @@ mod tests {
     fn bad_command_lines_say_what_is_wrong() {
         let parse = |a: &[&str]| ConfineSpec::parse(a.iter().map(OsString::from)).map_err(|e| e.0);
         assert!(parse(&["--rlimit", "stack=1", "--", "x"])
-            .unwrap_err()
+            .expect_err("an error")
             .contains("unknown rlimit"));
         assert!(parse(&["--ro", "/usr", "--", "x"])
-            .unwrap_err()
+            .expect_err("an error")
             .contains("--landlock first"));
-        assert!(parse(&["--ids", "a:b", "--", "x"]).unwrap_err().contains("UID:GID"));
-        assert!(parse(&["--"]).unwrap_err().contains("no program"));
+        assert!(parse(&["--ids", "a:b", "--", "x"])
+            .expect_err("an error")
+            .contains("UID:GID"));
+        assert!(parse(&["--"]).expect_err("an error").contains("no program"));
         assert!(parse(&["--landlock", "--net", "except:99999", "--", "x"])
-            .unwrap_err()
+            .expect_err("an error")
             .contains("bad port"));
     }
 }

@@ -110,7 +110,7 @@ mod tests {
         }
         assert!("loose"
             .parse::<SandboxMode>()
-            .unwrap_err()
+            .expect_err("an error")
             .contains("strict, standard or none"));
     }
 }
