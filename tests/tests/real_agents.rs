@@ -197,6 +197,15 @@ async fn check(agent: &str) {
     let run = wait_end(&ok, &ok_run.id).await;
     let log = log_of(&ok, &run).await;
     assert_eq!(run.status, RunStatus::Succeeded, "{agent}: {run:?}\n{log}");
+    // Confined: strict mode, the run's own uid under this root worker (or a user namespace).
+    let summary: serde_json::Value =
+        serde_json::from_slice(&ok.artifact(&run.id, "summary.json").await.expect("summary")).expect("json");
+    assert_eq!(summary["sandbox"]["mode"], strongest_mode(), "{agent}: {summary}");
+    assert_eq!(summary["sandbox"]["network"], "open", "{agent}: {summary}");
+    assert!(
+        summary["sandbox"]["layers"].to_string().contains("landlock"),
+        "{agent}: {summary}"
+    );
     let patch = ok.artifact(&run.id, "diff.patch").await.expect("diff.patch");
     assert!(
         contains(&patch, MADE_FILE) && contains(&patch, MADE_CONTENT.trim()),
@@ -319,6 +328,27 @@ async fn check(agent: &str) {
             summary["agent_report"]["usage"].is_object() || case.input_tokens.is_none(),
             "{summary}"
         );
+        // Sandboxed as a non-root worker: a user namespace (a non-zero uid inside), namespaces,
+        // Landlock.
+        let layers = summary["sandbox"]["layers"].to_string();
+        assert_eq!(summary["sandbox"]["mode"], strongest_mode(), "{summary}");
+        assert!(
+            layers.contains("landlock") && (strongest_mode() != "strict" || layers.contains("user namespace")),
+            "{agent} as nobody: {summary}"
+        );
+    }
+}
+
+/// The sandbox mode `outpost dev` picks here: strict with bubblewrap (scripts/test installs it),
+/// standard without.
+fn strongest_mode() -> &'static str {
+    let bwrap = ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    if bwrap {
+        "strict"
+    } else {
+        "standard"
     }
 }
 

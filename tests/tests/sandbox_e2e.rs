@@ -228,3 +228,86 @@ async fn a_hostile_agent_reaches_nothing_on_the_embedded_backend() -> anyhow::Re
 async fn a_hostile_agent_reaches_nothing_on_the_aws_backend() -> anyhow::Result<()> {
     hostile_suite(AppOptions::aws(5).slots(4)).await
 }
+
+#[tokio::test]
+async fn a_hostile_agent_reaches_nothing_under_a_worker_that_is_not_root() -> anyhow::Result<()> {
+    if !nix_is_root() {
+        // The test already runs as a user: the embedded suite above is the non-root one.
+        return hostile_suite(AppOptions::dev()).await;
+    }
+    // `outpost dev` as nobody: the user-namespace identity, no cgroup, rlimits.
+    hostile_suite(AppOptions::dev().run_as(65534)).await
+}
+
+/// `network = "open"`: the run reaches the network, but not the credentials endpoint (a stand-in
+/// on 169.254.170.2, given to loopback) nor the worker's own API port. A root worker refuses
+/// both with its firewall; a worker that is not root records that it cannot.
+#[tokio::test]
+async fn network_open_refuses_the_credentials_endpoint_and_the_workers_api() -> anyhow::Result<()> {
+    let fake = fake_agent_bin()?;
+    let entry = format!(
+        "[agents.open]\ncommand = [{:?}, \"--prompt\", \"{{prompt}}\"]\nnetwork = \"open\"\n",
+        fake.display().to_string()
+    );
+    let server = TestApp::spawn(AppOptions::dev().agents_toml(entry)).await?;
+    let client = server.client()?;
+    let api_port = server.url.rsplit(':').next().unwrap_or("0").to_owned();
+    let control = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let root = nix_is_root();
+    let metadata = if root {
+        // The stand-in: the ECS credentials address on loopback (only root may add it).
+        let added = std::process::Command::new("ip")
+            .args(["addr", "add", "169.254.170.2/32", "dev", "lo"])
+            .output()?;
+        let exists = String::from_utf8_lossy(&added.stderr).contains("File exists");
+        anyhow::ensure!(added.status.success() || exists, "ip addr add: {added:?}");
+        Some(std::net::TcpListener::bind("169.254.170.2:0")?)
+    } else {
+        None
+    };
+    let mut script = format!(
+        "try-connect {}; try-connect 127.0.0.1:{api_port}",
+        control.local_addr()?
+    );
+    if let Some(m) = &metadata {
+        script += &format!("; try-connect {}", m.local_addr()?);
+    }
+    let id = client.dispatch(&task("open", script)).await?.id;
+    let view = wait_run_with(&client, &id, WAIT, |r| r.status.is_terminal()).await?;
+    let log = String::from_utf8_lossy(&client.artifact(&id, "output.log").await?).into_owned();
+    assert_eq!(view.status, RunStatus::Succeeded, "{log}");
+    let control_line = format!("REACH connect {}: REACHED (connected)", control.local_addr()?);
+    assert!(log.contains(&control_line), "the open network is open: {log}");
+    assert!(
+        log.contains(&format!("REACH connect 127.0.0.1:{api_port}: blocked")),
+        "{log}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&client.artifact(&id, "summary.json").await?)?;
+    match &metadata {
+        Some(m) => {
+            assert!(
+                log.contains(&format!("REACH connect {}: blocked", m.local_addr()?)),
+                "{log}"
+            );
+            assert!(
+                summary["sandbox"]["layers"].to_string().contains("iptables"),
+                "{summary}"
+            );
+        }
+        None => assert!(
+            summary["sandbox"]["not_enforced"]
+                .to_string()
+                .contains("metadata endpoints not refused"),
+            "{summary}"
+        ),
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+    })
+}

@@ -1,8 +1,10 @@
 //! The address-level half of `network = "open"`: when the worker is root and the machine has
 //! `iptables` (nft or legacy), one chain `OUTPOST-AGENTS` in the filter table's OUTPUT rejects,
 //! for packets of the agents' uid range, the cloud metadata and credentials endpoints and the
-//! worker's own loopback ports. Installed once at start (replacing an older copy), so it costs a
-//! run nothing. Landlock cannot do this (it knows ports, not addresses); where the firewall
+//! worker's own loopback ports. Installed once at start, so it costs a run nothing. Rules are
+//! only ever added, each once (`-C` before `-A`): several workers on one host (each with its own
+//! API port) share the chain without undoing each other's rules; a port of a worker that has
+//! gone stays refused to agents until the chain is flushed by hand. Landlock cannot do this (it knows ports, not addresses); where the firewall
 //! cannot be installed (not root, no iptables, no NET_ADMIN as on Fargate) the run's record
 //! says so.
 
