@@ -418,31 +418,33 @@ async fn end_to_end(
 /// (c): spawn `sh -c true` `total` times with `parallelism` at once, through `wrapper` (a
 /// program and its arguments before `sh`) when given.
 async fn spawn_floor(total: usize, parallelism: usize, wrapper: Option<Vec<String>>) -> anyhow::Result<f64> {
+    let mut argv: Vec<std::ffi::OsString> = wrapper.unwrap_or_default().into_iter().map(Into::into).collect();
+    argv.extend(["sh", "-c", "true"].map(std::ffi::OsString::from));
+    spawn_lanes(total, vec![argv; parallelism]).await
+}
+
+/// Spawns `total` processes, one lane per argv at once, each lane its own argv over and over;
+/// the rate of successful exits.
+async fn spawn_lanes(total: usize, lanes: Vec<Vec<std::ffi::OsString>>) -> anyhow::Result<f64> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..parallelism {
+    for argv in lanes {
         let next = next.clone();
-        let wrapper = wrapper.clone();
         tasks.push(tokio::spawn(async move {
+            let Some((program, args)) = argv.split_first() else {
+                bail!("an empty command");
+            };
             while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
-                let mut cmd = match wrapper.as_deref() {
-                    Some([program, args @ ..]) => {
-                        let mut c = tokio::process::Command::new(program);
-                        c.args(args).arg("sh");
-                        c
-                    }
-                    _ => tokio::process::Command::new("sh"),
-                };
-                let status = cmd
-                    .args(["-c", "true"])
+                let status = tokio::process::Command::new(program)
+                    .args(args)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()
                     .await?;
                 if !status.success() {
-                    bail!("sh -c true failed");
+                    bail!("{program:?} failed: {status}");
                 }
             }
             Ok(())
@@ -452,6 +454,66 @@ async fn spawn_floor(total: usize, parallelism: usize, wrapper: Option<Vec<Strin
         t.await??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// (c''): the floor of the sandbox: spawn `sh -c true` through the exact chain the process
+/// executor builds for a `shell` run (`outpost_worker::sandbox::Sandbox::plan`: outpost-confine,
+/// bubblewrap, outpost-confine), one lane per slot, each with its own run folders (and uid,
+/// when root). Returns the rate and the mode.
+async fn sandbox_floor(total: usize, parallelism: usize, root: &Path) -> anyhow::Result<(f64, String)> {
+    use outpost_worker::sandbox::{Request, Sandbox, SandboxConfig};
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sandbox = Sandbox::new(SandboxConfig::default(), &path);
+    let spec = outpost_core::domain::AgentRegistry::builtin(true);
+    let shell = spec.get("shell").context("no shell agent")?;
+    let sh = std::path::PathBuf::from("/bin/sh");
+    let args = vec!["-c".to_owned(), "true".to_owned()];
+    let mut lanes = Vec::new();
+    let mut held = Vec::new();
+    let mut mode = String::new();
+    for lane in 0..parallelism {
+        let lease = sandbox.acquire_user().transpose().map_err(anyhow::Error::msg)?;
+        let user = lease.as_ref().map(outpost_worker::sandbox::uids::UidLease::user);
+        let dir = root.join(format!("floor-{lane}"));
+        let (ws, home) = (dir.join("ws"), dir.join("home"));
+        for d in [&ws, &home] {
+            std::fs::create_dir_all(d)?;
+            if let Some(u) = user {
+                u.own_folder(d)?;
+            }
+        }
+        if user.is_some() {
+            outpost_worker::identity::pass_through_only(&dir)?;
+            outpost_worker::identity::pass_through_only(root)?;
+        }
+        let name = format!("bench-floor-{lane}");
+        let plan = sandbox
+            .plan(&Request {
+                mode: shell.sandbox,
+                network: shell.network,
+                limits: shell.limits,
+                memory_mb: shell.memory_mb,
+                user,
+                ws: &ws,
+                home: &home,
+                program: &sh,
+                args: &args,
+                run_name: &name,
+            })
+            .map_err(anyhow::Error::msg)?;
+        mode = plan.record.mode.to_string();
+        let mut argv = vec![plan.program.clone().into_os_string()];
+        argv.extend(plan.args.iter().cloned());
+        lanes.push(argv);
+        held.push((lease, plan));
+    }
+    let rate = spawn_lanes(total, lanes).await?;
+    for (_, plan) in held {
+        if let Some(cg) = plan.cgroup {
+            cg.remove();
+        }
+    }
+    Ok((rate, mode))
 }
 
 #[tokio::main]
@@ -548,6 +610,14 @@ async fn main() -> anyhow::Result<()> {
         },
         None => None,
     };
+    eprintln!("bench: (c'') spawn floor through the sandbox chain");
+    // Beside the workers' own work dir: agents of a root worker must pass through every folder
+    // above their run (the bench's private temp dir is 0700).
+    let floor_root = std::env::temp_dir().join(format!("outpost-bench-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&floor_root)?;
+    let floor_result = sandbox_floor(args.runs, slots, &floor_root).await;
+    let _ = std::fs::remove_dir_all(&floor_root);
+    let (sandboxed_floor, mode) = floor_result?;
     eprintln!("bench: (b) end to end, sandboxed (the strongest mode this machine supports)");
     let data_b = dir.path().join("b");
     let key_b = make_key(&data_b).await?;
@@ -563,6 +633,7 @@ async fn main() -> anyhow::Result<()> {
          | (a) dispatch `POST /v1/runs`, {c} clients | {dr:.0}/s, p50 {d50:.2} ms, p99 {d99:.2} ms, {de} errors | (a0) `GET /health`: {hr:.0}/s, p99 {h99:.2} ms | {ra:.2}× of floor rate | ≥ 2,000/s, p99 ≤ 20 ms |\n\
          | (a) durability: `kill -9` under load | {acked} accepted, {missing} missing after restart | – | – | 0 missing |\n\
          | (b) end to end, `shell` `true`, {slots} slots, sandboxed | {e2e:.0} runs/s ({succeeded}/{runs} succeeded) | (b') the same with `--sandbox none`: {e2e_none:.0} runs/s ({succeeded_none}/{runs}) | (b)/(b') = {rs:.2} | ≥ 500 runs/s, ≥ 0.5 |\n\
+         | (b) as above | {e2e:.0} runs/s | (c'') `sh -c true` through the sandbox chain ({mode}), {slots} at once: {sandboxed_floor:.0}/s | (b)/(c'') = {rsf:.2} | – |\n\
          | (b') end to end, `--sandbox none` | {e2e_none:.0} runs/s | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b')/(c) = {rb:.2} | ≥ 0.5 |\n{unpriv}",
         c = args.clients,
         dr = dispatch.rate(),
@@ -575,6 +646,7 @@ async fn main() -> anyhow::Result<()> {
         runs = args.runs,
         rb = e2e_none / floor,
         rs = e2e / e2e_none,
+        rsf = e2e / sandboxed_floor,
         unpriv = unprivileged.map_or_else(String::new, |u| format!(
             "| (b') as above (the worker is root: each run's agent has its own uid) | {e2e_none:.0} runs/s | (c') `setpriv … sh -c true` spawn, {slots} at once: {u:.0}/s | (b')/(c') = {r:.2} | – |\n",
             r = e2e_none / u

@@ -37,6 +37,18 @@ pub struct Worker {
 impl Worker {
     /// A worker running agents as local processes ([`ProcessExecutor`]).
     pub fn new(backend: Backend, agents: Arc<AgentRegistry>, config: WorkerConfig) -> Self {
+        let unconfined: Vec<&str> = agents
+            .enabled()
+            .filter(|a| a.sandbox.or(config.sandbox.default_mode) == Some(outpost_core::domain::SandboxMode::None))
+            .map(|a| a.name.as_str())
+            .collect();
+        if !unconfined.is_empty() {
+            tracing::warn!(
+                agents = ?unconfined,
+                refused = config.sandbox.refuse_none,
+                "agents configured with sandbox = \"none\": they run with only a separate uid and a clean environment"
+            );
+        }
         let executor = ProcessExecutor::new(ProcessConfig {
             kill_grace: config.kill_grace,
             sandbox: config.sandbox.clone(),

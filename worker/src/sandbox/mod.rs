@@ -22,8 +22,8 @@
 //! exec for the two confine steps, and bubblewrap's namespace and mount setup.
 
 pub mod cgroup;
-pub mod confine;
 pub mod firewall;
+pub use outpost_confine as confine;
 pub mod uids;
 
 use crate::identity::{self, AgentUser};
@@ -614,18 +614,6 @@ impl Sandbox {
     }
 }
 
-impl ConfineSpec {
-    /// [`ConfineSpec::to_args`] up to and including `--`, for a program given separately.
-    pub fn to_args_without_program(&self) -> Vec<OsString> {
-        let mut spec = self.clone();
-        spec.program = OsString::new();
-        spec.args.clear();
-        let mut args = spec.to_args();
-        args.pop();
-        args
-    }
-}
-
 /// What the agent sees read-only, and what is masked inside it.
 #[derive(Debug, Default, Clone)]
 struct View {
@@ -937,8 +925,13 @@ mod tests {
         let sb = Sandbox::new(SandboxConfig::default(), &path);
         eprintln!("{:?}", sb.support());
         // The machine this runs on (CI, a developer's) has Landlock (kernel >= 5.13) and
-        // outpost-confine is built beside the tests; bubblewrap where scripts/test installed it.
-        assert!(sb.support().confine.is_some(), "{:?}", sb.support());
+        // outpost-confine is built beside the tests (`cargo build --workspace --bins`, as
+        // scripts/test does); bubblewrap where scripts/test installed it.
+        assert!(
+            sb.support().confine.is_some(),
+            "no outpost-confine: run `cargo build -p outpost-confine` first ({:?})",
+            sb.support()
+        );
         assert!(sb.support().landlock_full.is_some(), "{:?}", sb.support());
         let want = if sb.support().bwrap.is_some() {
             SandboxMode::Strict

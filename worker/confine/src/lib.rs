@@ -1,4 +1,4 @@
-//! `outpost-confine`: the small program between the worker and an agent that applies the layers a
+//! `outpost-confine` (crate `worker/confine`): the small program between the worker and an agent that applies the layers a
 //! process can only apply to itself, then execs the next program. It runs once outside bubblewrap
 //! (join the run's cgroup, set rlimits, drop to the run's uid/gid: steps that need the worker's
 //! privileges) and once inside it (Landlock, whose rules name paths as the sandbox sees them and
@@ -127,6 +127,16 @@ impl ConfineSpec {
         out.push(self.program.clone());
         out.extend(self.args.iter().cloned());
         out
+    }
+
+    /// [`ConfineSpec::to_args`] up to and including `--`, for a program given separately.
+    pub fn to_args_without_program(&self) -> Vec<OsString> {
+        let mut spec = self.clone();
+        spec.program = OsString::new();
+        spec.args.clear();
+        let mut args = spec.to_args();
+        args.pop();
+        args
     }
 
     /// Reads a command line made by [`Self::to_args`].

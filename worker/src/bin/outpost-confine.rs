@@ -1,6 +1,0 @@
-//! `outpost-confine`: applies a run's cgroup, rlimits, uid and Landlock domain to itself, then
-//! execs the agent (or bubblewrap). See `outpost_worker::sandbox::confine`.
-
-fn main() {
-    std::process::exit(outpost_worker::sandbox::confine::main_with(std::env::args_os().skip(1)));
-}
