@@ -622,6 +622,11 @@ async fn main() -> anyhow::Result<()> {
     let data_b = dir.path().join("b");
     let key_b = make_key(&data_b).await?;
     let (e2e, succeeded) = end_to_end(&data_b, &key_b, args.clients, args.runs, slots, None).await?;
+    eprintln!("bench: (b'') end to end, sandbox = standard (no namespaces)");
+    let data_s = dir.path().join("s");
+    let key_s = make_key(&data_s).await?;
+    let (e2e_std, succeeded_std) =
+        end_to_end(&data_s, &key_s, args.clients, args.runs, slots, Some("standard")).await?;
     eprintln!("bench: (b') end to end, sandbox = none");
     let data_n = dir.path().join("n");
     let key_n = make_key(&data_n).await?;
@@ -634,6 +639,7 @@ async fn main() -> anyhow::Result<()> {
          | (a) durability: `kill -9` under load | {acked} accepted, {missing} missing after restart | – | – | 0 missing |\n\
          | (b) end to end, `shell` `true`, {slots} slots, sandboxed | {e2e:.0} runs/s ({succeeded}/{runs} succeeded) | (b') the same with `--sandbox none`: {e2e_none:.0} runs/s ({succeeded_none}/{runs}) | (b)/(b') = {rs:.2} | ≥ 500 runs/s, ≥ 0.5 |\n\
          | (b) as above | {e2e:.0} runs/s | (c'') `sh -c true` through the sandbox chain ({mode}), {slots} at once: {sandboxed_floor:.0}/s | (b)/(c'') = {rsf:.2} | – |\n\
+         | (b'') end to end, `--sandbox standard` (uid, Landlock, limits; no namespaces) | {e2e_std:.0} runs/s ({succeeded_std}/{runs}) | (b') `--sandbox none`: {e2e_none:.0} runs/s | (b'')/(b') = {rstd:.2} | – |\n\
          | (b') end to end, `--sandbox none` | {e2e_none:.0} runs/s | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b')/(c) = {rb:.2} | ≥ 0.5 |\n{unpriv}",
         c = args.clients,
         dr = dispatch.rate(),
@@ -647,6 +653,7 @@ async fn main() -> anyhow::Result<()> {
         rb = e2e_none / floor,
         rs = e2e / e2e_none,
         rsf = e2e / sandboxed_floor,
+        rstd = e2e_std / e2e_none,
         unpriv = unprivileged.map_or_else(String::new, |u| format!(
             "| (b') as above (the worker is root: each run's agent has its own uid) | {e2e_none:.0} runs/s | (c') `setpriv … sh -c true` spawn, {slots} at once: {u:.0}/s | (b')/(c') = {r:.2} | – |\n",
             r = e2e_none / u

@@ -28,6 +28,16 @@ max_processes = 64
 memory_mb = 128
 disk_mb = 16
 output_mb = 1
+
+[agents.hostile-std]
+command = [{fake:?}, "--prompt", "{{prompt}}"]
+key_env = "FAKE_API_KEY"
+sandbox = "standard"
+network = "none"
+max_processes = 64
+memory_mb = 128
+disk_mb = 16
+output_mb = 1
 "#,
         fake = fake.display().to_string()
     ))
@@ -87,7 +97,9 @@ fn pids_with(marker: &str) -> Vec<String> {
         .collect()
 }
 
-async fn hostile_suite(opts: AppOptions) -> anyhow::Result<()> {
+/// The suite with tenant B's agent `hostile` (the default, strict here) or `hostile-std`
+/// (`sandbox = "standard"`: no namespaces, as on Fargate).
+async fn hostile_suite(opts: AppOptions, agent: &str) -> anyhow::Result<()> {
     let server = TestApp::spawn(opts.agents_toml(hostile_agents()?)).await?;
     let a = server.client()?;
     let b = server.client_with_key(&server.create_key("tenant-b")?)?;
@@ -142,7 +154,7 @@ async fn hostile_suite(opts: AppOptions) -> anyhow::Result<()> {
         format!("try-connect {standin_addr}"),
     ];
     let script = reaches.join("; ") + "; daemon 1037; say hostile-done";
-    let b_run = b.dispatch(&task("hostile", script)).await?.id;
+    let b_run = b.dispatch(&task(agent, script)).await?.id;
     let b_view = wait_run_with(&b, &b_run, WAIT, |r| r.status.is_terminal()).await?;
     let log = String::from_utf8_lossy(&b.artifact(&b_run, "output.log").await?).into_owned();
     assert_eq!(b_view.status, RunStatus::Succeeded, "{log}");
@@ -170,10 +182,14 @@ async fn hostile_suite(opts: AppOptions) -> anyhow::Result<()> {
     assert!(!log.contains(A_SECRET));
     let summary: serde_json::Value = serde_json::from_slice(&b.artifact(&b_run, "summary.json").await?)?;
     let layers = summary["sandbox"]["layers"].to_string();
-    assert!(
-        layers.contains("namespaces") && layers.contains("landlock"),
+    let strict = agent == "hostile";
+    assert_eq!(
+        summary["sandbox"]["mode"],
+        if strict { "strict" } else { "standard" },
         "{summary}"
     );
+    assert!(layers.contains("landlock"), "{summary}");
+    assert_eq!(layers.contains("namespaces:"), strict, "{summary}");
     // The daemon died with the run.
     outpost_tests::eventually(Duration::from_secs(10), "the daemon to be gone", || {
         pids_with("1037").is_empty()
@@ -186,7 +202,7 @@ async fn hostile_suite(opts: AppOptions) -> anyhow::Result<()> {
         ("say filler; disk-fill 64", "disk_limit"),
         ("say flood; print 3000000", "output_limit"),
     ] {
-        let id = b.dispatch(&task("hostile", script.to_owned())).await?.id;
+        let id = b.dispatch(&task(agent, script.to_owned())).await?.id;
         let view = wait_run_with(&b, &id, WAIT, |r| r.status.is_terminal()).await?;
         let summary: serde_json::Value = serde_json::from_slice(&b.artifact(&id, "summary.json").await?)?;
         let log = String::from_utf8_lossy(&b.artifact(&id, "output.log").await?).into_owned();
@@ -221,22 +237,22 @@ async fn hostile_suite(opts: AppOptions) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_hostile_agent_reaches_nothing_on_the_embedded_backend() -> anyhow::Result<()> {
-    hostile_suite(AppOptions::dev()).await
+    hostile_suite(AppOptions::dev(), "hostile").await
 }
 
 #[tokio::test]
 async fn a_hostile_agent_reaches_nothing_on_the_aws_backend() -> anyhow::Result<()> {
-    hostile_suite(AppOptions::aws(5).slots(4)).await
+    hostile_suite(AppOptions::aws(5).slots(4), "hostile").await
 }
 
 #[tokio::test]
 async fn a_hostile_agent_reaches_nothing_under_a_worker_that_is_not_root() -> anyhow::Result<()> {
     if !nix_is_root() {
         // The test already runs as a user: the embedded suite above is the non-root one.
-        return hostile_suite(AppOptions::dev()).await;
+        return hostile_suite(AppOptions::dev(), "hostile").await;
     }
     // `outpost dev` as nobody: the user-namespace identity, no cgroup, rlimits.
-    hostile_suite(AppOptions::dev().run_as(65534)).await
+    hostile_suite(AppOptions::dev().run_as(65534), "hostile").await
 }
 
 /// `network = "open"`: the run reaches the network, but not the credentials endpoint (a stand-in
@@ -314,4 +330,37 @@ fn nix_is_root() -> bool {
             .find(|l| l.starts_with("Uid:"))
             .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
     })
+}
+
+/// `sandbox = "standard"` (no namespaces: what a Fargate container allows). Under a root worker
+/// the run's own uid, Landlock and the cgroup hold the same line as strict; under a worker that
+/// is not root, standard cannot end a process that left the session (docs/SECURITY.md), and the
+/// run's record must say so.
+async fn standard_suite(opts: AppOptions) -> anyhow::Result<()> {
+    if nix_is_root() {
+        return hostile_suite(opts, "hostile-std").await;
+    }
+    let server = TestApp::spawn(opts.agents_toml(hostile_agents()?)).await?;
+    let client = server.client()?;
+    let id = client.dispatch(&task("hostile-std", "say hi".to_owned())).await?.id;
+    wait_run_with(&client, &id, WAIT, |r| r.status.is_terminal()).await?;
+    let summary: serde_json::Value = serde_json::from_slice(&client.artifact(&id, "summary.json").await?)?;
+    assert_eq!(summary["sandbox"]["mode"], "standard", "{summary}");
+    assert!(
+        summary["sandbox"]["not_enforced"]
+            .to_string()
+            .contains("outlive the run"),
+        "{summary}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hostile_agent_in_standard_mode_reaches_nothing() -> anyhow::Result<()> {
+    standard_suite(AppOptions::dev()).await
+}
+
+#[tokio::test]
+async fn a_hostile_agent_in_standard_mode_reaches_nothing_on_the_aws_backend() -> anyhow::Result<()> {
+    standard_suite(AppOptions::aws(5).slots(4)).await
 }

@@ -299,7 +299,7 @@ impl Sandbox {
         let cpu_usec = u64::from(req.limits.cpu_secs) * 1_000_000;
         record.layers.push(match req.user {
             Some(u) => format!("identity: uid {} gid {}", u.uid, u.gid),
-            None if mode == SandboxMode::Strict || (mode == SandboxMode::Standard && self.support.bwrap.is_some()) => {
+            None if mode == SandboxMode::Strict => {
                 format!("identity: user namespace (uid {})", nix::unistd::geteuid())
             }
             None => format!("identity: the worker's own user (uid {})", nix::unistd::geteuid()),
@@ -333,7 +333,8 @@ impl Sandbox {
                 cpu_usec,
             });
         }
-        let use_ns = self.support.bwrap.is_some();
+        // Namespaces are strict's: standard is what a Fargate container allows, on every machine.
+        let use_ns = mode == SandboxMode::Strict;
         let full = self.support.landlock_full == Some(true);
         let view = self.view(req);
 
@@ -467,7 +468,8 @@ impl Sandbox {
             ignore_term: use_ns,
             ..Default::default()
         };
-        let (program, args) = if let Some(bwrap) = &self.support.bwrap {
+        let bwrap = if use_ns { self.support.bwrap.as_ref() } else { None };
+        let (program, args) = if let Some(bwrap) = bwrap {
             record.layers.push(format!(
                 "namespaces: user, mount, pid, ipc, uts{}",
                 if req.network == NetworkPolicy::None {
@@ -505,7 +507,13 @@ impl Sandbox {
         } else {
             record
                 .not_enforced
-                .push("namespaces: bubblewrap cannot make them here (Landlock holds the file view)".to_owned());
+                .push("namespaces: none in standard mode (Landlock holds the file view)".to_owned());
+            if req.user.is_none() {
+                record.not_enforced.push(
+                    "processes that leave the agent's session outlive the run: no PID namespace, uid or cgroup of the run's own"
+                        .to_owned(),
+                );
+            }
             let spec = ConfineSpec {
                 landlock: Some(landlock),
                 ..outer

@@ -13,8 +13,9 @@ pub enum SandboxMode {
     /// Only the unprivileged identity and the clean environment. Must be named explicitly; the
     /// AWS backend refuses it unless the operator forces it.
     None,
-    /// Identity, Landlock and limits (what a Fargate container allows); namespaces where this
-    /// machine has them. A run whose Landlock cannot be applied fails (`sandbox_unavailable`).
+    /// Identity, Landlock and limits, no namespaces: what a Fargate container allows, the same
+    /// on every machine (and cheaper than strict). A machine without Landlock refuses the run
+    /// (`sandbox_unavailable`).
     Standard,
     /// Every layer: identity, namespaces (mount, PID, IPC, UTS, network per policy), Landlock
     /// and limits. A run on a machine without one of them fails (`sandbox_unavailable`).
