@@ -9,12 +9,15 @@
 //!   in flight, a restart on the same data, and a check that every dispatch that got a 202 is
 //!   there (durability);
 //! - (b) end-to-end runs/s, dispatch to `succeeded`, of the no-op agent (`shell` running `true`)
-//!   with the worker at 2× cores slots;
-//! - (c) the floor for (b): how fast this program itself spawns `sh -c true` with the same
+//!   with the worker at 2× cores slots, sandboxed (the strongest mode the machine supports),
+//!   beside (b'') the same with `--sandbox standard` and (b') with `--sandbox none`;
+//! - (c) the floor for (b'): how fast this program itself spawns `sh -c true` with the same
 //!   parallelism and nothing else; run as root, also (c'): the same spawn through `setpriv` as
-//!   an unprivileged user, which is how a root worker starts every agent.
+//!   an unprivileged user; and (c''), the floor for (b): `sh -c true` through the exact sandbox
+//!   chain the process executor builds.
 //!
-//! Run: `cargo build --release -p outpost -p outpost-bench && ./target/release/outpost-bench`.
+//! Run: `cargo build --release -p outpost -p outpost-bench -p outpost-confine &&
+//! ./target/release/outpost-bench`.
 //!
 //! With `--aws` it measures the AWS-mode table instead, against moto server (see [`aws_mode`]):
 //! `./target/release/outpost-bench --aws`. With `--lambda` it measures the Lambda package

@@ -25,6 +25,10 @@
 //! | deliveries before dead-lettering | `--max-receive-count` / `OUTPOST_MAX_RECEIVE_COUNT` | 5 (embedded queue; on AWS the queue's redrive policy) |
 //! | log format | `--log-format` / `OUTPOST_LOG_FORMAT` | `json` on AWS, `text` otherwise |
 //! | GitHub API (pull requests) | `--github-api-url` / `OUTPOST_GITHUB_API_URL` | `https://api.github.com` |
+//! | sandbox of entries that name none | `--sandbox` / `OUTPOST_SANDBOX` | the strongest the machine supports |
+//! | `sandbox = "none"` on AWS | `--allow-unsandboxed[=BOOL]` / `OUTPOST_ALLOW_UNSANDBOXED` | off (refused) |
+//! | agents' uids (root worker) | `--agent-uids` / `OUTPOST_AGENT_UIDS` | `200000-200255` |
+//! | extra read-only / shared writable folders for agents | `--sandbox-ro`, `--sandbox-rw` / `OUTPOST_SANDBOX_RO`, `OUTPOST_SANDBOX_RW` (`:`-separated) | none |
 //!
 //! The log filter is `OUTPOST_LOG` (read by [`crate::telemetry::init_logs`]).
 
@@ -503,6 +507,42 @@ mod tests {
         );
         assert_eq!(s.github_api_url, None);
         assert_eq!(s.work_dir, None);
+    }
+
+    #[test]
+    fn sandbox_settings_come_from_flags_or_the_file_and_are_checked() {
+        let d = resolve(SettingsArgs::default(), SettingsFile::default()).expect("defaults");
+        assert_eq!(
+            (d.sandbox, d.allow_unsandboxed, d.agent_uids),
+            (None, false, DEFAULT_AGENT_UIDS)
+        );
+        let file: SettingsFile =
+            toml::from_str("sandbox = \"standard\"\nagent_uids = \"300000-300009\"\nsandbox_ro = [\"/opt/clis\"]\n")
+                .expect("file");
+        let s = resolve(SettingsArgs::default(), file.clone()).expect("file values");
+        assert_eq!(s.sandbox, Some(SandboxMode::Standard));
+        assert_eq!(s.agent_uids, (300_000, 300_009));
+        assert_eq!(s.sandbox_ro, [PathBuf::from("/opt/clis")]);
+        let mut args = SettingsArgs::default();
+        args.worker.sandbox = Some(SandboxMode::Strict);
+        args.worker.allow_unsandboxed = Some(true);
+        let s = resolve(args, file).expect("flags win");
+        assert_eq!((s.sandbox, s.allow_unsandboxed), (Some(SandboxMode::Strict), true));
+        for bad in ["10-20", "300000", "5000-4000", "a-b"] {
+            let mut args = SettingsArgs::default();
+            args.worker.agent_uids = Some(bad.to_owned());
+            let err = resolve(args, SettingsFile::default()).expect_err(bad).to_string();
+            assert!(
+                err.contains("--agent-uids") && err.contains("FIRST-LAST"),
+                "{bad}: {err}"
+            );
+        }
+        let mut args = SettingsArgs::default();
+        args.worker.sandbox_rw = vec![PathBuf::from("relative/cache")];
+        let err = resolve(args, SettingsFile::default())
+            .expect_err("relative")
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
     }
 
     #[test]

@@ -930,6 +930,99 @@ fn probe_bwrap(
 mod tests {
     use super::*;
 
+    /// A sandbox with the given support and nothing set up (no probe, no uids, no cgroup).
+    fn with_support(config: SandboxConfig, bwrap: bool, landlock: Option<bool>) -> Sandbox {
+        Sandbox {
+            config,
+            support: Support {
+                root: false,
+                confine: Some((PathBuf::from("/opt/outpost-confine"), Vec::new())),
+                bwrap: bwrap.then(|| PathBuf::from("/usr/bin/bwrap")),
+                landlock_full: landlock,
+                missing: vec!["(test) what is missing".to_owned()],
+            },
+            uids: None,
+            cgroups: None,
+            firewall: Err("(test) no firewall".to_owned()),
+            path_dirs: Vec::new(),
+        }
+    }
+
+    fn plan(sb: &Sandbox, mode: Option<SandboxMode>, network: NetworkPolicy) -> Result<Plan, String> {
+        let dir = std::env::temp_dir();
+        sb.plan(&Request {
+            mode,
+            network,
+            limits: RunLimits::default(),
+            memory_mb: 256,
+            user: None,
+            ws: &dir.join("w/run_x/ws"),
+            home: &dir.join("w/run_x/home"),
+            program: Path::new("/bin/sh"),
+            args: &["-c".to_owned(), "true".to_owned()],
+            run_name: "run_x",
+        })
+    }
+
+    #[test]
+    fn modes_are_refused_where_they_cannot_hold() {
+        let none_refused = with_support(
+            SandboxConfig {
+                refuse_none: true,
+                ..SandboxConfig::default()
+            },
+            true,
+            Some(true),
+        );
+        let err = plan(&none_refused, Some(SandboxMode::None), NetworkPolicy::Open).expect_err("refused");
+        assert!(err.contains("--allow-unsandboxed"), "{err}");
+        let bare = with_support(SandboxConfig::default(), false, None);
+        assert_eq!(bare.strongest(), SandboxMode::None);
+        let err = plan(&bare, None, NetworkPolicy::Open).expect_err("nothing to confine with");
+        assert!(err.contains("sandbox = \"none\""), "{err}");
+        let no_ns = with_support(SandboxConfig::default(), false, Some(true));
+        let err = plan(&no_ns, Some(SandboxMode::Strict), NetworkPolicy::None).expect_err("no namespaces");
+        assert!(err.contains("needs what this machine lacks"), "{err}");
+        // A named none runs where it is not refused, recorded as such.
+        let p = plan(&bare, Some(SandboxMode::None), NetworkPolicy::Open).expect("none");
+        assert_eq!(p.program, Path::new("/bin/sh"));
+        assert!(!p.record.not_enforced.is_empty());
+    }
+
+    #[test]
+    fn standard_is_landlock_without_namespaces_and_strict_goes_through_bubblewrap() {
+        let sb = with_support(SandboxConfig::default(), true, Some(true));
+        let std_plan = plan(&sb, Some(SandboxMode::Standard), NetworkPolicy::None).expect("standard");
+        let args: Vec<String> = std_plan.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(
+            args.contains(&"--landlock".to_owned()) && !args.iter().any(|a| a.ends_with("bwrap")),
+            "{args:?}"
+        );
+        // No network namespace: Landlock refuses all TCP.
+        assert!(args.windows(2).any(|w| w == ["--net", "none"]), "{args:?}");
+        assert!(!std_plan.pid_namespace);
+        assert_eq!(std_plan.env.first().map(|(n, _)| n.as_str()), Some("TMPDIR"));
+        let strict = plan(&sb, None, NetworkPolicy::None).expect("strict by default");
+        assert_eq!(strict.record.mode, SandboxMode::Strict);
+        let args: Vec<String> = strict.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let bwrap = args
+            .iter()
+            .position(|a| a == "/usr/bin/bwrap")
+            .expect("bwrap in the chain");
+        let inner = args.iter().rposition(|a| a == "--landlock").expect("landlock inside");
+        assert!(bwrap < inner, "Landlock after bubblewrap's mounts: {args:?}");
+        assert!(args.contains(&"--unshare-net".to_owned()) && args.contains(&"--ignore-term".to_owned()));
+        assert!(strict.pid_namespace);
+        assert!(strict.record.layers.iter().any(|l| l.starts_with("namespaces:")));
+        let open = plan(&sb, None, NetworkPolicy::Open).expect("open");
+        assert!(!open.args.iter().any(|a| a == "--unshare-net"));
+        assert!(open
+            .record
+            .not_enforced
+            .iter()
+            .any(|n| n.contains("metadata endpoints not refused")));
+    }
+
     #[test]
     fn the_probe_finds_what_this_machine_has() {
         let path = std::env::var_os("PATH").unwrap_or_default();

@@ -530,6 +530,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn entries_name_their_sandbox_network_and_limits() {
+        let mut reg = AgentRegistry::builtin(true);
+        assert_eq!(
+            reg.get("shell").map(|a| a.network),
+            Some(NetworkPolicy::None),
+            "a script needs no network"
+        );
+        assert_eq!(
+            reg.get("claude").map(|a| (a.sandbox, a.network)),
+            Some((None, NetworkPolicy::Open))
+        );
+        reg.apply_toml(
+            "[agents.boxed]\ncommand = [\"x\"]\nsandbox = \"standard\"\nnetwork = \"none\"\nmax_processes = 32\ndisk_mb = 100\noutput_mb = 2\ncpu_secs = 60\nmemory_mb = 256\n",
+            "t",
+        )
+        .expect("valid");
+        let b = reg.get("boxed").expect("boxed");
+        assert_eq!(
+            (b.sandbox, b.network, b.memory_mb),
+            (Some(SandboxMode::Standard), NetworkPolicy::None, 256)
+        );
+        assert_eq!(
+            b.limits,
+            RunLimits {
+                max_processes: 32,
+                cpu_secs: 60,
+                disk_mb: 100,
+                output_mb: 2
+            }
+        );
+        for bad in [
+            "sandbox = \"loose\"",
+            "network = \"some\"",
+            "max_processes = 0",
+            "memory_mb = 1",
+        ] {
+            let text = format!("[agents.bad]\ncommand = [\"x\"]\n{bad}\n");
+            assert!(AgentRegistry::builtin(true).apply_toml(&text, "t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn builtins_are_verified_entries_with_keys_and_base_urls() {
         let reg = AgentRegistry::builtin(false);
         for name in ["claude", "codex", "gemini", "aider", "grok"] {
