@@ -76,7 +76,7 @@ pub fn fake_agent_bin() -> anyhow::Result<PathBuf> {
 }
 
 /// `bin` itself when every user may run it; else a copy in a world-readable folder under the
-/// system temp dir. Agents run as `nobody` when the tests run as root, and a checkout under a
+/// system temp dir. Agents run as other users when the tests run as root, and a checkout under a
 /// private folder (a home dir) would hide the fake agent from them.
 fn reachable(bin: PathBuf) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -294,7 +294,7 @@ pub struct TestApp {
     /// workers' work dirs are in it.
     pub data: PathBuf,
     /// A folder every user may write to, for files the tests' agents write outside their
-    /// workspace (agents run as `nobody` when the tests run as root).
+    /// workspace (agents run as other users when the tests run as root).
     pub shared: PathBuf,
     opts: AppOptions,
     // Dropped in this order: workers, the API, the AWS resources' handles, the folders.

@@ -1,17 +1,13 @@
 //! Which user an agent runs as. No agent runs as root: when the worker is root (containers, EC2
-//! hosts, this machine's CI), every agent runs as an unprivileged uid/gid (65534, `nobody`, by
-//! default) that owns only its run's `ws/` and `home/`; the worker keeps the run root, its spool
-//! and its side files (mode 0711 folders, 0600 files) and does every git step itself. When the
-//! worker is not root, agents run as the worker's own user.
-//!
-//! The agent is started through `setpriv` (util-linux) where the machine has it, so spawning
-//! stays as cheap as without a user change and the agent runs with no_new_privs; else std sets
-//! the ids in a forked child.
+//! hosts, this machine's CI), each run's agent runs as a uid/gid of its own from the agents'
+//! range ([`crate::sandbox::uids`]), which owns only that run's `ws/` and `home/` (0700); the
+//! worker keeps the run root, its spool and its side files (mode 0711 folders, 0600 files) and
+//! does every git step itself. When the worker is not root, agents run as the worker's own user
+//! inside a user namespace ([`crate::sandbox`]).
 //!
 //! Claude Code refuses `--dangerously-skip-permissions` as root; beyond that, an agent as root
-//! could read everything the worker can. What this does not yet give: separation between two
-//! concurrent agents (they share the one uid) and a private view of the filesystem — the sandbox
-//! issue adds per-slot uids, namespaces and Landlock.
+//! could read everything the worker can. `setpriv` (util-linux) is only the fallback that starts
+//! `sandbox = "none"` agents as their user when `outpost-confine` is missing.
 
 use std::io;
 use std::os::unix::fs::{lchown, PermissionsExt};
@@ -35,7 +31,9 @@ pub struct AgentUser {
 }
 
 impl AgentUser {
-    /// `nobody` when this process is root, else `None` (agents run as the worker's user).
+    /// `nobody` when this process is root, else `None`: whether this process would run agents
+    /// as another user (the work dir's default depends on it; the run's own uid comes from the
+    /// sandbox's pool).
     pub fn default_for_this_process() -> Option<Self> {
         nix::unistd::geteuid().is_root().then_some(Self {
             uid: NOBODY,

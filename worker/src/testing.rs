@@ -59,7 +59,7 @@ pub fn processes_with_arg(marker: &str) -> Vec<i32> {
 
 pub fn harness() -> Harness {
     let tmp = tempfile::tempdir().expect("tempdir");
-    // When the tests run as root, agents run as `nobody` (crate::identity): they pass through the
+    // When the tests run as root, each run's agent has its own uid (crate::sandbox::uids): they pass through the
     // test's folder to their run, and write the tests' markers into `shared/`.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
     std::fs::create_dir(tmp.path().join("shared")).expect("shared dir");

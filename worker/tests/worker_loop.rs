@@ -61,7 +61,7 @@ impl Env {
         }
     }
 
-    /// A path in a folder every user may write to: agents run as `nobody` when the tests run as
+    /// A path in a folder every user may write to: agents run as other users when the tests run as
     /// root, and write the tests' markers there.
     fn path(&self, name: &str) -> PathBuf {
         let shared = self.tmp.path().join("shared");

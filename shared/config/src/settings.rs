@@ -146,7 +146,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "OUTPOST_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
     /// Where run workspaces go. Default: {data}/work embedded, $TMPDIR/outpost-work on AWS or
-    /// when the worker is root (agents, run as `nobody`, never pass through the data dir).
+    /// when the worker is root (agents, run as other uids, never pass through the data dir).
     #[arg(long, env = "OUTPOST_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Sandbox of agent entries that name none: strict, standard or none. Default: the
