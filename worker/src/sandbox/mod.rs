@@ -374,9 +374,11 @@ impl Sandbox {
         if req.user.is_some() {
             rlimits.push(nproc.clone());
         }
-        record
-            .layers
-            .push("limits: rlimits (cpu, fsize, core, nproc)".to_owned());
+        let nproc_here = req.user.is_some() || use_ns;
+        record.layers.push(format!(
+            "limits: rlimits (cpu, fsize, core{})",
+            if nproc_here { ", nproc" } else { "" }
+        ));
         if req.user.is_none() && !use_ns {
             record
                 .not_enforced
@@ -400,6 +402,9 @@ impl Sandbox {
         let net_rule = if full { net_rule } else { NetRule::All };
         match req.network {
             NetworkPolicy::None if use_ns => record.layers.push("network: none (own network namespace)".to_owned()),
+            NetworkPolicy::None if !full => record
+                .not_enforced
+                .push("network none: neither a network namespace nor Landlock TCP rules here".to_owned()),
             NetworkPolicy::None => {
                 record.layers.push("network: none (Landlock: no TCP)".to_owned());
                 record
