@@ -239,19 +239,24 @@ async fn disk_used(dirs: &RunDirs) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes allocated under `path`, walked with an explicit stack (an agent may nest folders deeper
+/// than any thread's stack), never following symlinks.
 fn tree_bytes(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
+    let mut total = 0;
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
     }
-    let Ok(rd) = std::fs::read_dir(path) else {
-        return own;
-    };
-    own + rd.flatten().map(|e| tree_bytes(&e.path())).sum::<u64>()
+    total
 }
 
 impl ProcessExecutor {
