@@ -224,12 +224,23 @@ pub fn fleet(f: &FleetStatus) -> String {
                 format!("{}s", a.default_timeout_secs),
                 a.idle_timeout_secs.map_or_else(|| "-".into(), |s| format!("{s}s")),
                 a.verified_with.clone().unwrap_or_else(|| "-".into()),
+                a.sandbox.map_or_else(|| "default".into(), |m| m.to_string()),
+                a.network.as_str().to_owned(),
                 a.description.clone(),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["AGENT", "KEY ENV", "TIMEOUT", "IDLE", "VERIFIED WITH", "DESCRIPTION"],
+        &[
+            "AGENT",
+            "KEY ENV",
+            "TIMEOUT",
+            "IDLE",
+            "VERIFIED WITH",
+            "SANDBOX",
+            "NETWORK",
+            "DESCRIPTION",
+        ],
         &rows,
     ));
     if !f.workers.is_empty() {

@@ -321,6 +321,17 @@ async fn network_open_refuses_the_credentials_endpoint_and_the_workers_api() -> 
             "{summary}"
         ),
     }
+    // The fleet tells clients how each agent is confined.
+    let fleet = client.fleet().await?;
+    let of = |name: &str| {
+        fleet
+            .agents
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| (a.sandbox, a.network))
+    };
+    assert_eq!(of("open"), Some((None, outpost_core::domain::NetworkPolicy::Open)));
+    assert_eq!(of("shell"), Some((None, outpost_core::domain::NetworkPolicy::None)));
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub async fn fleet(State(state): State<AppState>, _tenant: Tenant) -> Result<Jso
             default_timeout_secs: a.default_timeout_secs,
             idle_timeout_secs: a.idle_timeout_secs,
             verified_with: a.verified_with.clone(),
+            sandbox: a.sandbox,
+            network: a.network,
         })
         .collect();
     let slots_total = workers.iter().map(|w| w.slots).fold(0u32, u32::saturating_add);

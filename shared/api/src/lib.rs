@@ -10,7 +10,7 @@
 pub mod client;
 
 use chrono::{DateTime, Utc};
-use outpost_core::domain::{Artifact, FailureReason, RepoSpec, Run, RunStatus, Usage};
+use outpost_core::domain::{Artifact, FailureReason, NetworkPolicy, RepoSpec, Run, RunStatus, SandboxMode, Usage};
 use outpost_core::ports::{QueueDepth, SecretInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -213,6 +213,17 @@ pub struct AgentView {
     /// The CLI release the entry was verified with.
     #[serde(default)]
     pub verified_with: Option<String>,
+    /// The entry's sandbox mode; absent: the worker's default (the strongest its machine
+    /// supports; each run's `summary.json` says which it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxMode>,
+    /// What a run of this agent may reach on the network.
+    #[serde(default = "default_network")]
+    pub network: NetworkPolicy,
+}
+
+fn default_network() -> NetworkPolicy {
+    NetworkPolicy::Open
 }
 
 /// Queue counts.
