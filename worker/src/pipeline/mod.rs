@@ -4,14 +4,17 @@
 //! 1. **Claim** ([`crate::lease`]): claim the run under a lease. A duplicate of a finished run, a
 //!    run out of attempts, a run held by another worker or a missing run stops here (one
 //!    conditional write, then the message is deleted or hidden).
-//! 2. **Prepare** ([`prepare`]): the run's folders `{work_dir}/{run_id}/` (a pooled empty tree
-//!    for runs without a repository, [`crate::dirpool`]), the private output spool, the tenant's
+//! 2. **Prepare** ([`prepare`]): the run's own agent uid when the worker is root
+//!    ([`crate::sandbox::uids`], held until its processes are swept), the run's folders
+//!    `{work_dir}/{run_id}/` given to it (a pooled empty tree for runs without a repository,
+//!    [`crate::dirpool`]), the private output spool, the tenant's
 //!    secrets (cached, [`crate::tenant_secrets`]) and the values to scrub, the clone of the
 //!    repository and its base commit, the agent's HOME files and its environment. Without a
 //!    repository this is a handful of syscalls; a clone costs what git costs, within the run's
 //!    timeout.
-//! 3. **Run the agent** ([`Executor::run`]): start, supervise (timeout, idle timeout, cancel or
-//!    abandon through the [`StopSignal`]), stop. Meanwhile heartbeats extend the lease and the
+//! 3. **Run the agent** ([`Executor::run`]): start it confined ([`crate::sandbox`]), supervise
+//!    (timeout, idle timeout, the output, disk and CPU caps, cancel or abandon through the
+//!    [`StopSignal`]), stop. Meanwhile heartbeats extend the lease and the
 //!    message's visibility every `lease / 3` and turn a cancel request, a lost lease or the
 //!    drain's kill into a stop ([`crate::lease`]).
 //! 4. **Finalize** ([`finalize`]): read the agent's report from its output and judge the outcome,
