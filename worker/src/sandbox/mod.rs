@@ -670,6 +670,16 @@ fn bwrap_args(req: &Request<'_>, view: &View, confine: &Path) -> Vec<OsString> {
     if req.network == NetworkPolicy::None {
         push(&["--unshare-net".as_ref()]);
     }
+    // The private /proc, /dev and /tmp first: what the view binds below (an agent program copied
+    // under /tmp, say) lands on top of them, not under them.
+    push(&[
+        "--proc".as_ref(),
+        "/proc".as_ref(),
+        "--dev".as_ref(),
+        "/dev".as_ref(),
+        "--tmpfs".as_ref(),
+        "/tmp".as_ref(),
+    ]);
     for p in &view.ro {
         match std::fs::read_link(p) {
             // /bin → usr/bin on merged-/usr systems: the same link inside.
@@ -687,13 +697,7 @@ fn bwrap_args(req: &Request<'_>, view: &View, confine: &Path) -> Vec<OsString> {
         }
     }
     push(&[
-        "--proc".as_ref(),
-        "/proc".as_ref(),
-        "--dev".as_ref(),
-        "/dev".as_ref(),
-        "--tmpfs".as_ref(),
-        "/tmp".as_ref(),
-        // outpost-confine, which applies Landlock inside (after /tmp: its copy may be there).
+        // outpost-confine, which applies Landlock inside (its copy may be under /tmp).
         "--ro-bind".as_ref(),
         confine.as_os_str(),
         confine.as_os_str(),
@@ -1016,6 +1020,16 @@ mod tests {
             .expect("bwrap in the chain");
         let inner = args.iter().rposition(|a| a == "--landlock").expect("landlock inside");
         assert!(bwrap < inner, "Landlock after bubblewrap's mounts: {args:?}");
+        // The private /tmp is mounted before the view, so a program copied under /tmp stays seen.
+        let tmpfs = args
+            .windows(2)
+            .position(|w| w == ["--tmpfs", "/tmp"])
+            .expect("private /tmp");
+        let usr = args
+            .windows(2)
+            .position(|w| w == ["--ro-bind", "/usr"])
+            .expect("/usr bound");
+        assert!(tmpfs < usr, "{args:?}");
         assert!(args.contains(&"--unshare-net".to_owned()) && args.contains(&"--ignore-term".to_owned()));
         assert!(strict.pid_namespace);
         assert!(strict.record.layers.iter().any(|l| l.starts_with("namespaces:")));
