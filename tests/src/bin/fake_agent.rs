@@ -20,7 +20,6 @@
 //! | `ignore-term` | from now on SIGTERM is ignored |
 //! | `child SECS` | starts a grandchild `sleep SECS` in the background and prints its pid |
 //! | `exit N` | exits with code N (default 0 at the end of the script) |
-//!
 //! | `try-…`, `fork-bomb`, `daemon`, `mem-hog`, `disk-fill` | the hostile reaches of `hostile.rs` |
 //!
 //! Anything else is echoed as `agent: <line>`, as a chatty agent would.
@@ -155,7 +154,7 @@ async fn run_script(prompt: &str) -> i32 {
             }
             "disk-fill" => {
                 // EFBIG instead of death by SIGXFSZ when the file-size cap is hit.
-                let xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
+                let xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25)); // SIGXFSZ on Linux
                 let _ = out.flush();
                 let report = hostile::run(cmd, rest).unwrap_or_default();
                 drop(xfsz);
