@@ -8,17 +8,6 @@ use outpost_embedded::EmbeddedOptions;
 use outpost_tests::{eventually, fake_task, AppOptions, TestApp};
 use std::time::Duration;
 
-/// Whether a process with this pid exists and is not a zombie.
-fn process_running(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            !stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
 }
@@ -97,24 +86,10 @@ async fn killed_worker_is_recovered_by_the_next_delivery() -> anyhow::Result<()>
     // Its pid inside that namespace is not the host's: it is found by its command line.
     let marker = format!("sleep-first {} 120", counter.display());
     eventually(Duration::from_secs(30), "the orphaned first agent to be gone", || {
-        !process_with_cmdline(&marker)
+        outpost_testkit::process::pids_with_cmdline(&marker).is_empty()
     })
     .await?;
     Ok(())
-}
-
-/// Whether a live process's command line contains `needle`.
-fn process_with_cmdline(needle: &str) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    rd.flatten().any(|e| {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        pid.bytes().all(|b| b.is_ascii_digit())
-            && process_running(&pid)
-            && std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
-    })
 }
 
 #[tokio::test]

@@ -84,15 +84,6 @@ fn case(agent: &str) -> AgentCase {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY-free: geteuid has no preconditions; read through the `id` command to keep
-    // `unsafe` out of the tests.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn dispatch(agent: &str, repo: Option<String>, idle: Option<u64>) -> DispatchRequest {
     DispatchRequest {
         agent: agent.to_owned(),
@@ -181,7 +172,7 @@ async fn check(agent: &str) {
 
     // The same agent in a deployment that is not root (only when the tests are root: otherwise
     // the server above already is one).
-    let unprivileged = if is_root() {
+    let unprivileged = if outpost_testkit::process::is_root() {
         let opts = real_agents::options(&standin.url, cases).expect("agent CLIs");
         let s = TestApp::spawn(opts.run_as(NOBODY))
             .await

@@ -8,6 +8,7 @@
 
 use outpost_api::DispatchRequest;
 use outpost_core::RunStatus;
+use outpost_testkit::process::{is_root, pids_with_cmdline};
 use outpost_tests::{fake_agent_bin, wait_run_with, AppOptions, TestApp};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,26 +78,6 @@ fn find_dir(roots: &[PathBuf], name: &str) -> Option<PathBuf> {
     roots.iter().find_map(|r| walk(r, name, 2))
 }
 
-/// Host pids of live processes whose command line contains `marker`.
-fn pids_with(marker: &str) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .filter(|e| {
-            let alive = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
-                !s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            });
-            alive
-                && std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 /// The suite with tenant B's agent `hostile` (the default, strict here) or `hostile-std`
 /// (`sandbox = "standard"`: no namespaces, as on Fargate).
 async fn hostile_suite(opts: AppOptions, agent: &str) -> anyhow::Result<()> {
@@ -129,7 +110,7 @@ async fn hostile_suite(opts: AppOptions, agent: &str) -> anyhow::Result<()> {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "tenant A's run never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let a_pid = pids_with(A_MARKER)
+    let a_pid = pids_with_cmdline(A_MARKER)
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("no process of A's agent"))?;
@@ -192,7 +173,7 @@ async fn hostile_suite(opts: AppOptions, agent: &str) -> anyhow::Result<()> {
     assert_eq!(layers.contains("namespaces:"), strict, "{summary}");
     // The daemon died with the run.
     outpost_tests::eventually(Duration::from_secs(10), "the daemon to be gone", || {
-        pids_with("1037").is_empty()
+        pids_with_cmdline("1037").is_empty()
     })
     .await?;
 
@@ -247,7 +228,7 @@ async fn a_hostile_agent_reaches_nothing_on_the_aws_backend() -> anyhow::Result<
 
 #[tokio::test]
 async fn a_hostile_agent_reaches_nothing_under_a_worker_that_is_not_root() -> anyhow::Result<()> {
-    if !nix_is_root() {
+    if !is_root() {
         // The test already runs as a user: the embedded suite above is the non-root one.
         return hostile_suite(AppOptions::dev(), "hostile").await;
     }
@@ -269,7 +250,7 @@ async fn network_open_refuses_the_credentials_endpoint_and_the_workers_api() -> 
     let client = server.client()?;
     let api_port = server.url.rsplit(':').next().unwrap_or("0").to_owned();
     let control = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let root = nix_is_root();
+    let root = is_root();
     let metadata = if root {
         // The stand-in: the ECS credentials address on loopback (only root may add it).
         let added = std::process::Command::new("ip")
@@ -335,20 +316,12 @@ async fn network_open_refuses_the_credentials_endpoint_and_the_workers_api() -> 
     Ok(())
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-    })
-}
-
 /// `sandbox = "standard"` (no namespaces: what a Fargate container allows). Under a root worker
 /// the run's own uid, Landlock and the cgroup hold the same line as strict; under a worker that
 /// is not root, standard cannot end a process that left the session (docs/SECURITY.md), and the
 /// run's record must say so.
 async fn standard_suite(opts: AppOptions) -> anyhow::Result<()> {
-    if nix_is_root() {
+    if is_root() {
         return hostile_suite(opts, "hostile-std").await;
     }
     let server = TestApp::spawn(opts.agents_toml(hostile_agents()?)).await?;

@@ -64,10 +64,15 @@ impl AgentUser {
 /// their user (see `ProcessExecutor::spawn`). `None` when this machine has none (then the ids
 /// are set in a forked child: slower, and without no_new_privs).
 pub fn find_setpriv(path: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    find_program(path, "setpriv")
+}
+
+/// The executable `name` in the absolute folders of `path`, then in `/usr/bin` and `/bin`.
+pub fn find_program(path: &std::ffi::OsStr, name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(path)
         .chain([std::path::PathBuf::from("/usr/bin"), std::path::PathBuf::from("/bin")])
         .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("setpriv"))
+        .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
 }
 

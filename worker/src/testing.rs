@@ -41,21 +41,7 @@ pub fn process_config(shared: &Path) -> ProcessConfig {
     }
 }
 
-/// Host pids of live processes whose command line has `marker` as one argument: how the tests
-/// find an agent's processes, whose own pids are those of its PID namespace.
-pub fn processes_with_arg(marker: &str) -> Vec<i32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
-        })
-        .filter(|pid| !process_dead(*pid))
-        .collect()
-}
+pub use outpost_testkit::process::pids_with_arg;
 
 pub fn harness() -> Harness {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -168,16 +154,5 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-pub fn process_dead(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
     }
 }

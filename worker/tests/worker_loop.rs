@@ -507,7 +507,7 @@ async fn a_lost_lease_kills_the_agent_and_abandons_the_run() {
         .expect("finish from outside");
     assert_eq!(ended.status, RunStatus::Failed);
     let end = Instant::now() + PATIENCE;
-    while processes_with_arg("1021") {
+    while !outpost_testkit::process::pids_with_arg("1021").is_empty() {
         assert!(Instant::now() < end, "the agent was not killed");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -519,19 +519,4 @@ async fn a_lost_lease_kills_the_agent_and_abandons_the_run() {
     e.wait_depth("the message deleted", |d| *d == QueueDepth::default())
         .await;
     w.shutdown().await;
-}
-
-/// Whether a live (not zombie) process has `marker` as one argument of its command line.
-fn processes_with_arg(marker: &str) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    rd.flatten().any(|e| {
-        let p = e.path();
-        let alive = std::fs::read_to_string(p.join("stat")).is_ok_and(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        });
-        alive && std::fs::read(p.join("cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
-    })
 }

@@ -42,3 +42,41 @@ impl Drop for KillOnDrop {
         self.kill();
     }
 }
+
+/// Whether process `pid` exists and is not a zombie (Linux `/proc`).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+    })
+}
+
+/// Host pids of live processes whose command line (the NUL-separated bytes of
+/// `/proc/PID/cmdline`) satisfies `matches`. The tests find sandboxed agents this way: the pids
+/// those print are their PID namespace's, not the host's.
+pub fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| matches(&c)))
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// [`pids_where`] one argument is `arg`.
+pub fn pids_with_arg(arg: &str) -> Vec<i32> {
+    pids_where(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+}
+
+/// [`pids_where`] the command line contains `needle` anywhere.
+pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    pids_where(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+/// Whether the tests run as root (then agents run as other users).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

@@ -129,16 +129,6 @@ impl ConfineSpec {
         out
     }
 
-    /// [`ConfineSpec::to_args`] up to and including `--`, for a program given separately.
-    pub fn to_args_without_program(&self) -> Vec<OsString> {
-        let mut spec = self.clone();
-        spec.program = OsString::new();
-        spec.args.clear();
-        let mut args = spec.to_args();
-        args.pop();
-        args
-    }
-
     /// Reads a command line made by [`Self::to_args`].
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, ParseError> {
         let mut spec = Self::default();

@@ -130,7 +130,7 @@ async fn timeout_kills_an_agent_that_ignores_sigterm_and_its_grandchild() {
         .map(|p| p.parse().expect("pid"))
         .collect();
     assert_eq!(pids.len(), 2);
-    wait_for("the agent's processes to die", || processes_with_arg("1017").is_empty()).await;
+    wait_for("the agent's processes to die", || pids_with_arg("1017").is_empty()).await;
     let log = h.log(&run);
     assert!(log.starts_with("started\n"), "{log}");
     assert!(log.contains("[outpost] timed out after 5 s"), "{log}");

@@ -188,7 +188,7 @@ impl Sandbox {
         let bwrap = config
             .bwrap
             .clone()
-            .or_else(|| find_on(path, "bwrap"))
+            .or_else(|| identity::find_program(path, "bwrap"))
             .filter(|b| probe_bwrap(b, confine.as_ref(), probe_user, &mut missing));
         if bwrap.is_none() && !missing.iter().any(|m| m.contains("bwrap")) {
             missing.push("no bubblewrap (bwrap) on PATH: no namespaces".to_owned());
@@ -308,19 +308,18 @@ impl Sandbox {
             record
                 .not_enforced
                 .push("namespaces, landlock and limits: sandbox = \"none\"".to_owned());
-            let (program, args) = match req.user {
-                Some(u) => self.outer(&ConfineSpec {
+            // Only the uid change, through outpost-confine (without it the executor uses setpriv).
+            let uid_change = req.user.and_then(|u| {
+                self.confine_cmd(&ConfineSpec {
                     ids: Some((u.uid, u.gid)),
+                    program: req.program.as_os_str().to_os_string(),
+                    args: req.args.iter().map(OsString::from).collect(),
                     ..Default::default()
-                }),
-                None => (PathBuf::new(), Vec::new()),
-            };
-            let wrapped = !program.as_os_str().is_empty();
-            let (program, args) = if wrapped {
-                append(program, args, req.program, req.args)
-            } else {
-                (req.program.to_path_buf(), req.args.iter().map(OsString::from).collect())
-            };
+                })
+                .ok()
+            });
+            let (program, args) = uid_change
+                .unwrap_or_else(|| (req.program.to_path_buf(), req.args.iter().map(OsString::from).collect()));
             return Ok(Plan {
                 program,
                 args,
@@ -487,28 +486,26 @@ impl Sandbox {
             if req.user.is_none() {
                 inner_limits.push(nproc);
             }
-            let inner = ConfineSpec {
+            let (inner, inner_args) = self.confine_cmd(&ConfineSpec {
                 rlimits: inner_limits,
                 landlock: Some(landlock),
                 program: req.program.as_os_str().to_os_string(),
                 args: req.args.iter().map(OsString::from).collect(),
                 ..Default::default()
-            };
-            let (cprog, cargs) = self.confine_cmd()?;
-            let mut bargs = bwrap_args(req, &view, &cprog);
+            })?;
+            let mut bargs = bwrap_args(req, &view, &inner);
             for p in self.config.extra_rw.iter().filter(|p| p.exists()) {
                 bargs.extend(["--bind".into(), p.clone().into_os_string(), p.clone().into_os_string()]);
             }
             bargs.push("--".into());
-            bargs.push(cprog.clone().into_os_string());
-            bargs.extend(cargs.iter().cloned());
-            bargs.extend(inner.to_args());
+            bargs.push(inner.into_os_string());
+            bargs.extend(inner_args);
             // outpost-confine (cgroup, rlimits, uid) → bwrap → outpost-confine (Landlock) → agent.
-            let mut all = cargs;
-            all.extend(outer.to_args_without_program());
-            all.push(bwrap.clone().into_os_string());
-            all.extend(bargs);
-            (cprog, all)
+            self.confine_cmd(&ConfineSpec {
+                program: bwrap.clone().into_os_string(),
+                args: bargs,
+                ..outer
+            })?
         } else {
             record
                 .not_enforced
@@ -519,15 +516,12 @@ impl Sandbox {
                         .to_owned(),
                 );
             }
-            let spec = ConfineSpec {
+            self.confine_cmd(&ConfineSpec {
                 landlock: Some(landlock),
+                program: req.program.as_os_str().to_os_string(),
+                args: req.args.iter().map(OsString::from).collect(),
                 ..outer
-            };
-            let (cprog, mut all) = self.confine_cmd()?;
-            all.extend(spec.to_args_without_program());
-            all.push(req.program.as_os_str().to_os_string());
-            all.extend(req.args.iter().map(OsString::from));
-            (cprog, all)
+            })?
         };
         Ok(Plan {
             program,
@@ -542,23 +536,16 @@ impl Sandbox {
         })
     }
 
-    fn confine_cmd(&self) -> Result<(PathBuf, Vec<OsString>), String> {
-        self.support
+    /// The command that runs `spec` through outpost-confine: its path and arguments (those
+    /// that make this executable serve as one, then the spec's).
+    fn confine_cmd(&self, spec: &ConfineSpec) -> Result<(PathBuf, Vec<OsString>), String> {
+        let (program, mut args) = self
+            .support
             .confine
             .clone()
-            .ok_or_else(|| "outpost-confine not found (beside this program or on PATH)".to_owned())
-    }
-
-    /// `outpost-confine SPEC --` for the none mode's uid change (no Landlock, no limits).
-    fn outer(&self, spec: &ConfineSpec) -> (PathBuf, Vec<OsString>) {
-        match &self.support.confine {
-            Some((p, pre)) => {
-                let mut args = pre.clone();
-                args.extend(spec.to_args_without_program());
-                (p.clone(), args)
-            }
-            None => (PathBuf::new(), Vec::new()),
-        }
+            .ok_or_else(|| "outpost-confine not found (beside this program or on PATH)".to_owned())?;
+        args.extend(spec.to_args());
+        Ok((program, args))
     }
 
     /// The read-only trees an agent sees: system folders, the agents' PATH, the program's own
@@ -570,26 +557,11 @@ impl Sandbox {
         if let Ok(real) = std::fs::canonicalize(req.program) {
             // `{prefix}/bin/x` or `{prefix}/lib/node_modules/…/cli.js`: the prefix; else the
             // program file alone (never a folder such as /tmp that it merely sits in).
-            match real
-                .ancestors()
-                .skip(1)
-                .find(|a| a.join("bin").is_dir() && a != &Path::new("/"))
-            {
-                Some(prefix) => wanted.push(prefix.to_path_buf()),
-                None => wanted.push(real.clone()),
-            }
+            wanted.push(install_prefix(&real));
             if real != req.program {
                 // A link into a package (`{prefix}/bin/claude` → `…/node_modules/…`): the
                 // install prefix the link sits in too.
-                match req
-                    .program
-                    .ancestors()
-                    .skip(1)
-                    .find(|a| a.join("bin").is_dir() && a != &Path::new("/"))
-                {
-                    Some(prefix) => wanted.push(prefix.to_path_buf()),
-                    None => wanted.push(req.program.to_path_buf()),
-                }
+                wanted.push(install_prefix(req.program));
             }
         }
         wanted.extend(self.config.extra_ro.iter().cloned());
@@ -630,17 +602,21 @@ impl Sandbox {
     }
 }
 
+/// The nearest folder above `program` that has a `bin/` (not `/`), else `program` itself.
+fn install_prefix(program: &Path) -> PathBuf {
+    program
+        .ancestors()
+        .skip(1)
+        .find(|a| a.join("bin").is_dir() && *a != Path::new("/"))
+        .unwrap_or(program)
+        .to_path_buf()
+}
+
 /// What the agent sees read-only, and what is masked inside it.
 #[derive(Debug, Default, Clone)]
 struct View {
     ro: Vec<PathBuf>,
     hidden: Vec<PathBuf>,
-}
-
-fn append(program: PathBuf, mut args: Vec<OsString>, agent: &Path, agent_args: &[String]) -> (PathBuf, Vec<OsString>) {
-    args.push(agent.as_os_str().to_os_string());
-    args.extend(agent_args.iter().map(OsString::from));
-    (program, args)
 }
 
 /// bubblewrap's arguments for `req` (up to the command).
@@ -767,14 +743,6 @@ fn reachable_copy(program: &Path) -> std::io::Result<PathBuf> {
     Ok(dest)
 }
 
-fn find_on(path: &OsStr, name: &str) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join(name))
-        .find(|p| identity::is_executable(p))
-}
-
 /// `outpost-confine`: the configured one, beside this executable (or one folder up, as for
 /// cargo's test binaries in `target/debug/deps/`), on PATH, or this executable itself when its
 /// `main` serves `__confine` ([`serve_confine`]).
@@ -796,7 +764,7 @@ fn find_confine(configured: Option<&Path>, path: &OsStr) -> Option<(PathBuf, Vec
             }
         }
     }
-    if let Some(p) = find_on(path, "outpost-confine") {
+    if let Some(p) = identity::find_program(path, "outpost-confine") {
         return Some((p, Vec::new()));
     }
     if SERVES_CONFINE.load(std::sync::atomic::Ordering::Relaxed) {
@@ -821,10 +789,37 @@ pub fn serve_confine() {
     SERVES_CONFINE.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn confine_command(confine: &(PathBuf, Vec<OsString>)) -> Command {
-    let mut c = Command::new(&confine.0);
-    c.args(&confine.1).stdin(Stdio::null()).env_clear();
-    c
+/// `program args` for a probe, as `user` when given (through `confine`'s uid change, the way
+/// runs start), with an empty environment. `None` when `user` is given but there is no confine.
+fn probe_command(
+    confine: Option<&(PathBuf, Vec<OsString>)>,
+    user: Option<AgentUser>,
+    program: &OsStr,
+    args: Vec<OsString>,
+) -> Option<Command> {
+    let mut c = match (user, confine) {
+        (Some(u), Some((path, pre))) => {
+            let mut c = Command::new(path);
+            c.args(pre).args(
+                ConfineSpec {
+                    ids: Some((u.uid, u.gid)),
+                    program: program.to_os_string(),
+                    args,
+                    ..Default::default()
+                }
+                .to_args(),
+            );
+            c
+        }
+        (Some(_), None) => return None,
+        (None, _) => {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        }
+    };
+    c.stdin(Stdio::null()).env_clear();
+    Some(c)
 }
 
 /// Landlock as the agents get it: full, basic, or `None` (recorded in `missing`).
@@ -834,17 +829,11 @@ fn probe_landlock(
     missing: &mut Vec<String>,
 ) -> Option<bool> {
     let try_level = |flag: &str| {
-        let mut c = confine_command(confine);
-        if let Some(u) = user {
-            c.args([
-                "--ids",
-                &format!("{}:{}", u.uid, u.gid),
-                "--",
-                confine.0.to_str().unwrap_or_default(),
-            ]);
-            c.args(&confine.1);
-        }
-        c.arg(flag);
+        let mut args = confine.1.clone();
+        args.push(flag.into());
+        let Some(mut c) = probe_command(Some(confine), user, confine.0.as_os_str(), args) else {
+            return "no outpost-confine".to_owned();
+        };
         match c.output() {
             Ok(o) => format!(
                 "{} {}",
@@ -904,21 +893,10 @@ fn probe_bwrap(
         "-c",
         "exit 0",
     ];
-    let mut c = match (user, confine) {
-        (Some(u), Some(conf)) => {
-            let mut c = confine_command(conf);
-            c.args(["--ids", &format!("{}:{}", u.uid, u.gid), "--"]).arg(bwrap);
-            c
-        }
-        // A root worker without outpost-confine cannot drop to the agents' uid first.
-        (Some(_), None) => return false,
-        (None, _) => {
-            let mut c = Command::new(bwrap);
-            c.stdin(Stdio::null()).env_clear();
-            c
-        }
+    // A root worker without outpost-confine cannot drop to the agents' uid first.
+    let Some(mut c) = probe_command(confine, user, bwrap.as_os_str(), bargs.map(OsString::from).to_vec()) else {
+        return false;
     };
-    c.args(bargs);
     match c.output() {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
