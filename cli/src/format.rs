@@ -225,7 +225,7 @@ pub fn fleet(f: &FleetStatus) -> String {
                 a.idle_timeout_secs.map_or_else(|| "-".into(), |s| format!("{s}s")),
                 a.verified_with.clone().unwrap_or_else(|| "-".into()),
                 a.sandbox.map_or_else(|| "default".into(), |m| m.to_string()),
-                a.network.as_str().to_owned(),
+                network_cell(a),
                 a.description.clone(),
             ]
         })
@@ -397,4 +397,17 @@ mod tests {
         assert_eq!(short_task("a\nb", 10), "a…");
         assert_eq!(short_task("abcdefghijkl", 5), "abcd…");
     }
+}
+
+/// The NETWORK cell of an agent: its policy, the hosts `allow` adds, and whether the proxy holds
+/// its key (`allow +github.com, key held`).
+fn network_cell(a: &outpost_api::AgentView) -> String {
+    let mut cell = a.network.as_str().to_owned();
+    if !a.allow_hosts.is_empty() {
+        cell.push_str(&format!(" +{}", a.allow_hosts.join(" +")));
+    }
+    if a.key_injection {
+        cell.push_str(", key held");
+    }
+    cell
 }

@@ -47,6 +47,8 @@ pub async fn fleet(State(state): State<AppState>, _tenant: Tenant) -> Result<Jso
             verified_with: a.verified_with.clone(),
             sandbox: a.sandbox,
             network: a.network,
+            allow_hosts: a.allow_hosts.iter().map(ToString::to_string).collect(),
+            key_injection: a.key_injection.is_some(),
         })
         .collect();
     let slots_total = workers.iter().map(|w| w.slots).fold(0u32, u32::saturating_add);

@@ -220,6 +220,12 @@ pub struct AgentView {
     /// What a run of this agent may reach on the network.
     #[serde(default = "default_network")]
     pub network: NetworkPolicy,
+    /// With `network = "allow"`: the hosts its runs may reach besides its vendor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+    /// Whether the worker's proxy holds the vendor key (the agent sees only a placeholder).
+    #[serde(default)]
+    pub key_injection: bool,
 }
 
 fn default_network() -> NetworkPolicy {

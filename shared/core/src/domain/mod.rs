@@ -9,10 +9,10 @@ pub mod run;
 pub mod run_files;
 pub mod validation;
 
-pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, NetworkPolicy, OutputReader, RunLimits, SandboxMode};
+pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, HostRule, KeyInjection, NetworkPolicy, OutputReader, RunLimits, SandboxMode};
 pub use claim::{decide_claim, ClaimDecision};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
 pub use report::{AgentReport, Usage};
 pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};
-pub use run_files::{SandboxRecord, Summary};
+pub use run_files::{EgressRecord, MeteredUsage, SandboxRecord, Summary};
 pub use validation::{DispatchLimits, ValidationError};

@@ -73,6 +73,10 @@ pub struct Summary {
     /// How the agent was confined (absent when it never started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxRecord>,
+    /// What went through the run's egress proxy (runs with `network = "allow"`, or whose key the
+    /// proxy held); `None` when the run had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressRecord>,
 }
 
 /// The sandbox one run's agent had, as `summary.json` records it.
@@ -86,6 +90,43 @@ pub struct SandboxRecord {
     /// What the mode asks for but this machine could not enforce, each with why.
     #[serde(default)]
     pub not_enforced: Vec<String>,
+}
+
+/// One run's traffic through its egress proxy, as `summary.json` records it. Refusals are also
+/// notes of the run, one line each (the first [`EgressRecord::NOTED_REFUSALS`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRecord {
+    /// Whether the proxy held the vendor key (the agent saw only a placeholder).
+    pub key_injected: bool,
+    /// Requests forwarded to the agent's vendor with the key swapped in.
+    pub vendor_requests: u64,
+    /// `CONNECT` tunnels opened to allowed hosts.
+    pub tunnels: u64,
+    /// Connections and requests refused.
+    pub refused: u64,
+    /// Tokens the vendor's responses reported, counted by the proxy (not by the agent).
+    pub usage: MeteredUsage,
+}
+
+impl EgressRecord {
+    /// Refusals written as notes; the rest are only counted.
+    pub const NOTED_REFUSALS: usize = 50;
+}
+
+/// Token counts read by the proxy from the vendor's responses (JSON bodies and server-sent
+/// events: Anthropic `usage`, OpenAI `usage`/`response.usage`, chat completions `usage`, Gemini
+/// `usageMetadata`), summed over the run's responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeteredUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Of the input tokens, those the vendor read from its prompt cache, where it says so.
+    pub cached_input_tokens: u64,
+    /// Successful vendor responses whose usage was read.
+    pub responses: u64,
+    /// Successful vendor responses with no usage the proxy could read (another shape, or a body
+    /// too large to hold).
+    pub unmetered_responses: u64,
 }
 
 #[cfg(test)]
@@ -109,6 +150,7 @@ mod tests {
             notes: vec![],
             agent_report: AgentReport::default(),
             sandbox: None,
+            egress: None,
         };
         let json = serde_json::to_value(&s).expect("json");
         assert!(json.get("agent_report").is_none(), "an empty report is left out");

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub mod builtin;
+pub mod egress;
 pub mod sandbox;
 
+pub use egress::{HostRule, KeyInjection};
 pub use sandbox::{NetworkPolicy, RunLimits, SandboxMode};
 
 /// How the worker reads an agent's own account of its run (final answer, error, usage, session
@@ -112,9 +114,20 @@ pub struct AgentSpec {
     /// machine supports). `none` must be named and is refused on AWS unless forced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxMode>,
-    /// What the agent may reach on the network (`open` for the vendor CLIs, `none` for `shell`).
+    /// What the agent may reach on the network (`allow` for the vendor CLIs: their vendor
+    /// through the key-holding proxy and nothing else; `none` for `shell`).
     #[serde(default = "default_network")]
     pub network: NetworkPolicy,
+    /// With `network = "allow"`, the hosts the run's proxy lets the agent reach besides its
+    /// vendor (see [`HostRule`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub allow_hosts: Vec<HostRule>,
+    /// Set when the CLI takes a base URL: the worker's proxy holds the vendor key and the agent
+    /// only ever sees a per-run placeholder (see [`KeyInjection`]). Without it the key is given
+    /// in the agent's environment (scrubbed from its output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_injection: Option<KeyInjection>,
     /// Processes, CPU, disk and output caps of one run.
     #[serde(default)]
     pub limits: RunLimits,
@@ -170,6 +183,8 @@ impl AgentSpec {
             memory_mb: default_memory_mb(),
             sandbox: None,
             network: default_network(),
+            allow_hosts: Vec::new(),
+            key_injection: None,
             limits: RunLimits::default(),
             enabled: true,
             description: String::new(),
@@ -221,6 +236,13 @@ impl AgentSpec {
             out.push((var.clone(), url.clone()));
         }
         out
+    }
+
+    /// Where the proxy sends this agent's vendor requests when it holds the key: the entry's
+    /// `base_url` (a gateway, a test stand-in) or else the injection's `upstream`.
+    pub fn injection_upstream(&self) -> Option<&str> {
+        let k = self.key_injection.as_ref()?;
+        Some(self.base_url.as_deref().unwrap_or(&k.upstream))
     }
 
     /// Whether `rel` (a `/`-separated path relative to the workspace root) is one of the CLI's
@@ -305,12 +327,22 @@ struct AgentEntry {
     memory_mb: Option<u32>,
     sandbox: Option<SandboxMode>,
     network: Option<NetworkPolicy>,
+    allow_hosts: Option<Vec<HostRule>>,
+    key_injection: Option<KeyInjectionEntry>,
     max_processes: Option<u32>,
     cpu_secs: Option<u32>,
     disk_mb: Option<u32>,
     output_mb: Option<u32>,
     enabled: Option<bool>,
     description: Option<String>,
+}
+
+/// `key_injection` in the agents file: a table, or `false` to turn a built-in's off.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyInjectionEntry {
+    Off(bool),
+    On(KeyInjection),
 }
 
 /// The agents this deployment knows, by name.
@@ -447,6 +479,24 @@ impl AgentRegistry {
             if let Some(n) = entry.network {
                 spec.network = n;
             }
+            if let Some(h) = entry.allow_hosts {
+                spec.allow_hosts = h;
+            }
+            match entry.key_injection {
+                None => {}
+                Some(KeyInjectionEntry::Off(false)) => spec.key_injection = None,
+                Some(KeyInjectionEntry::Off(true)) => {
+                    return Err(invalid("key_injection = true needs a table (upstream, header, prefix)"))
+                }
+                Some(KeyInjectionEntry::On(k)) => {
+                    let k = KeyInjection::new(&k.upstream, &k.header, &k.prefix);
+                    k.check().map_err(|p| invalid(&p))?;
+                    spec.key_injection = Some(k);
+                }
+            }
+            if spec.key_injection.is_some() && spec.key_env.is_none() {
+                return Err(invalid("key_injection needs key_env (the variable the placeholder key goes in)"));
+            }
             let limits = &mut spec.limits;
             for (value, slot, what) in [
                 (entry.max_processes, &mut limits.max_processes, "max_processes"),
@@ -539,7 +589,8 @@ mod tests {
         );
         assert_eq!(
             reg.get("claude").map(|a| (a.sandbox, a.network)),
-            Some((None, NetworkPolicy::Open))
+            Some((None, NetworkPolicy::Allow)),
+            "the CLIs reach their vendor through the proxy and nothing else"
         );
         reg.apply_toml(
             "[agents.boxed]\ncommand = [\"x\"]\nsandbox = \"standard\"\nnetwork = \"none\"\nmax_processes = 32\ndisk_mb = 100\noutput_mb = 2\ncpu_secs = 60\nmemory_mb = 256\n",
@@ -572,6 +623,60 @@ mod tests {
     }
 
     #[test]
+    fn entries_name_their_hosts_and_whether_the_proxy_holds_the_key() {
+        let mut reg = AgentRegistry::builtin(false);
+        reg.apply_toml(
+            r#"
+[agents.claude]
+base_url = "https://127.0.0.1:8443"
+allow_hosts = ["github.com", "*.githubusercontent.com:443"]
+
+[agents.codex]
+key_injection = false
+
+[agents.mine]
+command = ["my-agent"]
+key_env = "MY_KEY"
+network = "allow"
+key_injection = { upstream = "https://api.mine.example/v1", header = "Authorization", prefix = "Bearer " }
+"#,
+            "t",
+        )
+        .expect("valid");
+        let claude = reg.get("claude").expect("claude");
+        assert_eq!(claude.injection_upstream(), Some("https://127.0.0.1:8443"), "base_url wins");
+        assert_eq!(
+            claude.allow_hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["github.com", "*.githubusercontent.com:443"]
+        );
+        assert_eq!(reg.get("codex").and_then(|a| a.key_injection.as_ref()), None);
+        let mine = reg.get("mine").expect("mine");
+        assert_eq!(mine.injection_upstream(), Some("https://api.mine.example/v1"));
+        assert_eq!(
+            mine.key_injection.as_ref().map(|k| (k.header.as_str(), k.prefix.as_str())),
+            Some(("authorization", "Bearer "))
+        );
+        for (bad, why) in [
+            ("allow_hosts = [\"10.0.0.1\"]", "IP addresses"),
+            ("key_injection = true", "needs a table"),
+            ("key_injection = { upstream = \"ftp://x.example\", header = \"x-api-key\" }", "http"),
+            ("key_injection = { upstream = \"https://x.example\", header = \"x api\" }", "header name"),
+        ] {
+            let text = format!("[agents.bad]\ncommand = [\"x\"]\nkey_env = \"K\"\n{bad}\n");
+            let err = AgentRegistry::builtin(true).apply_toml(&text, "t").expect_err(bad).to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let err = AgentRegistry::builtin(true)
+            .apply_toml(
+                "[agents.bad]\ncommand = [\"x\"]\nkey_injection = { upstream = \"https://x.example\", header = \"x-api-key\" }\n",
+                "t",
+            )
+            .expect_err("no key_env")
+            .to_string();
+        assert!(err.contains("key_env"), "{err}");
+    }
+
+    #[test]
     fn builtins_are_verified_entries_with_keys_and_base_urls() {
         let reg = AgentRegistry::builtin(false);
         for name in ["claude", "codex", "gemini", "aider", "grok"] {
@@ -586,6 +691,9 @@ mod tests {
                 "{name} records the release it was verified with"
             );
             assert_ne!(a.output, OutputReader::None, "{name} has an output reader");
+            let k = a.key_injection.as_ref().unwrap_or_else(|| panic!("{name} keeps its key in the proxy"));
+            assert!(k.check().is_ok() && k.upstream.starts_with("https://"), "{name}: {k:?}");
+            assert_eq!(a.network, NetworkPolicy::Allow, "{name}");
         }
         assert_eq!(
             reg.get("claude").and_then(|a| a.key_env.as_deref()),

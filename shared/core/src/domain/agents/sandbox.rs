@@ -58,6 +58,12 @@ pub enum NetworkPolicy {
     /// Loopback only, in its own network namespace (with no namespaces: no TCP connect at all,
     /// through Landlock).
     None,
+    /// Only through the run's egress proxy in the worker, to the entry's `allow_hosts` (HTTPS
+    /// by `CONNECT`, the TLS server name checked) and, for an entry with `key_injection`, its
+    /// vendor API with the key held by the proxy. Raw IP addresses, names that resolve to
+    /// loopback, link-local (metadata and credentials endpoints) or private addresses are
+    /// refused whatever the list says; every refusal is a note of the run.
+    Allow,
     /// The worker's network, without the cloud metadata and credentials endpoints and the
     /// worker's own ports where the mode can enforce it (the run's notes say where not).
     Open,
@@ -67,6 +73,7 @@ impl NetworkPolicy {
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkPolicy::None => "none",
+            NetworkPolicy::Allow => "allow",
             NetworkPolicy::Open => "open",
         }
     }

@@ -41,7 +41,7 @@
 //! `.aider.conf.yml` and `.aider.model.settings.yml` in the workspace.
 
 use super::env;
-use crate::domain::agents::{AgentSpec, OutputReader, WITHOUT_REPO_ARGS};
+use crate::domain::agents::{AgentSpec, KeyInjection, NetworkPolicy, OutputReader, WITHOUT_REPO_ARGS};
 
 pub(super) fn spec() -> AgentSpec {
     let mut a = AgentSpec::new(
@@ -68,6 +68,9 @@ pub(super) fn spec() -> AgentSpec {
     a.description = "Aider with DeepSeek, one message then exit".into();
     a.key_env = Some("DEEPSEEK_API_KEY".into());
     a.base_url_env = Some("DEEPSEEK_API_BASE".into());
+    // The key stays in the worker's proxy (network "allow": the vendor and nothing else).
+    a.key_injection = Some(KeyInjection::bearer("https://api.deepseek.com/beta"));
+    a.network = NetworkPolicy::Allow;
     a.env = env(&[
         ("AIDER_CHAT_HISTORY_FILE", "{home}/.aider.chat.history.md"),
         ("AIDER_INPUT_HISTORY_FILE", "{home}/.aider.input.history"),

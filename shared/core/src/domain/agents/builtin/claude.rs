@@ -28,7 +28,7 @@
 //!   into the workspace but the agent's own edits.
 
 use super::env;
-use crate::domain::agents::{AgentSpec, OutputReader};
+use crate::domain::agents::{AgentSpec, KeyInjection, NetworkPolicy, OutputReader};
 
 pub(super) fn spec() -> AgentSpec {
     let mut a = AgentSpec::new(
@@ -47,6 +47,9 @@ pub(super) fn spec() -> AgentSpec {
     a.description = "Anthropic Claude Code in print mode".into();
     a.key_env = Some("ANTHROPIC_API_KEY".into());
     a.base_url_env = Some("ANTHROPIC_BASE_URL".into());
+    // The key stays in the worker's proxy (network "allow": the vendor and nothing else).
+    a.key_injection = Some(KeyInjection::new("https://api.anthropic.com", "x-api-key", ""));
+    a.network = NetworkPolicy::Allow;
     a.env = env(&[
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
         ("DISABLE_TELEMETRY", "1"),

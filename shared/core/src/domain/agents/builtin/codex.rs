@@ -44,7 +44,7 @@
 //! reports no cost. It sends the workspace's git `origin` URL (credentials stripped) and HEAD
 //! commit to the vendor in its `x-codex-turn-metadata` header.
 
-use crate::domain::agents::{AgentSpec, OutputReader, BASE_URL_ARGS};
+use crate::domain::agents::{AgentSpec, BASE_URL_ARGS, KeyInjection, NetworkPolicy, OutputReader};
 
 pub(super) fn spec() -> AgentSpec {
     let mut a = AgentSpec::new(
@@ -92,6 +92,9 @@ pub(super) fn spec() -> AgentSpec {
     a.key_env = Some("CODEX_API_KEY".into());
     a.key_aliases = vec!["OPENAI_API_KEY".into()];
     a.base_url_args = vec!["-c".into(), "model_providers.outpost.base_url={base_url}".into()];
+    // The key stays in the worker's proxy (network "allow": the vendor and nothing else).
+    a.key_injection = Some(KeyInjection::bearer("https://api.openai.com/v1"));
+    a.network = NetworkPolicy::Allow;
     a.output = OutputReader::Codex;
     // Codex prints nothing while a vendor that accepted the request never answers.
     a.idle_timeout_secs = Some(300);

@@ -34,7 +34,7 @@
 //! nothing is written into the workspace, so `ignore` stays empty.
 
 use super::env;
-use crate::domain::agents::{AgentSpec, OutputReader};
+use crate::domain::agents::{AgentSpec, KeyInjection, NetworkPolicy, OutputReader};
 
 /// `~/.gemini/settings.json`: API-key auth, no usage statistics, telemetry or updates, bounded
 /// retries (see the module docs).
@@ -67,6 +67,9 @@ pub(super) fn spec() -> AgentSpec {
     a.key_env = Some("GEMINI_API_KEY".into());
     a.key_aliases = vec!["GOOGLE_API_KEY".into()];
     a.base_url_env = Some("GOOGLE_GEMINI_BASE_URL".into());
+    // The key stays in the worker's proxy (network "allow": the vendor and nothing else).
+    a.key_injection = Some(KeyInjection::new("https://generativelanguage.googleapis.com", "x-goog-api-key", ""));
+    a.network = NetworkPolicy::Allow;
     a.env = env(&[("TMPDIR", "{home}")]);
     a.home_files.insert(".gemini/settings.json".into(), SETTINGS.into());
     a.output = OutputReader::Gemini;

@@ -28,7 +28,7 @@
 //! when no base URL is set), `.grok/settings.json` (model, MCP servers it starts) and
 //! `.grok/GROK.md` (instructions).
 
-use crate::domain::agents::{AgentSpec, OutputReader};
+use crate::domain::agents::{AgentSpec, KeyInjection, NetworkPolicy, OutputReader};
 
 pub(super) fn spec() -> AgentSpec {
     let mut a = AgentSpec::new("grok", &["grok", "--prompt={prompt}"]);
@@ -36,6 +36,9 @@ pub(super) fn spec() -> AgentSpec {
     a.key_env = Some("GROK_API_KEY".into());
     a.key_aliases = vec!["XAI_API_KEY".into()];
     a.base_url_env = Some("GROK_BASE_URL".into());
+    // The key stays in the worker's proxy (network "allow": the vendor and nothing else).
+    a.key_injection = Some(KeyInjection::bearer("https://api.x.ai/v1"));
+    a.network = NetworkPolicy::Allow;
     a.ignore = vec![".grok/settings.json".into()];
     a.output = OutputReader::Grok;
     a.idle_timeout_secs = None;
