@@ -29,6 +29,8 @@
 //! | `sandbox = "none"` on AWS | `--allow-unsandboxed[=BOOL]` / `OUTPOST_ALLOW_UNSANDBOXED` | off (refused) |
 //! | agents' uids (root worker) | `--agent-uids` / `OUTPOST_AGENT_UIDS` | `200000-200255` |
 //! | extra read-only / shared writable folders for agents | `--sandbox-ro`, `--sandbox-rw` / `OUTPOST_SANDBOX_RO`, `OUTPOST_SANDBOX_RW` (`:`-separated) | none |
+//! | further CAs the egress proxy trusts for vendor APIs (PEM) | `--egress-ca` / `OUTPOST_EGRESS_CA` | none (the webpki roots) |
+//! | fixed addresses of names for the egress proxy | `--egress-resolve NAME=IP` / `OUTPOST_EGRESS_RESOLVE` (`,`-separated) | none (DNS) |
 //!
 //! The log filter is `OUTPOST_LOG` (read by [`crate::telemetry::init_logs`]).
 
@@ -176,6 +178,19 @@ pub struct WorkerArgs {
         value_delimiter = ':'
     )]
     pub sandbox_rw: Vec<PathBuf>,
+    /// A PEM file of further CAs the runs' egress proxy trusts for vendor APIs (an operator's
+    /// TLS-inspecting gateway, a test stand-in); agents never see it.
+    #[arg(long, env = "OUTPOST_EGRESS_CA", value_name = "FILE")]
+    pub egress_ca: Option<PathBuf>,
+    /// A fixed address for a host name, used by the egress proxy instead of DNS (still checked
+    /// against the refused address classes); repeatable.
+    #[arg(
+        long = "egress-resolve",
+        env = "OUTPOST_EGRESS_RESOLVE",
+        value_name = "NAME=IP",
+        value_delimiter = ','
+    )]
+    pub egress_resolve: Vec<String>,
 }
 
 /// `json` or `text` logs.
@@ -219,6 +234,8 @@ pub struct SettingsFile {
     pub agent_uids: Option<String>,
     pub sandbox_ro: Option<Vec<PathBuf>>,
     pub sandbox_rw: Option<Vec<PathBuf>>,
+    pub egress_ca: Option<PathBuf>,
+    pub egress_resolve: Option<Vec<String>>,
 }
 
 impl SettingsFile {
@@ -272,6 +289,28 @@ pub struct Settings {
     pub agent_uids: (u32, u32),
     pub sandbox_ro: Vec<PathBuf>,
     pub sandbox_rw: Vec<PathBuf>,
+    /// Further CAs of the egress proxy (a PEM file), read by the worker at start.
+    pub egress_ca: Option<PathBuf>,
+    /// Fixed addresses of names for the egress proxy.
+    pub egress_resolve: Vec<(String, std::net::IpAddr)>,
+}
+
+/// Reads `NAME=IP` (a host name, an IPv4 or IPv6 address).
+pub fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} must be NAME=IP"))?;
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("{s:?}: NAME must be a host name"));
+    }
+    let ip = ip
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("{s:?}: {ip:?} is not an IP address"))?;
+    Ok((name, ip))
 }
 
 /// The uids of a root worker's agents by default: above every distribution's system and
@@ -414,6 +453,16 @@ impl Settings {
                 ));
             }
         }
+        let egress_ca = w.egress_ca.clone().or_else(|| file.egress_ca.clone());
+        let resolve = if w.egress_resolve.is_empty() {
+            file.egress_resolve.clone().unwrap_or_default()
+        } else {
+            w.egress_resolve.clone()
+        };
+        let egress_resolve = resolve
+            .iter()
+            .map(|r| parse_resolve(r).map_err(|e| invalid("--egress-resolve", e)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             backend,
             data_dir,
@@ -435,6 +484,8 @@ impl Settings {
             agent_uids,
             sandbox_ro,
             sandbox_rw,
+            egress_ca,
+            egress_resolve,
         })
     }
 
@@ -543,6 +594,28 @@ mod tests {
             .expect_err("relative")
             .to_string();
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn egress_settings_are_read_and_checked() {
+        let file: SettingsFile =
+            toml::from_str("egress_ca = \"/etc/ca.pem\"\negress_resolve = [\"Vendor.Test.=198.18.0.7\", \"v6.test=[::2]\"]\n")
+                .expect("file");
+        let s = resolve(SettingsArgs::default(), file).expect("file values");
+        assert_eq!(s.egress_ca, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            s.egress_resolve,
+            [
+                ("vendor.test".to_owned(), "198.18.0.7".parse().expect("ip")),
+                ("v6.test".to_owned(), "::2".parse().expect("ip"))
+            ]
+        );
+        for bad in ["vendor.test", "1.2.3.4=5.6.7.8", "vendor.test=nope"] {
+            let mut args = SettingsArgs::default();
+            args.worker.egress_resolve = vec![bad.to_owned()];
+            let err = resolve(args, SettingsFile::default()).expect_err(bad).to_string();
+            assert!(err.contains("--egress-resolve"), "{bad}: {err}");
+        }
     }
 
     #[test]
