@@ -11,7 +11,16 @@
 //!
 //! The command line (built by [`ConfineSpec::to_args`], read by [`ConfineSpec::parse`]):
 //! `outpost-confine [--cgroup FILE]… [--rlimit NAME=N]… [--ids UID:GID] [--landlock]
-//! [--ro PATH]… [--rw PATH]… [--net all|none|except:P,P…] [--scope] -- PROGRAM ARGS…`.
+//! [--ro PATH]… [--rw PATH]… [--net all|none|except:P,P…|only:P,P…] [--scope]
+//! [--relay 127.0.0.1:PORT=SOCKET] -- PROGRAM ARGS…`.
+//!
+//! `--relay` (a run with `network = "allow"` in its own network namespace): before Landlock,
+//! bind `127.0.0.1:PORT` in this (the sandbox's) network namespace and start a child
+//! (`outpost-confine --relay-serve SOCKET`, the listener as its stdin) that carries each
+//! connection to the Unix socket SOCKET, the run's egress proxy in the worker, bind-mounted into
+//! the sandbox. The relay is outside the agent's Landlock domain, so the agent can neither signal
+//! nor trace it; it ends with the sandbox's PID namespace. One thread per direction per
+//! connection, 64 KiB buffers: the agent's few HTTPS connections cost a few threads.
 //! Every failure prints one line `outpost-confine: …` on stderr and exits [`CONFINE_FAILED`]:
 //! nothing runs half-confined.
 
@@ -42,6 +51,8 @@ pub enum NetRule {
     None,
     /// Every port but these (the worker's own), for connect and bind.
     Except(Vec<u16>),
+    /// Connect to these ports only (the run's egress proxy), no bind.
+    Only(Vec<u16>),
 }
 
 /// What one `outpost-confine` call applies, in this order.
@@ -59,6 +70,9 @@ pub struct ConfineSpec {
     pub ignore_term: bool,
     /// The Landlock domain, if any.
     pub landlock: Option<LandlockSpec>,
+    /// A relay from a TCP address in the sandbox to a Unix socket (the run's egress proxy),
+    /// started before Landlock.
+    pub relay: Option<(std::net::SocketAddr, PathBuf)>,
     /// The program to exec and its arguments.
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -114,14 +128,18 @@ impl ConfineSpec {
             out.push(match &l.net {
                 NetRule::All => "all".into(),
                 NetRule::None => "none".into(),
-                NetRule::Except(ports) => {
-                    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                    format!("except:{}", list.join(",")).into()
-                }
+                NetRule::Except(ports) => format!("except:{}", port_list(ports)).into(),
+                NetRule::Only(ports) => format!("only:{}", port_list(ports)).into(),
             });
             if l.scope {
                 out.push("--scope".into());
             }
+        }
+        if let Some((addr, sock)) = &self.relay {
+            let mut v = OsString::from(format!("{addr}="));
+            v.push(sock);
+            out.push("--relay".into());
+            out.push(v);
         }
         out.push("--".into());
         out.push(self.program.clone());
@@ -166,6 +184,20 @@ impl ConfineSpec {
                     spec.ids = Some(parsed.ok_or_else(|| ParseError(format!("--ids {s:?} is not UID:GID")))?);
                 }
                 "--ignore-term" => spec.ignore_term = true,
+                "--relay" => {
+                    let v = value(&mut args, &flag)?;
+                    let (addr, sock) = v
+                        .as_bytes()
+                        .iter()
+                        .position(|b| *b == b'=')
+                        .map(|at| (&v.as_bytes()[..at], &v.as_bytes()[at + 1..]))
+                        .ok_or_else(|| ParseError("--relay is not ADDR=SOCKET".into()))?;
+                    let addr = std::str::from_utf8(addr)
+                        .ok()
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(|| ParseError("--relay: the address is not IP:PORT".into()))?;
+                    spec.relay = Some((addr, PathBuf::from(OsStr::from_bytes(sock))));
+                }
                 "--landlock" | "--landlock-basic" => {
                     landlock = Some(LandlockSpec {
                         basic: flag == "--landlock-basic",
@@ -223,6 +255,9 @@ impl ConfineSpec {
         }
         nix::sys::prctl::set_no_new_privs().map_err(|e| ParseError(format!("cannot set no_new_privs: {e}")))?;
         set_sigterm(self.ignore_term).map_err(|e| ParseError(format!("cannot set SIGTERM's disposition: {e}")))?;
+        if let Some((addr, sock)) = &self.relay {
+            start_relay(*addr, sock)?;
+        }
         if let Some(l) = &self.landlock {
             restrict(l)?;
         }
@@ -240,26 +275,89 @@ fn set_sigterm(ignore: bool) -> nix::Result<()> {
     unsafe { signal(Signal::SIGTERM, handler) }.map(|_| ())
 }
 
+fn port_list(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
 fn net_rule(v: &OsStr) -> Result<NetRule, ParseError> {
     let s = std::str::from_utf8(v.as_bytes()).unwrap_or_default();
+    let ports = |list: &str| {
+        list.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| ParseError(format!("--net: bad port {p:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
     match s {
         "all" => Ok(NetRule::All),
         "none" => Ok(NetRule::None),
         _ => {
-            let list = s
-                .strip_prefix("except:")
-                .ok_or_else(|| ParseError(format!("--net {s:?}: all, none or except:PORTS")))?;
-            let ports = list
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    p.parse::<u16>()
-                        .map_err(|_| ParseError(format!("--net: bad port {p:?}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(NetRule::Except(ports))
+            if let Some(list) = s.strip_prefix("except:") {
+                Ok(NetRule::Except(ports(list)?))
+            } else if let Some(list) = s.strip_prefix("only:") {
+                Ok(NetRule::Only(ports(list)?))
+            } else {
+                Err(ParseError(format!("--net {s:?}: all, none, except:PORTS or only:PORTS")))
+            }
         }
     }
+}
+
+/// Binds `addr` here and starts the relay child with the listener as its stdin (see the module
+/// docs); returns once the listener is bound, so the agent's first connection finds it.
+fn start_relay(addr: std::net::SocketAddr, sock: &std::path::Path) -> Result<(), ParseError> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| ParseError(format!("relay: cannot listen on {addr}: {e}")))?;
+    let me = std::env::current_exe().map_err(|e| ParseError(format!("relay: cannot find myself: {e}")))?;
+    let mut cmd = std::process::Command::new(me);
+    // A binary serving as outpost-confine through its first argument (`__confine`) keeps it.
+    if let Some(first) = std::env::args_os().nth(1).filter(|a| a.as_bytes().starts_with(b"__")) {
+        cmd.arg(first);
+    }
+    cmd.arg("--relay-serve")
+        .arg(sock)
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(listener)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| ParseError(format!("relay: cannot start: {e}")))?;
+    Ok(())
+}
+
+/// The relay child: accepts on the listener it got as stdin, carries each connection to `sock`.
+/// Runs until its listener fails (the sandbox ends it with its PID namespace).
+fn relay_serve(sock: &std::path::Path) -> i32 {
+    use std::os::fd::AsFd;
+    let listener = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::net::TcpListener::from(fd),
+        Err(_) => return CONFINE_FAILED,
+    };
+    for conn in listener.incoming() {
+        let Ok(client) = conn else {
+            continue;
+        };
+        let sock = sock.to_path_buf();
+        std::thread::spawn(move || {
+            let Ok(upstream) = std::os::unix::net::UnixStream::connect(&sock) else {
+                return;
+            };
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+                return;
+            };
+            let up = std::thread::spawn(move || {
+                let mut client = client;
+                let mut upstream = upstream;
+                let _ = std::io::copy(&mut client, &mut upstream);
+                let _ = upstream.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut u2, &mut c2);
+            let _ = c2.shutdown(std::net::Shutdown::Write);
+            let _ = up.join();
+        });
+    }
+    0
 }
 
 fn resource(name: &str) -> Result<Resource, ParseError> {
@@ -309,6 +407,13 @@ fn restrict(l: &LandlockSpec) -> Result<(), ParseError> {
                 .map_err(fail)?;
         }
     }
+    if let NetRule::Only(allowed) = &l.net {
+        for port in allowed {
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(fail)?;
+        }
+    }
     let status = created.restrict_self().map_err(fail)?;
     match status.ruleset {
         RulesetStatus::FullyEnforced => Ok(()),
@@ -323,6 +428,13 @@ fn restrict(l: &LandlockSpec) -> Result<(), ParseError> {
 /// the basic try runs in a child); anything else is a [`ConfineSpec`].
 pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
     let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == "--relay-serve") {
+        args.next();
+        return match args.next() {
+            Some(sock) => relay_serve(std::path::Path::new(&sock)),
+            None => CONFINE_FAILED,
+        };
+    }
     if args.peek().is_some_and(|a| a == "--probe") || args.peek().is_some_and(|a| a == "--probe-basic") {
         let basic = args.peek().is_some_and(|a| a == "--probe-basic");
         let l = LandlockSpec {
@@ -369,6 +481,7 @@ mod tests {
                 net: NetRule::Except(vec![8080, 5432]),
                 scope: true,
             }),
+            relay: Some(("127.0.0.1:3128".parse().expect("addr"), "/tmp/p=q.sock".into())),
             program: "/usr/bin/env".into(),
             args: vec!["--".into(), "-x".into()],
         };
@@ -392,5 +505,11 @@ mod tests {
         assert!(parse(&["--landlock", "--net", "except:99999", "--", "x"])
             .expect_err("an error")
             .contains("bad port"));
+        assert!(parse(&["--relay", "localhost:1=/s", "--", "x"])
+            .expect_err("an error")
+            .contains("IP:PORT"));
+        let only = ConfineSpec::parse(["--landlock", "--net", "only:3128", "--", "x"].map(OsString::from))
+            .expect("only");
+        assert_eq!(only.landlock.map(|l| l.net), Some(NetRule::Only(vec![3128])));
     }
 }
