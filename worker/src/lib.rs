@@ -18,6 +18,7 @@ pub mod artifacts;
 pub mod config;
 pub mod dead_letters;
 pub mod dirpool;
+pub mod egress;
 pub mod error;
 pub mod executor;
 pub mod identity;
