@@ -35,6 +35,10 @@ pub struct WorkerConfig {
     pub presence_interval: Duration,
     /// The agents' sandbox (see [`crate::sandbox`]).
     pub sandbox: SandboxConfig,
+    /// A PEM file of further CAs the runs' egress proxy trusts for vendor APIs.
+    pub egress_ca: Option<PathBuf>,
+    /// Fixed addresses of host names for the egress proxy (instead of DNS).
+    pub egress_resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 impl WorkerConfig {
@@ -88,8 +92,25 @@ impl WorkerConfig {
             kill_grace: settings.kill_grace,
             drain_timeout: settings.drain,
             sandbox,
+            egress_ca: settings.egress_ca.clone(),
+            egress_resolve: settings.egress_resolve.clone(),
             ..Self::new(work_dir)
         }
+    }
+
+    /// The egress proxy's settings (reads the CA file).
+    pub fn egress(&self) -> Result<crate::egress::EgressConfig, String> {
+        let upstream_ca_pem = match &self.egress_ca {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| format!("cannot read --egress-ca {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(crate::egress::EgressConfig {
+            upstream_ca_pem,
+            resolve: self.egress_resolve.clone(),
+            ..crate::egress::EgressConfig::default()
+        })
     }
 
     /// Interval between heartbeats: a third of the lease (at least 10 ms).
@@ -112,6 +133,8 @@ impl Default for WorkerConfig {
             secrets_ttl: crate::tenant_secrets::DEFAULT_TTL,
             presence_interval: crate::presence::REPORT_INTERVAL,
             sandbox: SandboxConfig::default(),
+            egress_ca: None,
+            egress_resolve: Vec::new(),
         }
     }
 }

@@ -65,13 +65,17 @@ impl Worker {
         config: WorkerConfig,
     ) -> Self {
         let secrets = TenantSecrets::new(Arc::clone(&backend.secrets), config.secrets_ttl);
+        let egress = config
+            .egress()
+            .and_then(|c| crate::egress::Egress::new(c).map_err(|e| e.to_string()));
         let pipeline = RunPipeline::new(
             Arc::clone(&backend.artifacts),
             agents,
             executor,
             PipelineConfig::new(config.work_dir.clone()),
         )
-        .with_tenant_secrets(Arc::new(secrets));
+        .with_tenant_secrets(Arc::new(secrets))
+        .with_egress_result(egress.map(Arc::new));
         Self {
             id: WorkerId::generate(),
             backend,
@@ -97,6 +101,9 @@ impl Worker {
         }
         if cfg.max_attempts == 0 {
             return Err(WorkerError::Config("max_attempts must be at least 1".into()));
+        }
+        if let Err(why) = self.pipeline.egress_ready() {
+            return Err(WorkerError::Config(format!("the egress proxy: {why}")));
         }
         std::fs::create_dir_all(&cfg.work_dir).map_err(|source| WorkerError::WorkDir {
             path: cfg.work_dir.clone(),

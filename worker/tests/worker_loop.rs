@@ -58,6 +58,8 @@ impl Env {
                 extra_rw: vec![self.path("")],
                 ..SandboxConfig::default()
             },
+            egress_ca: None,
+            egress_resolve: Vec::new(),
         }
     }
 

@@ -299,7 +299,9 @@ fn net_rule(v: &OsStr) -> Result<NetRule, ParseError> {
             } else if let Some(list) = s.strip_prefix("only:") {
                 Ok(NetRule::Only(ports(list)?))
             } else {
-                Err(ParseError(format!("--net {s:?}: all, none, except:PORTS or only:PORTS")))
+                Err(ParseError(format!(
+                    "--net {s:?}: all, none, except:PORTS or only:PORTS"
+                )))
             }
         }
     }
@@ -308,8 +310,8 @@ fn net_rule(v: &OsStr) -> Result<NetRule, ParseError> {
 /// Binds `addr` here and starts the relay child with the listener as its stdin (see the module
 /// docs); returns once the listener is bound, so the agent's first connection finds it.
 fn start_relay(addr: std::net::SocketAddr, sock: &std::path::Path) -> Result<(), ParseError> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| ParseError(format!("relay: cannot listen on {addr}: {e}")))?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| ParseError(format!("relay: cannot listen on {addr}: {e}")))?;
     let me = std::env::current_exe().map_err(|e| ParseError(format!("relay: cannot find myself: {e}")))?;
     let mut cmd = std::process::Command::new(me);
     // A binary serving as outpost-confine through its first argument (`__confine`) keeps it.
@@ -508,8 +510,8 @@ mod tests {
         assert!(parse(&["--relay", "localhost:1=/s", "--", "x"])
             .expect_err("an error")
             .contains("IP:PORT"));
-        let only = ConfineSpec::parse(["--landlock", "--net", "only:3128", "--", "x"].map(OsString::from))
-            .expect("only");
+        let only =
+            ConfineSpec::parse(["--landlock", "--net", "only:3128", "--", "x"].map(OsString::from)).expect("only");
         assert_eq!(only.landlock.map(|l| l.net), Some(NetRule::Only(vec![3128])));
     }
 }

@@ -160,6 +160,9 @@ pub struct AgentJob<'a> {
     pub user: Option<AgentUser>,
     /// The entry's sandbox, network and limits.
     pub sandbox: SandboxAsk,
+    /// Where the run's egress proxy listens (`network = "allow"`), for the sandbox to route the
+    /// agent to it and nowhere else.
+    pub egress: Option<&'a crate::sandbox::EgressPort>,
 }
 
 /// How an agent that ran ended. Exit codes of a death by signal are 128 + the signal, as shells

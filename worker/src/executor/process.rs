@@ -129,6 +129,7 @@ impl Executor for ProcessExecutor {
             program: &resolved,
             args: job.args,
             run_name: job.run.id.as_str(),
+            egress: job.egress,
         };
         let mut plan = match self.sandbox.plan(&request) {
             Ok(p) => p,

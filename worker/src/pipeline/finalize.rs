@@ -159,6 +159,7 @@ pub(crate) async fn finalize(
         notes,
         agent_report: outcome.report.capped(),
         sandbox: a.sandbox.clone(),
+        egress: a.egress.clone(),
     };
     let summary_path = dirs.side_file(SUMMARY_JSON);
     let summary_ok = match serde_json::to_vec_pretty(&summary) {

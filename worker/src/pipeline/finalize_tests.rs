@@ -150,6 +150,7 @@ fn summary_json_keeps_its_shape() {
         notes: vec!["a note".into()],
         agent_report: AgentReport::default(),
         sandbox: None,
+        egress: None,
     };
     let json = String::from_utf8(serde_json::to_vec_pretty(&summary).expect("json")).expect("utf8");
     assert_eq!(

@@ -9,7 +9,9 @@
 //!    `{work_dir}/{run_id}/` given to it (a pooled empty tree for runs without a repository,
 //!    [`crate::dirpool`]), the private output spool, the tenant's
 //!    secrets (cached, [`crate::tenant_secrets`]) and the values to scrub, the clone of the
-//!    repository and its base commit, the agent's HOME files and its environment. Without a
+//!    repository and its base commit, the agent's HOME files, the run's egress proxy
+//!    ([`crate::egress`], closed after step 3; its refusals become notes and its counts go to
+//!    `summary.json`) and the agent's environment. Without a
 //!    repository this is a handful of syscalls; a clone costs what git costs, within the run's
 //!    timeout.
 //! 3. **Run the agent** ([`Executor::run`]): start it confined ([`crate::sandbox`]), supervise
@@ -36,6 +38,7 @@ mod prepare;
 
 use crate::artifacts::Limits;
 use crate::dirpool::DirPool;
+use crate::egress::{Egress, EgressConfig};
 use crate::executor::{stop_channel, AgentExit, AgentJob, Ended, Executor, Limit, Stop, StopSignal};
 use crate::lease;
 use crate::output::{LiveLog, PumpReport};
@@ -144,6 +147,8 @@ pub struct RunPipeline {
     env: EnvLookup,
     /// The tenants' own secrets, given to their agents; `None` gives agents only `env`'s values.
     tenant_secrets: Option<Arc<TenantSecrets>>,
+    /// The runs' egress proxies (made on first use with the default settings unless given).
+    egress: std::sync::OnceLock<Result<Arc<Egress>, String>>,
 }
 
 impl RunPipeline {
@@ -170,7 +175,37 @@ impl RunPipeline {
             pool,
             env: Arc::new(|name: &str| std::env::var_os(name)),
             tenant_secrets: None,
+            egress: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Runs' egress proxies go through `egress` (its upstream CAs and fixed addresses).
+    pub fn with_egress(self, egress: Arc<Egress>) -> Self {
+        self.with_egress_result(Ok(egress))
+    }
+
+    /// Like [`with_egress`](Self::with_egress), or why the configured one could not be made
+    /// (runs that need a proxy then fail, and [`egress_ready`](Self::egress_ready) says why).
+    pub fn with_egress_result(self, egress: Result<Arc<Egress>, String>) -> Self {
+        let _ = self.egress.set(egress);
+        self
+    }
+
+    /// `Ok` when runs' egress proxies can be opened.
+    pub fn egress_ready(&self) -> Result<(), String> {
+        self.egress().map(|_| ()).map_err(str::to_owned)
+    }
+
+    /// The egress proxy service, made with the defaults on first use.
+    fn egress(&self) -> Result<&Arc<Egress>, &str> {
+        self.egress
+            .get_or_init(|| {
+                Egress::new(EgressConfig::default())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// Gives each run's agent its tenant's secrets as environment variables (see
@@ -249,7 +284,7 @@ impl RunPipeline {
         user: Option<identity::AgentUser>,
     ) -> Execution {
         // 2. ...then the spool, secrets, clone, HOME and environment.
-        let (mut attempt, launch) = match self.prepare(run, dirs, stop, user).await {
+        let (mut attempt, mut launch) = match self.prepare(run, dirs, stop, user).await {
             prepare::Prepared::Ready(attempt, launch) => (attempt, launch),
             prepare::Prepared::Ended(attempt, outcome) => return self.finalize(attempt, outcome).await,
             prepare::Prepared::Abandoned => return Execution::Abandoned,
@@ -278,8 +313,17 @@ impl RunPipeline {
             idle: launch.idle_secs.map(|s| std::time::Duration::from_secs(u64::from(s))),
             user,
             sandbox: launch.sandbox,
+            egress: launch.egress.as_ref().map(|e| &e.port),
         };
         let exit = self.executor.run(job, stop).await;
+        // The agent is gone: close its proxy, its refusals become notes.
+        if let Some(open) = launch.egress.take() {
+            let report = open.proxy.close().await;
+            for line in &report.refusals {
+                attempt.notes.push(line);
+            }
+            attempt.egress = Some(report.record);
+        }
         // 4. Finalize: how it ended, then the artifacts.
         let Some(outcome) = outcome_of(exit, &launch, &mut attempt).await else {
             tracing::info!("agent stopped: run abandoned");
@@ -303,6 +347,8 @@ struct Launch {
     idle_secs: Option<u32>,
     output_reader: outpost_core::domain::OutputReader,
     sandbox: crate::executor::SandboxAsk,
+    /// The run's egress proxy, open while the agent runs.
+    egress: Option<prepare::OpenProxy>,
 }
 
 /// The state of one attempt of a run on its way to [`finalize`].
@@ -322,6 +368,8 @@ pub(crate) struct Attempt<'a> {
     pub ignore: Vec<String>,
     /// How the agent was confined (once it started).
     pub sandbox: Option<outpost_core::domain::SandboxRecord>,
+    /// What went through the run's egress proxy (once it closed).
+    pub egress: Option<outpost_core::domain::EgressRecord>,
 }
 
 /// Messages of the worker about a run, scrubbed, for output.log and summary.json.

@@ -8,19 +8,24 @@
 //! repository URL), the run's timeout (it counts from here, so a slow clone eats into it), the
 //! clone of the repository (hardened git, with the tenant's `GIT_TOKEN` as a header, within
 //! the timeout and stopped by a cancel) and its base commit, `ws/outpost-artifacts/`, the
-//! workspace and HOME given to the agents' user, the entry's HOME files, the command line and
+//! workspace and HOME given to the agents' user, the entry's HOME files, the run's egress proxy
+//! ([`crate::egress`]: for `network = "allow"`, and for an entry whose key the proxy holds, which
+//! then gets a per-run placeholder as its key and the proxy as its base URL), the command line and
 //! the agent's whole environment. Each failure is recorded as a note and ends the run with
-//! `workspace_failed`, `unknown_agent` or `spawn_failed` (nothing is started); a failing spool
-//! ends it with nothing stored.
+//! `workspace_failed`, `unknown_agent`, `sandbox_unavailable` (no proxy) or `spawn_failed`
+//! (nothing is started); a failing spool ends it with nothing stored. Opening a proxy costs two
+//! listening sockets and one task; the pipeline closes it when the agent is over.
 
 use super::{Attempt, Launch, Notes, RunPipeline};
+use crate::egress::{Injection, Listen, RunProxy, RunProxySpec};
 use crate::executor::{AgentEnv, Stop, StopSignal};
 use crate::identity::AgentUser;
+use crate::sandbox::EgressPort;
 use crate::scrub::Secrets;
 use crate::tenant_secrets::SecretSet;
 use crate::workspace::{self, RunDirs};
 use outpost_core::domain::agents::env_name_valid;
-use outpost_core::domain::{AgentSpec, FailureReason, Outcome, Run};
+use outpost_core::domain::{AgentSpec, FailureReason, NetworkPolicy, Outcome, Run};
 use outpost_core::ports::SecretName;
 use secrecy::{ExposeSecret, SecretString};
 use std::ffi::OsString;
@@ -82,6 +87,7 @@ impl RunPipeline {
             started,
             ignore: agent.map(|a| a.ignore.clone()).unwrap_or_default(),
             sandbox: None,
+            egress: None,
         };
         if let Some(e) = tenant_env_error {
             // Running without the tenant's own keys could bill the operator's instead: fail.
@@ -152,6 +158,51 @@ impl RunPipeline {
             return Prepared::Ended(a, Outcome::failed(FailureReason::WorkspaceFailed, None));
         }
 
+        // The egress proxy: the only way out of `allow`, and the keeper of an injected key.
+        let injected = agent.key_injection.is_some() && key.is_some();
+        if agent.key_injection.is_some() && key.is_none() {
+            a.notes.push(format!(
+                "no vendor key for agent {:?}: the tenant has no secret {} (and the worker's environment none)",
+                agent.name,
+                agent.key_names().collect::<Vec<_>>().join(" or ")
+            ));
+        }
+        let wants_proxy = match agent.network {
+            NetworkPolicy::Allow => true,
+            NetworkPolicy::Open => injected,
+            NetworkPolicy::None => false,
+        };
+        let placeholder = injected.then(Injection::new_placeholder);
+        let mut egress = None;
+        if wants_proxy {
+            match self
+                .open_proxy(agent, dirs, user, key.as_ref(), placeholder.as_deref())
+                .await
+            {
+                Ok(open) => egress = Some(open),
+                Err(why) => {
+                    a.notes.push(format!("cannot start the run's egress proxy: {why}"));
+                    return Prepared::Ended(a, Outcome::failed(FailureReason::SandboxUnavailable, None));
+                }
+            }
+        }
+        // With the key in the proxy, the agent's base URL is the proxy (the vendor's path kept).
+        let agent: std::borrow::Cow<'_, AgentSpec> = match (&egress, injected, agent.injection_upstream()) {
+            (Some(open), true, Some(upstream)) => {
+                let mut spec = agent.clone();
+                spec.base_url = Some(agent_base_url(open.port.port, upstream));
+                std::borrow::Cow::Owned(spec)
+            }
+            _ => std::borrow::Cow::Borrowed(agent),
+        };
+        let agent = agent.as_ref();
+        let given_key = match &placeholder {
+            Some(p) => Some(OsString::from(p)),
+            // No network: no proxy, and a key-injecting agent gets no key at all.
+            None if agent.key_injection.is_some() => None,
+            None => key.clone(),
+        };
+
         // The command line and the environment.
         let mut argv = agent.argv_for(&run.task, run.id.as_str(), run.repo.is_some());
         if argv.is_empty() {
@@ -162,15 +213,114 @@ impl RunPipeline {
         let launch = Launch {
             program,
             args: argv,
-            env: agent_env(agent, run, dirs, &self.env, &tenant_env, key.as_ref()),
+            env: {
+                let mut env = agent_env(agent, run, dirs, &self.env, &tenant_env, given_key.as_ref());
+                if let (Some(open), NetworkPolicy::Allow) = (&egress, agent.network) {
+                    proxy_env(&mut env, open.port.port);
+                }
+                env
+            },
             deadline,
             timeout_secs,
             idle_secs,
             output_reader: agent.output,
             sandbox: crate::executor::SandboxAsk::of(agent),
+            egress,
         };
         Prepared::Ready(a, launch)
     }
+
+    /// Opens the run's egress proxy: on the worker's loopback, and for `allow` also on a Unix
+    /// socket in the run's root (owned by the run's uid) that a network namespace reaches
+    /// through its relay.
+    async fn open_proxy(
+        &self,
+        agent: &AgentSpec,
+        dirs: &RunDirs,
+        user: Option<AgentUser>,
+        key: Option<&OsString>,
+        placeholder: Option<&str>,
+    ) -> Result<OpenProxy, String> {
+        let service = self.egress().map_err(str::to_owned)?;
+        let inject = match (placeholder, key, &agent.key_injection, agent.injection_upstream()) {
+            (Some(placeholder), Some(key), Some(k), Some(upstream)) => Some(Injection {
+                upstream: upstream
+                    .parse()
+                    .map_err(|e| format!("the vendor URL {upstream:?} is not a URL: {e}"))?,
+                header: k.header.clone(),
+                prefix: k.prefix.clone(),
+                real_key: SecretString::from(key.to_string_lossy().into_owned()),
+                placeholder: placeholder.to_owned(),
+            }),
+            _ => None,
+        };
+        let socket = dirs.root.join(EGRESS_SOCKET);
+        let mut listen = vec![Listen::Loopback];
+        let allow = agent.network == NetworkPolicy::Allow;
+        if allow {
+            listen.push(Listen::Unix {
+                path: socket.clone(),
+                owner: user.map(|u| (u.uid, u.gid)),
+            });
+        }
+        let proxy = service
+            .open(RunProxySpec {
+                listen,
+                allow: if allow { agent.allow_hosts.clone() } else { Vec::new() },
+                inject,
+                refuse_addrs: Vec::new(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let port = proxy
+            .local_addr()
+            .map(|a| a.port())
+            .ok_or_else(|| "the proxy has no loopback port".to_owned())?;
+        Ok(OpenProxy {
+            proxy,
+            port: EgressPort { port, socket },
+        })
+    }
+}
+
+/// A run's open egress proxy and where the sandbox finds it.
+pub(super) struct OpenProxy {
+    pub proxy: RunProxy,
+    pub port: EgressPort,
+}
+
+/// The run's egress socket in its root folder.
+const EGRESS_SOCKET: &str = "egress.sock";
+
+/// The base URL an agent whose key the proxy holds is given: the proxy's loopback origin with the
+/// vendor URL's path (`https://api.openai.com/v1` → `http://127.0.0.1:PORT/v1`).
+fn agent_base_url(port: u16, upstream: &str) -> String {
+    let path = upstream
+        .parse::<url::Url>()
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+/// The variables that send an agent's HTTP(S) clients through its proxy (`network = "allow"`);
+/// the proxy's own loopback address is reached directly (an injected base URL).
+fn proxy_env(env: &mut AgentEnv, port: u16) {
+    let url = format!("http://127.0.0.1:{port}");
+    for name in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.set(name, &url);
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.set(name, "127.0.0.1,localhost");
+    }
+    // Node's own fetch honours the variables above only with this (Node 24+).
+    env.set("NODE_USE_ENV_PROXY", "1");
 }
 
 /// Writes the entry's `home_files` into the run's HOME (owned by the agent's user).
@@ -195,7 +345,9 @@ fn write_home_files(agent: &AgentSpec, dirs: &RunDirs, user: Option<AgentUser>) 
 /// The agent's whole environment, later entries winning: its `pass_env` variables from the
 /// worker, the tenant's secrets (which win over the worker's values), its key as `key_env`, the
 /// entry's fixed variables, then HOME, LANG, TERM, `OUTPOST_RUN_ID` and `OUTPOST_ARTIFACTS_DIR`.
-/// Invalid names are left out. PATH is the executor's.
+/// Invalid names are left out. PATH is the executor's. Never given: the tenant's `GIT_TOKEN`
+/// (the worker clones, the API pushes) and, for an entry whose key the proxy holds, any
+/// variable under one of its key's names (`key` is then the placeholder).
 fn agent_env(
     agent: &AgentSpec,
     run: &Run,
@@ -205,12 +357,16 @@ fn agent_env(
     key: Option<&OsString>,
 ) -> AgentEnv {
     let mut env = AgentEnv::default();
-    for name in agent.pass_env.iter().filter(|n| env_name_valid(n)) {
+    let held = |name: &str| {
+        name == outpost_git::promote::GIT_TOKEN_SECRET
+            || (agent.key_injection.is_some() && agent.key_names().any(|k| k == name))
+    };
+    for name in agent.pass_env.iter().filter(|n| env_name_valid(n) && !held(n)) {
         if let Some(v) = lookup(name) {
             env.set(name.as_str(), v);
         }
     }
-    for (name, value) in tenant {
+    for (name, value) in tenant.iter().filter(|(n, _)| !held(n.as_str())) {
         env.set(name.as_str(), value.expose_secret());
     }
     if let Some(var) = agent.key_env.as_deref().filter(|n| env_name_valid(n)) {

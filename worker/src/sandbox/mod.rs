@@ -136,7 +136,24 @@ pub struct Request<'a> {
     pub args: &'a [String],
     /// Names the run's cgroup.
     pub run_name: &'a str,
+    /// The run's egress proxy (`network = "allow"`).
+    pub egress: Option<&'a EgressPort>,
 }
+
+/// Where a run's egress proxy listens, for the sandbox of a run with `network = "allow"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPort {
+    /// Its port on the worker's loopback, which a sandbox without a network namespace may
+    /// connect to (and no other); inside a network namespace the relay listens on the same port,
+    /// so the agent's proxy address is `127.0.0.1:{port}` either way.
+    pub port: u16,
+    /// Its Unix socket, bind-mounted into a network namespace at [`SANDBOX_EGRESS_SOCKET`].
+    pub socket: PathBuf,
+}
+
+/// Where the run's egress socket appears inside bubblewrap (under its private `/tmp`; a mount
+/// point, so the agent cannot remove it).
+pub const SANDBOX_EGRESS_SOCKET: &str = "/tmp/.outpost-egress.sock";
 
 /// One run's confinement, ready to spawn.
 #[derive(Debug)]
@@ -304,10 +321,24 @@ impl Sandbox {
             }
             None => format!("identity: the worker's own user (uid {})", nix::unistd::geteuid()),
         });
+        let egress = match (req.network, req.egress) {
+            (NetworkPolicy::Allow, None) => {
+                return Err(
+                    "network = \"allow\" needs the run's egress proxy, which this worker has not started".to_owned(),
+                )
+            }
+            (NetworkPolicy::Allow, Some(e)) => Some(e),
+            _ => None,
+        };
         if mode == SandboxMode::None {
             record
                 .not_enforced
                 .push("namespaces, landlock and limits: sandbox = \"none\"".to_owned());
+            if egress.is_some() {
+                record.not_enforced.push(
+                    "network allow: the proxy is only in the agent's environment (sandbox = \"none\")".to_owned(),
+                );
+            }
             // Only the uid change, through outpost-confine (without it the executor uses setpriv).
             let uid_change = req.user.and_then(|u| {
                 self.confine_cmd(&ConfineSpec {
@@ -385,8 +416,10 @@ impl Sandbox {
         }
 
         let net_rule = match (req.network, use_ns) {
-            (NetworkPolicy::None, true) => NetRule::All,
+            // An own network namespace: loopback only (and, for allow, the relay on it).
+            (NetworkPolicy::None | NetworkPolicy::Allow, true) => NetRule::All,
             (NetworkPolicy::None, false) => NetRule::None,
+            (NetworkPolicy::Allow, false) => NetRule::Only(egress.map(|e| e.port).into_iter().collect()),
             (NetworkPolicy::Open, _) if self.config.protected_ports.is_empty() => NetRule::All,
             // A root worker's firewall refuses the worker's ports by address; without it,
             // Landlock refuses them on every address (one rule per other port: ~0.1 s a run).
@@ -409,6 +442,21 @@ impl Sandbox {
                 record
                     .not_enforced
                     .push("network none: UDP is not restricted without a network namespace".to_owned());
+            }
+            NetworkPolicy::Allow if use_ns => record.layers.push(
+                "network: allow (own network namespace; only the run's egress proxy, through a relay)".to_owned(),
+            ),
+            NetworkPolicy::Allow if !full => record.not_enforced.push(
+                "network allow: neither a network namespace nor Landlock TCP rules here (the proxy is only in the agent's environment)"
+                    .to_owned(),
+            ),
+            NetworkPolicy::Allow => {
+                record
+                    .layers
+                    .push("network: allow (Landlock: TCP only to the run's egress proxy)".to_owned());
+                record
+                    .not_enforced
+                    .push("network allow: UDP (DNS) is not restricted without a network namespace".to_owned());
             }
             NetworkPolicy::Open => {
                 if let NetRule::Except(ports) = &net_rule {
@@ -476,7 +524,7 @@ impl Sandbox {
         let (program, args) = if let Some(bwrap) = bwrap {
             record.layers.push(format!(
                 "namespaces: user, mount, pid, ipc, uts{}",
-                if req.network == NetworkPolicy::None {
+                if req.network != NetworkPolicy::Open {
                     ", net"
                 } else {
                     ""
@@ -486,9 +534,16 @@ impl Sandbox {
             if req.user.is_none() {
                 inner_limits.push(nproc);
             }
+            let relay = egress.map(|e| {
+                (
+                    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, e.port)),
+                    PathBuf::from(SANDBOX_EGRESS_SOCKET),
+                )
+            });
             let (inner, inner_args) = self.confine_cmd(&ConfineSpec {
                 rlimits: inner_limits,
                 landlock: Some(landlock),
+                relay,
                 program: req.program.as_os_str().to_os_string(),
                 args: req.args.iter().map(OsString::from).collect(),
                 ..Default::default()
@@ -643,7 +698,7 @@ fn bwrap_args(req: &Request<'_>, view: &View, confine: &Path) -> Vec<OsString> {
         "outpost-sandbox".as_ref(),
         "--die-with-parent".as_ref(),
     ]);
-    if req.network == NetworkPolicy::None {
+    if req.network != NetworkPolicy::Open {
         push(&["--unshare-net".as_ref()]);
     }
     // The private /proc, /dev and /tmp first: what the view binds below (an agent program copied
@@ -686,6 +741,9 @@ fn bwrap_args(req: &Request<'_>, view: &View, confine: &Path) -> Vec<OsString> {
         "--chdir".as_ref(),
         req.ws.as_os_str(),
     ]);
+    if let Some(e) = req.egress.filter(|_| req.network == NetworkPolicy::Allow) {
+        push(&["--bind".as_ref(), e.socket.as_os_str(), SANDBOX_EGRESS_SOCKET.as_ref()]);
+    }
     a
 }
 
@@ -936,6 +994,15 @@ mod tests {
     }
 
     fn plan(sb: &Sandbox, mode: Option<SandboxMode>, network: NetworkPolicy) -> Result<Plan, String> {
+        plan_with(sb, mode, network, None)
+    }
+
+    fn plan_with(
+        sb: &Sandbox,
+        mode: Option<SandboxMode>,
+        network: NetworkPolicy,
+        egress: Option<&EgressPort>,
+    ) -> Result<Plan, String> {
         let dir = std::env::temp_dir();
         sb.plan(&Request {
             mode,
@@ -948,7 +1015,47 @@ mod tests {
             program: Path::new("/bin/sh"),
             args: &["-c".to_owned(), "true".to_owned()],
             run_name: "run_x",
+            egress,
         })
+    }
+
+    #[test]
+    fn allow_routes_the_agent_to_its_proxy_only() {
+        let sb = with_support(SandboxConfig::default(), true, Some(true));
+        let err = plan(&sb, None, NetworkPolicy::Allow).expect_err("no proxy");
+        assert!(err.contains("egress proxy"), "{err}");
+        let port = EgressPort {
+            port: 41234,
+            socket: "/w/run_x/egress.sock".into(),
+        };
+        let strings = |p: &Plan| {
+            p.args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        // Strict: an own network namespace, the socket bound in, the relay inside on the same port.
+        let strict = plan_with(&sb, None, NetworkPolicy::Allow, Some(&port)).expect("strict");
+        let args = strings(&strict);
+        assert!(args.contains(&"--unshare-net".to_owned()), "{args:?}");
+        assert!(
+            args.windows(3)
+                .any(|w| w == ["--bind", "/w/run_x/egress.sock", SANDBOX_EGRESS_SOCKET]),
+            "{args:?}"
+        );
+        let relay = format!("127.0.0.1:41234={SANDBOX_EGRESS_SOCKET}");
+        assert!(args.windows(2).any(|w| w == ["--relay", relay.as_str()]), "{args:?}");
+        assert!(strict.record.layers.iter().any(|l| l.starts_with("network: allow")));
+        // Standard: no namespace; Landlock lets TCP reach the proxy's port only.
+        let std_plan =
+            plan_with(&sb, Some(SandboxMode::Standard), NetworkPolicy::Allow, Some(&port)).expect("standard");
+        let args = strings(&std_plan);
+        assert!(args.windows(2).any(|w| w == ["--net", "only:41234"]), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--relay"));
+        assert!(std_plan.record.not_enforced.iter().any(|l| l.contains("UDP")));
+        // None: only the environment points at the proxy, and the record says so.
+        let none = plan_with(&sb, Some(SandboxMode::None), NetworkPolicy::Allow, Some(&port)).expect("none");
+        assert!(none.record.not_enforced.iter().any(|l| l.starts_with("network allow")));
     }
 
     #[test]
