@@ -297,9 +297,7 @@ pub struct Settings {
 
 /// Reads `NAME=IP` (a host name, an IPv4 or IPv6 address).
 pub fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
-    let (name, ip) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} must be NAME=IP"))?;
+    let (name, ip) = s.split_once('=').ok_or_else(|| format!("{s:?} must be NAME=IP"))?;
     let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
     if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
         return Err(format!("{s:?}: NAME must be a host name"));
@@ -598,9 +596,10 @@ mod tests {
 
     #[test]
     fn egress_settings_are_read_and_checked() {
-        let file: SettingsFile =
-            toml::from_str("egress_ca = \"/etc/ca.pem\"\negress_resolve = [\"Vendor.Test.=198.18.0.7\", \"v6.test=[::2]\"]\n")
-                .expect("file");
+        let file: SettingsFile = toml::from_str(
+            "egress_ca = \"/etc/ca.pem\"\negress_resolve = [\"Vendor.Test.=198.18.0.7\", \"v6.test=[::2]\"]\n",
+        )
+        .expect("file");
         let s = resolve(SettingsArgs::default(), file).expect("file values");
         assert_eq!(s.egress_ca, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(

@@ -9,7 +9,10 @@ pub mod run;
 pub mod run_files;
 pub mod validation;
 
-pub use agents::{AgentRegistry, AgentSpec, AgentsFileError, HostRule, KeyInjection, NetworkPolicy, OutputReader, RunLimits, SandboxMode};
+pub use agents::{
+    AgentRegistry, AgentSpec, AgentsFileError, HostRule, KeyInjection, NetworkPolicy, OutputReader, RunLimits,
+    SandboxMode,
+};
 pub use claim::{decide_claim, ClaimDecision};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
 pub use report::{AgentReport, Usage};

@@ -32,10 +32,12 @@ impl HostRule {
             return false;
         }
         match self.pattern.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(suffix) && {
-                let cut = host.len() - suffix.len();
-                host.as_bytes().get(cut - 1) == Some(&b'.')
-            },
+            Some(suffix) => {
+                host.len() > suffix.len() + 1 && host.ends_with(suffix) && {
+                    let cut = host.len() - suffix.len();
+                    host.as_bytes().get(cut - 1) == Some(&b'.')
+                }
+            }
             None => host == self.pattern,
         }
     }
@@ -85,7 +87,9 @@ impl std::str::FromStr for HostRule {
                 && !l.starts_with('-')
         });
         if !labels_ok {
-            return Err(bad("a host name is dot-separated labels of letters, digits, '-' and '_' (a leading '*.' for subdomains)"));
+            return Err(bad(
+                "a host name is dot-separated labels of letters, digits, '-' and '_' (a leading '*.' for subdomains)",
+            ));
         }
         if name.starts_with("*.") && !bare.contains('.') {
             return Err(bad("'*.' needs a domain with a dot (e.g. *.example.com)"));
@@ -178,7 +182,10 @@ mod tests {
         assert!(!gh.matches("evilgithub.com", 443));
         let sub = rule("*.githubusercontent.com");
         assert!(sub.matches("raw.githubusercontent.com", 443));
-        assert!(!sub.matches("githubusercontent.com", 443), "the bare name is not a subdomain");
+        assert!(
+            !sub.matches("githubusercontent.com", 443),
+            "the bare name is not a subdomain"
+        );
         assert!(!sub.matches("rawgithubusercontent.com", 443));
         let ssh = rule("github.com:22");
         assert!(ssh.matches("github.com", 22) && !ssh.matches("github.com", 443));
@@ -187,11 +194,25 @@ mod tests {
 
     #[test]
     fn addresses_and_malformed_names_are_refused() {
-        for bad in ["1.2.3.4", "[::1]:443", "::1", "", "*.com", "a..b", "-x.com", "x.com:0", "x.com:99999", "a b.com"] {
+        for bad in [
+            "1.2.3.4",
+            "[::1]:443",
+            "::1",
+            "",
+            "*.com",
+            "a..b",
+            "-x.com",
+            "x.com:0",
+            "x.com:99999",
+            "a b.com",
+        ] {
             assert!(bad.parse::<HostRule>().is_err(), "{bad:?} should be refused");
         }
         let back: Vec<HostRule> = serde_json::from_str(r#"["a.example", "*.b.example:8443"]"#).expect("parse");
-        assert_eq!(serde_json::to_string(&back).expect("json"), r#"["a.example","*.b.example:8443"]"#);
+        assert_eq!(
+            serde_json::to_string(&back).expect("json"),
+            r#"["a.example","*.b.example:8443"]"#
+        );
     }
 
     #[test]
@@ -199,6 +220,8 @@ mod tests {
         assert!(KeyInjection::bearer("https://api.x.ai/v1").check().is_ok());
         assert!(KeyInjection::new("https://a.example", "x api key", "").check().is_err());
         assert!(KeyInjection::new("ftp://a.example", "x-api-key", "").check().is_err());
-        assert!(KeyInjection::new("https://u:p@a.example", "x-api-key", "").check().is_err());
+        assert!(KeyInjection::new("https://u:p@a.example", "x-api-key", "")
+            .check()
+            .is_err());
     }
 }

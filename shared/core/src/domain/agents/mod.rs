@@ -495,7 +495,9 @@ impl AgentRegistry {
                 }
             }
             if spec.key_injection.is_some() && spec.key_env.is_none() {
-                return Err(invalid("key_injection needs key_env (the variable the placeholder key goes in)"));
+                return Err(invalid(
+                    "key_injection needs key_env (the variable the placeholder key goes in)",
+                ));
             }
             let limits = &mut spec.limits;
             for (value, slot, what) in [
@@ -644,7 +646,11 @@ key_injection = { upstream = "https://api.mine.example/v1", header = "Authorizat
         )
         .expect("valid");
         let claude = reg.get("claude").expect("claude");
-        assert_eq!(claude.injection_upstream(), Some("https://127.0.0.1:8443"), "base_url wins");
+        assert_eq!(
+            claude.injection_upstream(),
+            Some("https://127.0.0.1:8443"),
+            "base_url wins"
+        );
         assert_eq!(
             claude.allow_hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["github.com", "*.githubusercontent.com:443"]
@@ -653,17 +659,28 @@ key_injection = { upstream = "https://api.mine.example/v1", header = "Authorizat
         let mine = reg.get("mine").expect("mine");
         assert_eq!(mine.injection_upstream(), Some("https://api.mine.example/v1"));
         assert_eq!(
-            mine.key_injection.as_ref().map(|k| (k.header.as_str(), k.prefix.as_str())),
+            mine.key_injection
+                .as_ref()
+                .map(|k| (k.header.as_str(), k.prefix.as_str())),
             Some(("authorization", "Bearer "))
         );
         for (bad, why) in [
             ("allow_hosts = [\"10.0.0.1\"]", "IP addresses"),
             ("key_injection = true", "needs a table"),
-            ("key_injection = { upstream = \"ftp://x.example\", header = \"x-api-key\" }", "http"),
-            ("key_injection = { upstream = \"https://x.example\", header = \"x api\" }", "header name"),
+            (
+                "key_injection = { upstream = \"ftp://x.example\", header = \"x-api-key\" }",
+                "http",
+            ),
+            (
+                "key_injection = { upstream = \"https://x.example\", header = \"x api\" }",
+                "header name",
+            ),
         ] {
             let text = format!("[agents.bad]\ncommand = [\"x\"]\nkey_env = \"K\"\n{bad}\n");
-            let err = AgentRegistry::builtin(true).apply_toml(&text, "t").expect_err(bad).to_string();
+            let err = AgentRegistry::builtin(true)
+                .apply_toml(&text, "t")
+                .expect_err(bad)
+                .to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
         let err = AgentRegistry::builtin(true)
@@ -691,7 +708,10 @@ key_injection = { upstream = "https://api.mine.example/v1", header = "Authorizat
                 "{name} records the release it was verified with"
             );
             assert_ne!(a.output, OutputReader::None, "{name} has an output reader");
-            let k = a.key_injection.as_ref().unwrap_or_else(|| panic!("{name} keeps its key in the proxy"));
+            let k = a
+                .key_injection
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name} keeps its key in the proxy"));
             assert!(k.check().is_ok() && k.upstream.starts_with("https://"), "{name}: {k:?}");
             assert_eq!(a.network, NetworkPolicy::Allow, "{name}");
         }

@@ -44,7 +44,7 @@
 //! reports no cost. It sends the workspace's git `origin` URL (credentials stripped) and HEAD
 //! commit to the vendor in its `x-codex-turn-metadata` header.
 
-use crate::domain::agents::{AgentSpec, BASE_URL_ARGS, KeyInjection, NetworkPolicy, OutputReader};
+use crate::domain::agents::{AgentSpec, KeyInjection, NetworkPolicy, OutputReader, BASE_URL_ARGS};
 
 pub(super) fn spec() -> AgentSpec {
     let mut a = AgentSpec::new(

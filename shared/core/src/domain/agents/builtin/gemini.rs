@@ -68,7 +68,11 @@ pub(super) fn spec() -> AgentSpec {
     a.key_aliases = vec!["GOOGLE_API_KEY".into()];
     a.base_url_env = Some("GOOGLE_GEMINI_BASE_URL".into());
     // The key stays in the worker's proxy (network "allow": the vendor and nothing else).
-    a.key_injection = Some(KeyInjection::new("https://generativelanguage.googleapis.com", "x-goog-api-key", ""));
+    a.key_injection = Some(KeyInjection::new(
+        "https://generativelanguage.googleapis.com",
+        "x-goog-api-key",
+        "",
+    ));
     a.network = NetworkPolicy::Allow;
     a.env = env(&[("TMPDIR", "{home}")]);
     a.home_files.insert(".gemini/settings.json".into(), SETTINGS.into());
