@@ -2,8 +2,10 @@
 //! configured range (no passwd entry needed), held for the run and given back only once no
 //! process of that uid is left, so two runs never share a uid and a uid never carries a process
 //! from one run into the next. Several workers on one host share the range safely: a uid is
-//! held through an exclusive `flock` on `$TMPDIR/outpost-uids/{uid}` (released by the kernel
-//! if the worker dies), so no two processes hand out the same uid.
+//! held through an exclusive `flock` on `/run/outpost-uids/{uid}` (released by the kernel if the
+//! worker dies), so no two processes hand out the same uid — whatever their `TMPDIR` (a lock dir
+//! under `$TMPDIR` let two workers with different ones share a uid, and one's sweep killed the
+//! other's agent). Where `/run` cannot be written, `$TMPDIR/outpost-uids/` is used.
 
 use crate::identity::AgentUser;
 use nix::fcntl::{Flock, FlockArg};
@@ -72,8 +74,7 @@ impl UidPool {
     /// The lowest uid (gid = uid) free in this worker and not held by another process, or
     /// `None` when every one is held.
     pub fn acquire(&self) -> Option<UidLease> {
-        let dir = std::env::temp_dir().join("outpost-uids");
-        let _ = std::fs::create_dir_all(&dir);
+        let dir = lock_dir();
         let mut free = self.free.lock().ok()?;
         let candidates: Vec<u32> = free.iter().copied().collect();
         for uid in candidates {
@@ -121,6 +122,18 @@ pub fn kill_uid(uid: u32) -> usize {
         killed += 1;
     }
     killed
+}
+
+/// Where uid locks live: `/run/outpost-uids` (one per host, whatever a worker's `TMPDIR`), else
+/// `$TMPDIR/outpost-uids`.
+fn lock_dir() -> std::path::PathBuf {
+    let run = std::path::Path::new("/run/outpost-uids");
+    if std::fs::create_dir_all(run).is_ok() {
+        return run.to_path_buf();
+    }
+    let dir = std::env::temp_dir().join("outpost-uids");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 #[cfg(test)]
