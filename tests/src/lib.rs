@@ -11,6 +11,9 @@
 //!
 //! A [`TestApp`] offers typed clients, the CLI, more keys and workers, and run polling. Starting
 //! one costs a few processes (and on AWS a set of emulator resources); it stops them when dropped.
+//! [`tls::TestCa`] is a throwaway CA for tests that need real TLS (the HTTPS vendor stand-in of
+//! [`real_agents::StandIn::start_tls`], trusted by the worker's egress proxy through
+//! [`AppOptions::worker_env`] `OUTPOST_EGRESS_CA`).
 //!
 //! The binaries are found next to the test executable (`target/debug/`); `scripts/test` builds
 //! them first (`cargo build --workspace --bins --all-features`: the AWS tests need `outpost`'s
@@ -20,6 +23,7 @@
 pub mod aws;
 pub mod git_http;
 pub mod real_agents;
+pub use outpost_testkit::tls;
 
 pub use outpost_testkit::KillOnDrop;
 
@@ -162,6 +166,7 @@ pub struct AppOptions {
     lease_secs: u64,
     max_attempts: u32,
     env: Vec<(String, String)>,
+    worker_env: Vec<(String, String)>,
     agents_toml: String,
     instances: usize,
     function_args: Vec<String>,
@@ -183,6 +188,7 @@ impl AppOptions {
             lease_secs: 3,
             max_attempts: 3,
             env: Vec::new(),
+            worker_env: Vec::new(),
             agents_toml: String::new(),
             instances: 1,
             function_args: Vec::new(),
@@ -233,6 +239,14 @@ impl AppOptions {
     /// Lambda function); reaches agents only if their entry names it.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Extra environment of every process that runs agents: `outpost dev` (its slots) and the
+    /// worker processes ([`TestApp::start_worker`]), e.g. the worker's `OUTPOST_EGRESS_*`
+    /// settings; like [`AppOptions::env`] it reaches agents only if their entry names it.
+    pub fn worker_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.worker_env.push((name.into(), value.into()));
         self
     }
 
@@ -442,6 +456,7 @@ impl TestApp {
                 .args(["--slots", &slots.to_string(), "--lease-secs", &lease_secs.to_string()])
                 .args(["--drain-secs", "20", "--log-format", "text"])
                 .env("OUTPOST_SANDBOX_RW", &self.shared)
+                .envs(self.opts.worker_env.iter().cloned())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -460,6 +475,7 @@ impl TestApp {
                 ])
                 .args(["--max-attempts", &self.opts.max_attempts.to_string()])
                 .env("OUTPOST_SANDBOX_RW", &self.shared)
+                .envs(self.opts.worker_env.iter().cloned())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -508,7 +524,7 @@ fn start_dev(data: &Path, opts: &AppOptions) -> anyhow::Result<(KillOnDrop, Stri
     if let Some(parent) = data.parent() {
         cmd.env("OUTPOST_SANDBOX_RW", parent.join("shared"));
     }
-    for (k, v) in &opts.env {
+    for (k, v) in opts.env.iter().chain(&opts.worker_env) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().context("cannot start outpost dev")?;

@@ -1,18 +1,25 @@
 //! The five built-in agents, run for real: the pinned CLI releases (`scripts/agent-clis`)
 //! started by `outpost dev` through their real registry entries (only the base URL is pointed at
-//! the loopback vendor stand-in, `tests/vendor-standin/`), with tenants' own keys as secrets.
+//! the loopback vendor stand-in, `tests/vendor-standin/`, serving HTTPS with a test CA's
+//! certificate), with tenants' own keys as secrets. The entries hold the key in the run's egress
+//! proxy (`key_injection`, `network = "allow"`): each CLI only has a placeholder and the proxy's
+//! address, and the proxy forwards over TLS with the tenant's key swapped in, metering usage.
 //!
 //! Per agent: a run on a repository writes the stand-in's file (in `diff.patch`) and reports the
 //! final answer, usage and session; a refused key ends `failed`/`agent_error` with the vendor's
 //! message even where the CLI exits 0; a vendor that never answers ends by the idle timeout; a
 //! dead vendor (nothing listening) ends the run with the CLI's error within its bounded retries;
-//! the key appears in no log, artifact or record. The worker runs as root (agents then run as
-//! `nobody`) and, in a second server, as an unprivileged user itself. `registry_flags_…` fails
-//! when a flag of a built-in entry is missing from the installed CLI's `--help`.
+//! the key appears in no log, artifact or record; every request the stand-in got carried a
+//! tenant's key in the vendor's header and never the placeholder; `summary.json` says the key was
+//! injected and has the usage the proxy read from the stand-in's answers. The worker runs as root
+//! (agents then run as `nobody`) and, in a second server, as an unprivileged user itself.
+//! `registry_flags_…` fails when a flag of a built-in entry is missing from the installed CLI's
+//! `--help`.
 
 use outpost_api::{DispatchRequest, RunView};
 use outpost_core::domain::{AgentRegistry, FailureReason, RunStatus};
 use outpost_tests::real_agents::{self, AgentCase, StandIn, ANSWER, MADE_CONTENT, MADE_FILE};
+use outpost_tests::tls::TestCa;
 use outpost_tests::TestApp;
 use std::process::Command;
 use std::time::Duration;
@@ -37,6 +44,7 @@ fn case(agent: &str) -> AgentCase {
         reports_session: false,
         exact_result: true,
         retry_notice: None,
+        usage_every_answer: false,
     };
     match agent {
         "claude" => AgentCase {
@@ -69,6 +77,7 @@ fn case(agent: &str) -> AgentCase {
             input_tokens: Some(1200),
             reports_cost: true,
             exact_result: false,
+            usage_every_answer: true,
             ..base
         },
         "grok" => AgentCase {
@@ -78,6 +87,7 @@ fn case(agent: &str) -> AgentCase {
             input_tokens: None,
             output_tokens: None,
             exact_result: false,
+            usage_every_answer: true,
             ..base
         },
         other => panic!("no case for agent {other}"),
@@ -135,9 +145,10 @@ async fn log_of(client: &outpost_api::client::OutpostClient, run: &RunView) -> S
 /// Runs the whole check of one agent.
 async fn check(agent: &str) {
     let case = case(agent);
-    let standin = StandIn::start().expect("stand-in");
+    let ca = TestCa::new().expect("the test CA");
+    let standin = StandIn::start_tls(&ca).expect("stand-in");
     let cases = std::slice::from_ref(&case);
-    let server = TestApp::spawn(real_agents::options(&standin.url, cases).expect("agent CLIs"))
+    let server = TestApp::spawn(real_agents::options(&standin.url, cases, &ca).expect("agent CLIs"))
         .await
         .expect("outpost dev");
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -161,7 +172,7 @@ async fn check(agent: &str) {
 
     // A dead vendor (nothing listens): the CLI's bounded retries end the run, not its timeout.
     let dead_vendor = real_agents::closed_port_url().expect("a free port");
-    let dead_server = TestApp::spawn(real_agents::options(&dead_vendor, cases).expect("agent CLIs"))
+    let dead_server = TestApp::spawn(real_agents::options(&dead_vendor, cases, &ca).expect("agent CLIs"))
         .await
         .expect("outpost dev with a dead vendor");
     let dead = tenant(&dead_server, &case, "ok").await;
@@ -173,7 +184,7 @@ async fn check(agent: &str) {
     // The same agent in a deployment that is not root (only when the tests are root: otherwise
     // the server above already is one).
     let unprivileged = if outpost_testkit::process::is_root() {
-        let opts = real_agents::options(&standin.url, cases).expect("agent CLIs");
+        let opts = real_agents::options(&standin.url, cases, &ca).expect("agent CLIs");
         let s = TestApp::spawn(opts.run_as(NOBODY))
             .await
             .expect("outpost dev as nobody");
@@ -192,7 +203,8 @@ async fn check(agent: &str) {
     let summary: serde_json::Value =
         serde_json::from_slice(&ok.artifact(&run.id, "summary.json").await.expect("summary")).expect("json");
     assert_eq!(summary["sandbox"]["mode"], strongest_mode(), "{agent}: {summary}");
-    assert_eq!(summary["sandbox"]["network"], "open", "{agent}: {summary}");
+    // The built-ins reach their vendor through the run's proxy and nothing else.
+    assert_eq!(summary["sandbox"]["network"], "allow", "{agent}: {summary}");
     assert!(
         summary["sandbox"]["layers"].to_string().contains("landlock"),
         "{agent}: {summary}"
@@ -244,6 +256,11 @@ async fn check(agent: &str) {
         !contains(&everything_of(&ok, &run).await, &key),
         "{agent}: the key leaked"
     );
+    assert_eq!(
+        summary["redactions"], 0,
+        "{agent}: the key reached the output: {summary}"
+    );
+    assert_metered(&case, &summary, &log);
     let (header, prefix) = case.key_header;
     let wanted = format!("{prefix}{key}");
     assert!(
@@ -272,6 +289,17 @@ async fn check(agent: &str) {
         &everything_of(&refused, &run).await,
         &real_agents::key(agent, "401")
     ));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&refused.artifact(&run.id, "summary.json").await.expect("summary")).expect("json");
+    let egress = &summary["egress"];
+    assert_eq!(egress["key_injected"], true, "{agent}: {summary}");
+    assert!(
+        egress["vendor_requests"].as_u64() >= Some(1),
+        "{agent}: the refused key's requests did not go through the proxy: {summary}"
+    );
+    // A refused request is not a vendor answer: no usage.
+    assert_eq!(egress["usage"]["responses"], 0, "{agent}: {summary}");
+    assert_eq!(egress["usage"]["input_tokens"], 0, "{agent}: {summary}");
 
     // 3. A vendor that never answers: stopped by the idle timeout, not the run's timeout.
     let run = wait_end(&silent, &silent_run.id).await;
@@ -296,6 +324,11 @@ async fn check(agent: &str) {
         "{agent}: {run:?}"
     );
     assert!(run.duration_ms.unwrap_or(i64::MAX) < 150_000, "{agent}: {run:?}");
+    // The proxy answered for the dead vendor (502): nothing metered.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&dead.artifact(&run.id, "summary.json").await.expect("summary")).expect("json");
+    assert_eq!(summary["egress"]["key_injected"], true, "{agent}: {summary}");
+    assert_eq!(summary["egress"]["usage"]["responses"], 0, "{agent}: {summary}");
     drop(dead_server);
 
     // 5. The unprivileged deployment, in an empty workspace: the file, nothing of the tool's own.
@@ -326,6 +359,66 @@ async fn check(agent: &str) {
         assert!(
             layers.contains("landlock") && (strongest_mode() != "strict" || layers.contains("user namespace")),
             "{agent} as nobody: {summary}"
+        );
+        assert_eq!(summary["sandbox"]["network"], "allow", "{agent} as nobody: {summary}");
+        assert_metered(&case, &summary, &log);
+    }
+
+    // Every request the vendor got (all tenants, both deployments) came with a tenant's key in
+    // the vendor's header, swapped in by the proxy, and no placeholder anywhere.
+    assert_standin_saw_only_real_keys(&case, &standin);
+}
+
+/// `summary.json` of a good run: the proxy held the key and read the stand-in's usage figures
+/// from its answers (the final turn's; for chat completions, every answer's).
+fn assert_metered(case: &AgentCase, summary: &serde_json::Value, log: &str) {
+    let agent = case.agent;
+    let egress = &summary["egress"];
+    assert_eq!(egress["key_injected"], true, "{agent}: {summary}");
+    assert!(
+        egress["vendor_requests"].as_u64() >= Some(1),
+        "{agent}: no vendor request through the proxy: {summary}\n{log}"
+    );
+    let usage = &egress["usage"];
+    let responses = usage["responses"].as_u64().unwrap_or(0);
+    assert!(responses >= 1, "{agent}: no metered answer: {summary}");
+    let answers = if case.usage_every_answer { responses } else { 1 };
+    assert_eq!(
+        usage["input_tokens"].as_u64(),
+        Some(real_agents::INPUT_TOKENS * answers),
+        "{agent}: metered {usage}"
+    );
+    assert_eq!(
+        usage["output_tokens"].as_u64(),
+        Some(real_agents::OUTPUT_TOKENS * answers),
+        "{agent}: metered {usage}"
+    );
+    assert_eq!(usage["cached_input_tokens"], 0, "{agent}: metered {usage}");
+}
+
+/// Every request in the stand-in's record carries one of the tenants' keys (ok, 401, silent) in
+/// the case's header, with its prefix; none holds a placeholder (`sk-outpost-`).
+fn assert_standin_saw_only_real_keys(case: &AgentCase, standin: &StandIn) {
+    let (header, prefix) = case.key_header;
+    let keys: Vec<String> = ["ok", "401", "silent"]
+        .iter()
+        .map(|m| format!("{prefix}{}", real_agents::key(case.agent, m)))
+        .collect();
+    let requests = standin.requests();
+    assert!(!requests.is_empty(), "{}: the stand-in got no request", case.agent);
+    for r in &requests {
+        let what = format!("{} {}", r["method"], r["path"]);
+        let value = r["headers"][header].as_str().unwrap_or("");
+        let names: Vec<&String> = r["headers"].as_object().map(|h| h.keys().collect()).unwrap_or_default();
+        assert!(
+            keys.iter().any(|k| k == value),
+            "{}: {what} came without a tenant's key in {header} (headers: {names:?})",
+            case.agent
+        );
+        assert!(
+            !r.to_string().contains("sk-outpost-"),
+            "{}: {what} came with a placeholder key",
+            case.agent
         );
     }
 }

@@ -22,13 +22,20 @@ or `-silent-`: then that mode, so that one stand-in serves tenants with good and
 Every request is appended to --record as one JSON line: method, path, headers, body. The
 chosen address is printed on stdout as `listening http://127.0.0.1:PORT`, then the server runs
 until it is killed. Only the standard library is used.
+
+With --tls-cert FILE --tls-key FILE (PEM) it serves HTTPS instead, as the vendors do, and prints
+`listening https://ADDR:PORT`; each accepted connection's TLS handshake happens in its own
+thread, so a client that never finishes one holds up nobody else. --bind ADDR (default
+127.0.0.1) is the address it listens on.
 """
 
 import argparse
 import copy
 import http.server
 import json
+import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -174,11 +181,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls = None  # an ssl.SSLContext (server side) in HTTPS mode
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # The handshake runs in the connection's thread (finish_request), not in accept.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def finish_request(self, request, client_address):
+        if self.tls is not None:
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):
+                # A client that refused our certificate, or went away: nothing to answer.
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        # A connection the client dropped (or a TLS alert) is the client's business.
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--bind", default="127.0.0.1", help="the address to listen on")
+    p.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM chain)")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
     p.add_argument("--mode", choices=["ok", "401", "silent"], default="ok")
     p.add_argument("--record", default=None)
     p.add_argument("--file", default="standin-made.txt")
@@ -187,9 +220,22 @@ def main():
     p.add_argument("--input-tokens", type=int, default=1234)
     p.add_argument("--output-tokens", type=int, default=56)
     args = p.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
     Handler.settings = Settings(args)
-    srv = Server(("127.0.0.1", args.port), Handler)
-    print(f"listening http://127.0.0.1:{srv.server_address[1]}", flush=True)
+    if ":" in args.bind:
+        Server.address_family = socket.AF_INET6
+    srv = Server((args.bind, args.port), Handler)
+    scheme = "http"
+    if args.tls_cert is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        srv.tls = ctx
+        scheme = "https"
+    host = f"[{args.bind}]" if ":" in args.bind else args.bind
+    print(f"listening {scheme}://{host}:{srv.server_address[1]}", flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

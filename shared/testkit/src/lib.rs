@@ -5,11 +5,13 @@
 //! - `lambda_gateway` (feature `lambda-gateway`): an emulator of AWS Lambda behind an API
 //!   Gateway HTTP API, to run a Lambda function's real binary on loopback;
 //! - helpers every crate's tests share instead of copying them: [`git`] (run git, the seed
-//!   repository), [`process`] ([`KillOnDrop`]), [`sha256_hex`].
+//!   repository), [`process`] ([`KillOnDrop`]), [`tls`] (a throwaway CA made with `openssl`),
+//!   [`sha256_hex`].
 
 pub mod contract;
 pub mod git;
 pub mod process;
+pub mod tls;
 
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -1,7 +1,7 @@
 //! A fake agent CLI for tests and benchmarks. It behaves like a real coding agent's command line:
 //! takes a prompt (`--prompt TEXT` or `-p TEXT`, or stdin with `-`), prints a lot, writes files in
 //! its working directory and under `$OUTPOST_ARTIFACTS_DIR`, sleeps, can ignore SIGTERM, and
-//! exits with a chosen code. No network.
+//! exits with a chosen code. No network unless a directive of `egress.rs` asks for it.
 //!
 //! The prompt is a script of `;`- or newline-separated directives:
 //!
@@ -21,12 +21,17 @@
 //! | `child SECS` | starts a grandchild `sleep SECS` in the background and prints its pid |
 //! | `exit N` | exits with code N (default 0 at the end of the script) |
 //! | `try-…`, `fork-bomb`, `daemon`, `mem-hog`, `disk-fill` | the hostile reaches of `hostile.rs` |
+//! | `http METHOD URL [NAME:VALUE]… [body=JSON]` | one plain HTTP/1.1 request (no proxy; `$NAME` expanded in the URL and headers): prints `HTTP <status>` and the body (`egress.rs`) |
+//! | `tunnel HOST:PORT [PATH]` | `CONNECT` through `$HTTPS_PROXY`, then `GET PATH` inside: prints `TUNNEL HOST:PORT: refused (…)`, `open, HTTP <status>` or `no proxy` (`egress.rs`) |
+//! | `key-find PART…` | looks for the parts joined in its environment, command line and the files under `$HOME` and the working directory: prints `KEY found in <where>` or `KEY nowhere (…)` (`egress.rs`) |
 //!
 //! Anything else is echoed as `agent: <line>`, as a chatty agent would.
 
 use std::io::Write;
 use std::time::Duration;
 
+#[path = "../egress.rs"]
+mod egress;
 #[path = "../hostile.rs"]
 mod hostile;
 
@@ -158,6 +163,11 @@ async fn run_script(prompt: &str) -> i32 {
                 let _ = out.flush();
                 let report = hostile::run(cmd, rest).unwrap_or_default();
                 drop(xfsz);
+                writeln!(out, "{report}").map_err(|e| e.to_string())
+            }
+            "http" | "tunnel" | "key-find" => {
+                let _ = out.flush();
+                let report = egress::run(cmd, rest).unwrap_or_default();
                 writeln!(out, "{report}").map_err(|e| e.to_string())
             }
             c if c.starts_with("try-") || ["fork-bomb", "daemon", "mem-hog"].contains(&c) => {

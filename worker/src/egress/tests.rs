@@ -40,69 +40,12 @@ struct Pki {
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=outpost egress test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&ca);
-        let mut csr = vec!["req"];
-        csr.extend(ec);
-        csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]);
-        openssl(&csr);
-        std::fs::write(
-            dir.path().join("leaf.ext"),
-            "subjectAltName=DNS:localhost,DNS:a.example,IP:127.0.0.1,IP:198.18.0.1\n\
-             basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("extensions");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ]);
-        let read = |n: &str| std::fs::read(dir.path().join(n)).expect("a PEM file");
+        let ca = outpost_testkit::tls::TestCa::new().expect("the test CA (openssl)");
+        let read = |p: &std::path::Path| std::fs::read(p).expect("a PEM file");
         Pki {
-            ca_pem: read("ca.pem"),
-            cert_pem: read("leaf.pem"),
-            key_pem: read("leaf.key"),
+            ca_pem: read(&ca.ca_pem),
+            cert_pem: read(&ca.cert_pem),
+            key_pem: read(&ca.key_pem),
         }
     })
 }
