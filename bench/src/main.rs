@@ -14,7 +14,10 @@
 //! - (c) the floor for (b'): how fast this program itself spawns `sh -c true` with the same
 //!   parallelism and nothing else; run as root, also (c'): the same spawn through `setpriv` as
 //!   an unprivileged user; and (c''), the floor for (b): `sh -c true` through the exact sandbox
-//!   chain the process executor builds.
+//!   chain the process executor builds;
+//! - (d)–(f), the egress proxy ([`egress_mode`]): end-to-end runs/s of an agent making one request
+//!   through its run's proxy beside the same agent on the open network, the proxy's added latency
+//!   per request and its memory per run. `--egress-only` measures just these.
 //!
 //! Run: `cargo build --release -p outpost -p outpost-bench -p outpost-confine &&
 //! ./target/release/outpost-bench`.
@@ -26,6 +29,7 @@
 //! ./target/release/outpost-bench --lambda`.
 
 mod aws_mode;
+mod egress_mode;
 mod lambda_mode;
 
 use anyhow::{bail, Context};
@@ -87,6 +91,9 @@ struct Args {
     /// Cold starts per binary in `--lambda`.
     #[arg(long, default_value_t = 7)]
     lambda_starts: usize,
+    /// Measure only the egress proxy's rows (d)–(f).
+    #[arg(long)]
+    egress_only: bool,
 }
 
 /// A running `outpost dev`, killed on drop.
@@ -340,7 +347,11 @@ async fn durability_check(data: &Path, key: &str, clients: usize) -> anyhow::Res
     Ok((result.accepted.len(), missing))
 }
 
-/// (b): dispatch `runs` no-op runs with `clients` concurrent clients, wait for all to succeed.
+/// The no-op run of (b): `shell` running `true`.
+const NO_OP: (&str, &str) = ("shell", "true");
+
+/// (b), (d): dispatch `runs` runs of `agent` on `task` with `clients` concurrent clients, wait
+/// for all to end; runs/s and how many succeeded.
 async fn end_to_end(
     data: &Path,
     key: &str,
@@ -348,6 +359,7 @@ async fn end_to_end(
     runs: usize,
     slots: usize,
     sandbox: Option<&str>,
+    (agent, task): (&str, &str),
 ) -> anyhow::Result<(f64, usize)> {
     let server = start_server(data, slots, sandbox)?;
     let http = reqwest::Client::new();
@@ -358,12 +370,13 @@ async fn end_to_end(
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (http, runs_url, auth, next) = (http.clone(), runs_url.clone(), auth.clone(), next.clone());
+        let (agent, task) = (agent.to_owned(), task.to_owned());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < runs as u64 {
                 let r = http
                     .post(&runs_url)
                     .header("authorization", &auth)
-                    .json(&serde_json::json!({"agent": "shell", "task": "true"}))
+                    .json(&serde_json::json!({"agent": agent, "task": task}))
                     .send()
                     .await?;
                 if r.status().as_u16() != 202 {
@@ -413,6 +426,36 @@ async fn end_to_end(
         match page.next {
             Some(c) => cursor = Some(c),
             None => break,
+        }
+    }
+    if succeeded < runs {
+        // Say why some did not succeed: a bench that hides its failures measures nothing.
+        let failed = outpost_core::ports::RunFilter {
+            status: Some(RunStatus::Failed),
+            agent: None,
+        };
+        let page = backend.runs.list(&tenant, &failed, 3, None).await?;
+        for run in page.items {
+            let log = backend
+                .artifacts
+                .read_range(
+                    &outpost_core::ports::RunKey {
+                        tenant: tenant.clone(),
+                        run: run.id.clone(),
+                    },
+                    "output.log",
+                    0,
+                    600,
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+                .unwrap_or_default();
+            eprintln!(
+                "bench: {} failed ({:?}, exit {:?}): {log}",
+                run.id, run.failure_reason, run.exit_code
+            );
         }
     }
     Ok((runs as f64 / elapsed.as_secs_f64(), succeeded))
@@ -502,6 +545,7 @@ async fn sandbox_floor(total: usize, parallelism: usize, root: &Path) -> anyhow:
                 program: &sh,
                 args: &args,
                 run_name: &name,
+                egress: None,
             })
             .map_err(anyhow::Error::msg)?;
         mode = plan.record.mode.to_string();
@@ -517,6 +561,40 @@ async fn sandbox_floor(total: usize, parallelism: usize, root: &Path) -> anyhow:
         }
     }
     Ok((rate, mode))
+}
+
+/// (d)–(f): the egress proxy's rows (see [`egress_mode`]).
+async fn egress_rows(root: &Path, args: &Args, slots: usize) -> anyhow::Result<String> {
+    let standin = egress_mode::standin().await?;
+    let runs = args.runs;
+    let mut e2e = Vec::new();
+    for (name, agent) in [("proxy", "req-proxy"), ("open", "req-open")] {
+        eprintln!("bench: (d) end to end, one vendor request per run, {name}");
+        let data = root.join(format!("d-{name}"));
+        let key = make_key(&data).await?;
+        std::fs::write(data.join("agents.toml"), egress_mode::agents_toml(standin))?;
+        let backend = outpost_embedded::open(&data, EmbeddedOptions::default())?;
+        backend
+            .secrets
+            .put_secret(
+                &"bench".parse::<TenantId>()?,
+                &"BENCH_KEY".parse()?,
+                &egress_mode::BENCH_KEY.to_owned().into(),
+            )
+            .await?;
+        drop(backend);
+        e2e.push(end_to_end(&data, &key, args.clients, runs, slots, None, (agent, "one request")).await?);
+    }
+    eprintln!("bench: (e) the proxy's added latency per request");
+    let (proxied, direct) = egress_mode::latency(standin, 2000).await?;
+    eprintln!("bench: (f) the proxy's memory per run");
+    let kb = egress_mode::memory_per_run(standin, 500).await?;
+    let ((proxy_rate, proxy_ok), (open_rate, open_ok)) = (e2e[0], e2e[1]);
+    Ok(format!(
+        "| (d) end to end, `curl` one vendor request per run, `network = \"allow\"`, key injected, {slots} slots | {proxy_rate:.0} runs/s ({proxy_ok}/{runs}) | (d0) the same agent with `network = \"open\"`, key in its environment: {open_rate:.0} runs/s ({open_ok}/{runs}) | (d)/(d0) = {r:.2} | – |\n{latency}",
+        r = proxy_rate / open_rate,
+        latency = egress_mode::render_latency(&proxied, &direct, kb, 500),
+    ))
 }
 
 #[tokio::main]
@@ -558,6 +636,14 @@ async fn main() -> anyhow::Result<()> {
         Some(root) => tempfile::tempdir_in(root)?,
         None => tempfile::tempdir()?,
     };
+    let egress_rows = egress_rows(dir.path(), &args, slots).await?;
+    if args.egress_only {
+        println!("{egress_rows}");
+        if let Some(out) = args.out {
+            std::fs::write(out, &egress_rows)?;
+        }
+        return Ok(());
+    }
     eprintln!(
         "bench: {cores} cores, {} clients, {slots} slots, {} runs",
         args.clients, args.runs
@@ -624,16 +710,17 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("bench: (b) end to end, sandboxed (the strongest mode this machine supports)");
     let data_b = dir.path().join("b");
     let key_b = make_key(&data_b).await?;
-    let (e2e, succeeded) = end_to_end(&data_b, &key_b, args.clients, args.runs, slots, None).await?;
+    let (e2e, succeeded) = end_to_end(&data_b, &key_b, args.clients, args.runs, slots, None, NO_OP).await?;
     eprintln!("bench: (b'') end to end, sandbox = standard (no namespaces)");
     let data_s = dir.path().join("s");
     let key_s = make_key(&data_s).await?;
     let (e2e_std, succeeded_std) =
-        end_to_end(&data_s, &key_s, args.clients, args.runs, slots, Some("standard")).await?;
+        end_to_end(&data_s, &key_s, args.clients, args.runs, slots, Some("standard"), NO_OP).await?;
     eprintln!("bench: (b') end to end, sandbox = none");
     let data_n = dir.path().join("n");
     let key_n = make_key(&data_n).await?;
-    let (e2e_none, succeeded_none) = end_to_end(&data_n, &key_n, args.clients, args.runs, slots, Some("none")).await?;
+    let (e2e_none, succeeded_none) =
+        end_to_end(&data_n, &key_n, args.clients, args.runs, slots, Some("none"), NO_OP).await?;
 
     let table = format!(
         "| measure | result | baseline (same run) | ratio | target |\n\
@@ -643,7 +730,7 @@ async fn main() -> anyhow::Result<()> {
          | (b) end to end, `shell` `true`, {slots} slots, sandboxed | {e2e:.0} runs/s ({succeeded}/{runs} succeeded) | (b') the same with `--sandbox none`: {e2e_none:.0} runs/s ({succeeded_none}/{runs}) | (b)/(b') = {rs:.2} | ≥ 500 runs/s, ≥ 0.5 |\n\
          | (b) as above | {e2e:.0} runs/s | (c'') `sh -c true` through the sandbox chain ({mode}), {slots} at once: {sandboxed_floor:.0}/s | (b)/(c'') = {rsf:.2} | – |\n\
          | (b'') end to end, `--sandbox standard` (uid, Landlock, limits; no namespaces) | {e2e_std:.0} runs/s ({succeeded_std}/{runs}) | (b') `--sandbox none`: {e2e_none:.0} runs/s | (b'')/(b') = {rstd:.2} | – |\n\
-         | (b') end to end, `--sandbox none` | {e2e_none:.0} runs/s | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b')/(c) = {rb:.2} | ≥ 0.5 |\n{unpriv}",
+         | (b') end to end, `--sandbox none` | {e2e_none:.0} runs/s | (c) `sh -c true` spawn, {slots} at once: {floor:.0}/s | (b')/(c) = {rb:.2} | ≥ 0.5 |\n{unpriv}{egress_rows}",
         c = args.clients,
         dr = dispatch.rate(),
         d50 = dispatch.ms(0.5),
