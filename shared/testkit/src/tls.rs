@@ -38,7 +38,9 @@ fn openssl() -> Result<PathBuf> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("openssl"))
         .find(|p| p.exists())
-        .ok_or_else(|| Error::other("the openssl command line is needed to make the tests' CA (apt-get install openssl)"))
+        .ok_or_else(|| {
+            Error::other("the openssl command line is needed to make the tests' CA (apt-get install openssl)")
+        })
 }
 
 fn run(dir: &Path, args: &[&str]) -> Result<()> {
