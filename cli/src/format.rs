@@ -255,6 +255,19 @@ pub fn fleet(f: &FleetStatus) -> String {
     out
 }
 
+/// The NETWORK cell of an agent: its policy, the hosts `allow` adds, and whether the proxy holds
+/// its key (`allow +github.com, key held`).
+fn network_cell(a: &outpost_api::AgentView) -> String {
+    let mut cell = a.network.as_str().to_owned();
+    if !a.allow_hosts.is_empty() {
+        cell.push_str(&format!(" +{}", a.allow_hosts.join(" +")));
+    }
+    if a.key_injection {
+        cell.push_str(", key held");
+    }
+    cell
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +302,19 @@ mod tests {
         assert_eq!(table(&["A", "BB"], &[]), "A  BB");
         // A row without its last cells: no trailing spaces.
         assert_eq!(table(&["A", "BB"], &[vec!["xxx".into()]]), "A    BB\nxxx");
+    }
+
+    #[test]
+    fn the_network_cell_says_hosts_and_who_holds_the_key() {
+        let mut a: outpost_api::AgentView = serde_json::from_value(serde_json::json!({
+            "name": "claude", "description": "", "key_env": "ANTHROPIC_API_KEY",
+            "default_timeout_secs": 60, "network": "allow", "key_injection": true
+        }))
+        .expect("view");
+        assert_eq!(network_cell(&a), "allow, key held");
+        a.allow_hosts = vec!["github.com".into(), "*.pypi.org".into()];
+        a.key_injection = false;
+        assert_eq!(network_cell(&a), "allow +github.com +*.pypi.org");
     }
 
     #[test]
@@ -397,17 +423,4 @@ mod tests {
         assert_eq!(short_task("a\nb", 10), "a…");
         assert_eq!(short_task("abcdefghijkl", 5), "abcd…");
     }
-}
-
-/// The NETWORK cell of an agent: its policy, the hosts `allow` adds, and whether the proxy holds
-/// its key (`allow +github.com, key held`).
-fn network_cell(a: &outpost_api::AgentView) -> String {
-    let mut cell = a.network.as_str().to_owned();
-    if !a.allow_hosts.is_empty() {
-        cell.push_str(&format!(" +{}", a.allow_hosts.join(" +")));
-    }
-    if a.key_injection {
-        cell.push_str(", key held");
-    }
-    cell
 }

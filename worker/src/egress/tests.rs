@@ -383,16 +383,22 @@ where
 // ---------------------------------------------------------------------------------------------
 // Tunnels
 
+/// A run's proxy that lets tunnels reach `a.example` (resolved to [`PUBLIC`]) on `ports`.
+async fn proxy_to_a_example(ports: &[u16]) -> RunProxy {
+    let allow: Vec<String> = ports.iter().map(|p| format!("a.example:{p}")).collect();
+    let allow: Vec<&str> = allow.iter().map(String::as_str).collect();
+    egress(vec![("a.example".into(), PUBLIC.into())])
+        .open(spec(rules(&allow), None))
+        .await
+        .expect("open")
+}
+
 #[test]
 fn a_tunnel_reaches_an_allowed_name_over_tls() {
     in_netns("a_tunnel_reaches_an_allowed_name_over_tls", || async {
         let target = Vendor::start(PUBLIC.into()).await;
         let port = target.addr.port();
-        let e = egress(vec![("a.example".into(), PUBLIC.into())]);
-        let proxy = e
-            .open(spec(rules(&[&format!("a.example:{port}")]), None))
-            .await
-            .expect("open");
+        let proxy = proxy_to_a_example(&[port]).await;
         // SNI a.example, as the CONNECT host.
         let s = tunnel(addr_of(&proxy), &format!("a.example:{port}")).await;
         let name = ServerName::try_from("a.example").expect("name");
@@ -434,11 +440,7 @@ fn a_tls_server_name_other_than_the_connect_host_closes_the_tunnel() {
         || async {
             let target = Vendor::start(PUBLIC.into()).await;
             let port = target.addr.port();
-            let e = egress(vec![("a.example".into(), PUBLIC.into())]);
-            let proxy = e
-                .open(spec(rules(&[&format!("a.example:{port}")]), None))
-                .await
-                .expect("open");
+            let proxy = proxy_to_a_example(&[port]).await;
             let s = tunnel(addr_of(&proxy), &format!("a.example:{port}")).await;
             let name = ServerName::try_from("other.example").expect("name");
             let handshake = tokio::time::timeout(WAIT, tls_connector().connect(name, s))
@@ -463,12 +465,7 @@ fn plain_tcp_and_servers_that_speak_first_are_tunnelled() {
     in_netns("plain_tcp_and_servers_that_speak_first_are_tunnelled", || async {
         let (echo, _) = echo_server(PUBLIC.into(), None).await;
         let (ssh, _) = echo_server(PUBLIC.into(), Some(b"SSH-2.0-stand-in\r\n")).await;
-        let e = egress(vec![("a.example".into(), PUBLIC.into())]);
-        let allow = rules(&[
-            &format!("a.example:{}", echo.port()),
-            &format!("a.example:{}", ssh.port()),
-        ]);
-        let proxy = e.open(spec(allow, None)).await.expect("open");
+        let proxy = proxy_to_a_example(&[echo.port(), ssh.port()]).await;
         let mut s = tunnel(addr_of(&proxy), &format!("a.example:{}", echo.port())).await;
         s.write_all(b"ping").await.expect("send");
         let mut buf = [0u8; 4];
@@ -494,11 +491,7 @@ fn plain_tcp_and_servers_that_speak_first_are_tunnelled() {
 fn close_aborts_an_open_tunnel_promptly() {
     in_netns("close_aborts_an_open_tunnel_promptly", || async {
         let (echo, mut ended) = echo_server(PUBLIC.into(), None).await;
-        let e = egress(vec![("a.example".into(), PUBLIC.into())]);
-        let proxy = e
-            .open(spec(rules(&[&format!("a.example:{}", echo.port())]), None))
-            .await
-            .expect("open");
+        let proxy = proxy_to_a_example(&[echo.port()]).await;
         let mut s = tunnel(addr_of(&proxy), &format!("a.example:{}", echo.port())).await;
         s.write_all(b"ping").await.expect("send");
         let mut buf = [0u8; 4];
