@@ -110,11 +110,16 @@ async fn run_script(prompt: &str) -> i32 {
                 Ok(dir) => write_file(std::path::Path::new(&dir), rest),
                 Err(_) => Err("OUTPOST_ARTIFACTS_DIR is unset".into()),
             },
+            // Writable by everyone: a retry's agent may run as another uid than the first's.
             "count" => std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(rest)
-                .and_then(|mut f| writeln!(f, "{}", std::process::id()))
+                .and_then(|mut f| {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o666));
+                    writeln!(f, "{}", std::process::id())
+                })
                 .map_err(|e| format!("count {rest}: {e}")),
             "sleep" => match rest.parse::<f64>() {
                 Ok(s) if s >= 0.0 => {
