@@ -72,7 +72,10 @@ impl Worker {
             Arc::clone(&backend.artifacts),
             agents,
             executor,
-            PipelineConfig::new(config.work_dir.clone()),
+            PipelineConfig {
+                refuse_ports: config.sandbox.protected_ports.clone(),
+                ..PipelineConfig::new(config.work_dir.clone())
+            },
         )
         .with_tenant_secrets(Arc::new(secrets))
         .with_egress_result(egress.map(Arc::new));

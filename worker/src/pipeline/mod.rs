@@ -125,6 +125,9 @@ pub struct PipelineConfig {
     pub limits: Limits,
     /// Stream output to the store's live log while the agent runs.
     pub live_log: bool,
+    /// The worker's own ports (its API, a database) that runs' egress proxies refuse on every
+    /// address, besides the address classes they always refuse.
+    pub refuse_ports: Vec<u16>,
 }
 
 impl PipelineConfig {
@@ -133,6 +136,7 @@ impl PipelineConfig {
             work_dir,
             limits: Limits::default(),
             live_log: true,
+            refuse_ports: Vec::new(),
         }
     }
 }

@@ -172,7 +172,7 @@ impl RunPipeline {
             NetworkPolicy::Open => injected,
             NetworkPolicy::None => false,
         };
-        let placeholder = injected.then(Injection::new_placeholder);
+        let placeholder = (injected && wants_proxy).then(Injection::new_placeholder);
         let mut egress = None;
         if wants_proxy {
             match self
@@ -268,7 +268,14 @@ impl RunPipeline {
                 listen,
                 allow: if allow { agent.allow_hosts.clone() } else { Vec::new() },
                 inject,
-                refuse_addrs: Vec::new(),
+                // The worker's own ports, on every address (loopback and private ones are
+                // refused anyway).
+                refuse_addrs: self
+                    .config
+                    .refuse_ports
+                    .iter()
+                    .map(|p| std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, *p)))
+                    .collect(),
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -348,7 +355,7 @@ fn write_home_files(agent: &AgentSpec, dirs: &RunDirs, user: Option<AgentUser>) 
 /// Invalid names are left out. PATH is the executor's. Never given: the tenant's `GIT_TOKEN`
 /// (the worker clones, the API pushes) and, for an entry whose key the proxy holds, any
 /// variable under one of its key's names (`key` is then the placeholder).
-fn agent_env(
+pub(super) fn agent_env(
     agent: &AgentSpec,
     run: &Run,
     dirs: &RunDirs,

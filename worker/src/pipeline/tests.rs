@@ -84,3 +84,42 @@ fn workspace_paths_are_under_the_run_dir() {
     assert_eq!(dirs.artifacts, Path::new("/w/run_X/ws/outpost-artifacts"));
     assert_eq!(dirs.spool, Path::new("/w/run_X/output.log"));
 }
+
+#[test]
+fn the_agent_never_gets_the_git_token_nor_a_key_the_proxy_holds() {
+    use outpost_core::domain::{AgentSpec, KeyInjection};
+    use secrecy::SecretString;
+    let run = run_of("x", "t", None, 60);
+    let dirs = RunDirs::new(Path::new("/w"), run.id.as_str());
+    let tenant: Vec<(outpost_core::ports::SecretName, SecretString)> = [
+        ("GIT_TOKEN", "ghp-secret"),
+        ("ANTHROPIC_API_KEY", "sk-real"),
+        ("OTHER", "given"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.parse().expect("name"), SecretString::from(v.to_string())))
+    .collect();
+    let lookup: super::EnvLookup =
+        std::sync::Arc::new(|n: &str| (n == "ANTHROPIC_API_KEY").then(|| "sk-worker".into()));
+    let mut spec = AgentSpec::new("x", &["x"]);
+    spec.key_env = Some("ANTHROPIC_API_KEY".into());
+    spec.pass_env = vec!["ANTHROPIC_API_KEY".into()];
+    // The key in the environment (no injection): the given key, and still no git token.
+    let real = std::ffi::OsString::from("sk-real");
+    let env = super::prepare::agent_env(&spec, &run, &dirs, &lookup, &tenant, Some(&real));
+    assert_eq!(env.get("ANTHROPIC_API_KEY"), Some(std::ffi::OsStr::new("sk-real")));
+    assert_eq!(env.get("GIT_TOKEN"), None);
+    assert_eq!(env.get("OTHER"), Some(std::ffi::OsStr::new("given")));
+    // The proxy holds the key: only the placeholder, from no source the real key is in.
+    spec.key_injection = Some(KeyInjection::new("https://api.anthropic.com", "x-api-key", ""));
+    let env = super::prepare::agent_env(&spec, &run, &dirs, &lookup, &tenant, None);
+    assert_eq!(
+        env.get("ANTHROPIC_API_KEY"),
+        None,
+        "neither the tenant's secret nor pass_env"
+    );
+    let placeholder = std::ffi::OsString::from("sk-outpost-0123456789abcdef");
+    let env = super::prepare::agent_env(&spec, &run, &dirs, &lookup, &tenant, Some(&placeholder));
+    assert_eq!(env.get("ANTHROPIC_API_KEY"), Some(placeholder.as_os_str()));
+    assert_eq!(env.get("GIT_TOKEN"), None);
+}
