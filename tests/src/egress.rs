@@ -7,6 +7,8 @@
 //! | --- | --- | --- |
 //! | `http METHOD URL [NAME:VALUE]… [body=JSON]` | one request straight to URL (`http://` only; `$NAME` or `${NAME}` in the URL and header values from the environment); the body is the rest of the line after `body=` | `HTTP <status>` then the body's first 4 KB, each line indented by two spaces; `HTTP error: <why>` |
 //! | `tunnel HOST:PORT [PATH]` | `CONNECT HOST:PORT` to the proxy of `$HTTPS_PROXY` (`http://IP:PORT`), then on 200 `GET PATH` (default `/`) through the tunnel in plain HTTP | `TUNNEL HOST:PORT: refused (<proxy's status line>)`, `…: open, HTTP <status>`, `…: open, error <why>`, `…: error (<why>)` (no answer from the proxy), `…: no proxy` |
+//! | `tls-tunnel HOST:PORT SNI` | `CONNECT HOST:PORT` as `tunnel`, then a TLS handshake (rustls) naming `SNI` as the server | `TLS HOST:PORT as SNI: closed by the proxy before the server answered`, `…: the server answered (<n> bytes)`, `…: refused (<status line>)`, `…: error (<why>)`, `…: no proxy` |
+//! | `proxy-get URL` | `GET URL` in absolute form (plain-HTTP proxying) to the proxy of `$HTTP_PROXY` | `PROXY-GET URL: HTTP <status>`, `…: error (<why>)`, `…: no proxy` |
 //! | `key-find PART…` | looks for the parts joined with nothing between (so this agent's own command line never holds the whole string) in its environment and command line (in memory and in `/proc/self/`) and in every regular file under `$HOME` and the working directory (recursively, no symlinks followed, files over 8 MB skipped) | `KEY found in <where>` per hit, else `KEY nowhere (<n> files searched[; unreadable: …])` |
 
 use std::io::{BufRead, BufReader, Write};
@@ -29,6 +31,8 @@ pub fn run(cmd: &str, rest: &str) -> Option<String> {
             Err(why) => format!("HTTP error: {why}"),
         },
         "tunnel" => tunnel(rest),
+        "tls-tunnel" => tls_tunnel(rest),
+        "proxy-get" => proxy_get(rest),
         "key-find" => key_find(rest),
         _ => return None,
     })
@@ -232,10 +236,7 @@ fn tunnel(rest: &str) -> String {
     let mut words = rest.split_whitespace();
     let target = words.next().unwrap_or("");
     let path = words.next().unwrap_or("/");
-    let proxy = ["HTTPS_PROXY", "https_proxy"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()));
-    let Some(proxy) = proxy else {
+    let Some(proxy) = proxy_var("HTTPS_PROXY") else {
         return format!("TUNNEL {target}: no proxy");
     };
     match open_tunnel(&proxy, target, path) {
@@ -253,21 +254,42 @@ enum Tunnel {
     Open(Result<u16, String>),
 }
 
-fn open_tunnel(proxy: &str, target: &str, path: &str) -> Result<Tunnel, String> {
+/// A connection to the proxy named by `proxy` (`http://IP:PORT`).
+fn connect_proxy(proxy: &str) -> Result<TcpStream, String> {
     let authority = proxy
         .strip_prefix("http://")
         .ok_or_else(|| format!("proxy {proxy:?} is not http://IP:PORT"))?
         .trim_end_matches('/');
     let (proxy_host, proxy_port) = host_port(authority, 80)?;
-    let (host, _) = host_port(target, 443)?;
-    let mut stream = connect(&proxy_host, proxy_port).map_err(|e| format!("proxy: {e}"))?;
+    connect(&proxy_host, proxy_port).map_err(|e| format!("proxy: {e}"))
+}
+
+/// `CONNECT target` through `proxy`: the open tunnel, or the proxy's refusing status line.
+fn connect_tunnel(proxy: &str, target: &str) -> Result<Result<BufReader<TcpStream>, String>, String> {
+    let mut stream = connect_proxy(proxy)?;
     let connect = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     stream.write_all(connect.as_bytes()).map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader).map_err(|e| format!("proxy: {e}"))?;
     if !(200..300).contains(&head.status) {
-        return Ok(Tunnel::Refused(head.status_line));
+        return Ok(Err(head.status_line));
     }
+    Ok(Ok(reader))
+}
+
+/// The proxy of `$NAME` or its lower-case twin.
+fn proxy_var(name: &str) -> Option<String> {
+    [name.to_owned(), name.to_ascii_lowercase()]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()))
+}
+
+fn open_tunnel(proxy: &str, target: &str, path: &str) -> Result<Tunnel, String> {
+    let (host, _) = host_port(target, 443)?;
+    let mut reader = match connect_tunnel(proxy, target)? {
+        Ok(r) => r,
+        Err(status_line) => return Ok(Tunnel::Refused(status_line)),
+    };
     let get = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let through = reader
         .get_mut()
@@ -276,6 +298,83 @@ fn open_tunnel(proxy: &str, target: &str, path: &str) -> Result<Tunnel, String> 
         .and_then(|()| read_head(&mut reader))
         .and_then(|h| read_body(&mut reader, &h).map(|_| h.status));
     Ok(Tunnel::Open(through))
+}
+
+/// `tls-tunnel HOST:PORT SNI`: a TLS handshake through a tunnel, naming `SNI`. No certificate
+/// is trusted (an empty root store): what matters is whether the server's first bytes arrive
+/// (the tunnel carried the ClientHello) or the proxy closed the tunnel first.
+fn tls_tunnel(rest: &str) -> String {
+    let mut words = rest.split_whitespace();
+    let target = words.next().unwrap_or("");
+    let sni = words.next().unwrap_or("");
+    let what = format!("TLS {target} as {sni}");
+    let Some(proxy) = proxy_var("HTTPS_PROXY") else {
+        return format!("{what}: no proxy");
+    };
+    let reader = match connect_tunnel(&proxy, target) {
+        Ok(Ok(r)) => r,
+        Ok(Err(status_line)) => return format!("{what}: refused ({status_line})"),
+        Err(why) => return format!("{what}: error ({why})"),
+    };
+    match handshake(reader.into_inner(), sni) {
+        Ok(0) => format!("{what}: closed by the proxy before the server answered"),
+        Ok(n) => format!("{what}: the server answered ({n} bytes)"),
+        Err(why) => format!("{what}: error ({why})"),
+    }
+}
+
+/// Drives a TLS client handshake naming `sni` over `sock` until it fails or ends; the bytes the
+/// server side sent.
+fn handshake(mut sock: TcpStream, sni: &str) -> Result<usize, String> {
+    use std::io::Read;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| format!("SNI {sni:?}: {e}"))?;
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut received = 0;
+    let mut buf = [0u8; 16 * 1024];
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            if conn.write_tls(&mut sock).is_err() {
+                return Ok(received);
+            }
+        }
+        let n = match sock.read(&mut buf) {
+            Ok(0) | Err(_) => return Ok(received),
+            Ok(n) => n,
+        };
+        received += n;
+        if conn.read_tls(&mut &buf[..n]).is_err() || conn.process_new_packets().is_err() {
+            // Not TLS, or a certificate no one trusts: the server answered either way.
+            return Ok(received);
+        }
+    }
+    Ok(received)
+}
+
+/// `proxy-get URL`: plain-HTTP proxying (absolute form), which the proxy refuses.
+fn proxy_get(url: &str) -> String {
+    let url = url.trim();
+    let Some(proxy) = proxy_var("HTTP_PROXY") else {
+        return format!("PROXY-GET {url}: no proxy");
+    };
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    let asked = connect_proxy(&proxy).and_then(|mut s| {
+        s.write_all(format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        read_head(&mut BufReader::new(s)).map_err(|e| format!("proxy: {e}"))
+    });
+    match asked {
+        Ok(head) => format!("PROXY-GET {url}: HTTP {}", head.status),
+        Err(why) => format!("PROXY-GET {url}: error ({why})"),
+    }
 }
 
 fn key_find(rest: &str) -> String {

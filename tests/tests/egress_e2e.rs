@@ -20,8 +20,10 @@
 //!   a wrong placeholder is refused (401) and never reaches the stand-in;
 //! - `CONNECT` opens a tunnel to an allowed name only: an unlisted name, a raw IP, names that
 //!   resolve to loopback (`localhost`, a rebinding name) or to the metadata endpoint are refused
-//!   (403), each with an `egress refused` note in `output.log`; a direct TCP connect that skips
-//!   the proxy is blocked by the sandbox;
+//!   (403), each with an `egress refused` note in `output.log`; a TLS ClientHello naming another
+//!   server than the tunnel's allowed host closes the tunnel before anything reaches that host;
+//!   plain-HTTP proxying is refused; a direct TCP connect that skips the proxy is blocked by the
+//!   sandbox;
 //! - the run still succeeds, and the real key is in no artifact, no log and not in the run record
 //!   (`summary.json` `redactions == 0`: the scrubber had nothing to scrub);
 //! - with `network = "open"` the key is still held by the proxy, and there are no proxy
@@ -330,7 +332,10 @@ fn allow_script(w: &World) -> String {
         format!("tunnel localhost:{p}"),
         "tunnel metadata.outpost.test:80".to_owned(),
     ]);
+    // Plain-HTTP proxying; fronting: an allowed tunnel whose TLS names another server.
+    lines.push(format!("proxy-get http://allowed.outpost.test:{p}/"));
     if w.host.allowed.is_some() {
+        lines.push(format!("tls-tunnel allowed.outpost.test:{p} evil.outpost.test"));
         lines.push(format!("try-connect {ALLOWED_IP}:{p}"));
     }
     lines.push("say egress-done".to_owned());
@@ -553,12 +558,43 @@ async fn check_allow_run(w: &World, id: &str, strict: bool) -> anyhow::Result<St
         );
     }
     ensure!(
-        !notes.iter().any(|n| n.contains("allowed.outpost.test")),
+        !notes
+            .iter()
+            .any(|n| n.contains(&format!("CONNECT allowed.outpost.test:{p}")) && !n.contains("TLS server name")),
         "{mode}: the allowed host was refused: {notes:#?}"
     );
     ensure!(!log.contains(DECOY_BODY), "{mode}: a tunnel reached loopback\n{log}");
-    // Five tunnels and the wrong placeholder.
-    let refused = refused_hosts.len() as u64 + 1;
+    // A ClientHello naming another server than the tunnel's host: the proxy closes the tunnel
+    // before anything reaches the allowed host; plain-HTTP proxying is refused.
+    let mut refused = refused_hosts.len() as u64 + 2;
+    if w.host.allowed.is_some() {
+        let fronted = format!("TLS allowed.outpost.test:{p} as evil.outpost.test: ");
+        let fronted = log
+            .lines()
+            .find_map(|l| l.strip_prefix(&fronted))
+            .unwrap_or("(no report)");
+        ensure!(
+            fronted == "closed by the proxy before the server answered",
+            "{mode}: fronting: {fronted}\n{log}"
+        );
+        ensure!(
+            notes
+                .iter()
+                .any(|n| n.contains("evil.outpost.test") && n.contains("allowed.outpost.test")),
+            "{mode}: no note of the fronting attempt: {notes:#?}"
+        );
+        refused += 1;
+    }
+    let plain = format!("PROXY-GET http://allowed.outpost.test:{p}/: HTTP 403");
+    ensure!(
+        log.contains(&plain),
+        "{mode}: plain-HTTP proxying was not refused\n{log}"
+    );
+    ensure!(
+        notes.iter().any(|n| n.contains("plain HTTP")),
+        "{mode}: no note of the plain-HTTP request: {notes:#?}"
+    );
+    // Five tunnels, the plain-HTTP request, the wrong placeholder (and the fronting, above).
     ensure!(notes.len() as u64 == refused, "{mode}: refusal notes {notes:#?}");
 
     // What the proxy counted.

@@ -23,6 +23,8 @@
 //! | `try-…`, `fork-bomb`, `daemon`, `mem-hog`, `disk-fill` | the hostile reaches of `hostile.rs` |
 //! | `http METHOD URL [NAME:VALUE]… [body=JSON]` | one plain HTTP/1.1 request (no proxy; `$NAME` expanded in the URL and headers): prints `HTTP <status>` and the body (`egress.rs`) |
 //! | `tunnel HOST:PORT [PATH]` | `CONNECT` through `$HTTPS_PROXY`, then `GET PATH` inside: prints `TUNNEL HOST:PORT: refused (…)`, `open, HTTP <status>` or `no proxy` (`egress.rs`) |
+//! | `tls-tunnel HOST:PORT SNI` | `CONNECT`, then a TLS handshake naming SNI: whether the proxy closed the tunnel first (`egress.rs`) |
+//! | `proxy-get URL` | plain-HTTP proxying (`GET http://…`) to `$HTTP_PROXY`: prints the proxy's status (`egress.rs`) |
 //! | `key-find PART…` | looks for the parts joined in its environment, command line and the files under `$HOME` and the working directory: prints `KEY found in <where>` or `KEY nowhere (…)` (`egress.rs`) |
 //!
 //! Anything else is echoed as `agent: <line>`, as a chatty agent would.
@@ -170,7 +172,7 @@ async fn run_script(prompt: &str) -> i32 {
                 drop(xfsz);
                 writeln!(out, "{report}").map_err(|e| e.to_string())
             }
-            "http" | "tunnel" | "key-find" => {
+            "http" | "tunnel" | "tls-tunnel" | "proxy-get" | "key-find" => {
                 let _ = out.flush();
                 let report = egress::run(cmd, rest).unwrap_or_default();
                 writeln!(out, "{report}").map_err(|e| e.to_string())
