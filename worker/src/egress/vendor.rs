@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, BodyStream};
 use hyper::body::{Frame, Incoming, SizeHint};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,8 +33,8 @@ pub(super) struct Vendor {
     origin: String,
     host: String,
     header: HeaderName,
-    prefix: String,
-    real_key: SecretString,
+    /// `prefix + real key`, marked sensitive: what the vendor gets in `header`. Built once.
+    key: HeaderValue,
     /// `prefix + placeholder`: what the agent's requests must carry in `header`.
     expected: Vec<u8>,
     placeholder: Vec<u8>,
@@ -61,15 +61,14 @@ impl Vendor {
         if HeaderValue::from_bytes(&expected).is_err() {
             return Err(bad("prefix and placeholder do not make a header value"));
         }
-        if HeaderValue::from_str(&format!("{}{}", i.prefix, i.real_key.expose_secret())).is_err() {
-            return Err(bad("the key does not make a header value"));
-        }
+        let mut key = HeaderValue::from_str(&format!("{}{}", i.prefix, i.real_key.expose_secret()))
+            .map_err(|_| bad("the key does not make a header value"))?;
+        key.set_sensitive(true);
         Ok(Self {
             origin: i.upstream.origin().ascii_serialization(),
             host: host.to_owned(),
             header,
-            prefix: i.prefix,
-            real_key: i.real_key,
+            key,
             expected,
             placeholder: i.placeholder.into_bytes(),
         })
@@ -88,7 +87,7 @@ impl Vendor {
     /// The headers sent upstream: the agent's minus hop-by-hop ones, `host`, `accept-encoding`,
     /// `expect` (hyper answered it) and any holding the placeholder, plus the real key and
     /// `accept-encoding: identity`.
-    fn upstream_headers(&self, from: &HeaderMap) -> Result<HeaderMap, ()> {
+    fn upstream_headers(&self, from: &HeaderMap) -> HeaderMap {
         let listed = connection_listed(from);
         let mut out = HeaderMap::with_capacity(from.len() + 2);
         for (name, value) in from {
@@ -105,12 +104,9 @@ impl Vendor {
             }
             out.append(name.clone(), value.clone());
         }
-        let mut key =
-            HeaderValue::from_str(&format!("{}{}", self.prefix, self.real_key.expose_secret())).map_err(|_| ())?;
-        key.set_sensitive(true);
-        out.insert(self.header.clone(), key);
+        out.insert(self.header.clone(), self.key.clone());
         out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        Ok(out)
+        out
     }
 }
 
@@ -178,12 +174,7 @@ pub(super) async fn forward(run: &Arc<Run>, v: &Vendor, req: Request<Incoming>) 
             "outpost egress proxy: malformed request target",
         );
     };
-    let Ok(headers) = v.upstream_headers(&parts.headers) else {
-        return json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "outpost egress proxy: cannot set the key",
-        );
-    };
+    let headers = v.upstream_headers(&parts.headers);
     let mut upstream = run.shared.client.request(parts.method, url).headers(headers);
     if !hyper::body::Body::is_end_stream(&body) {
         let frames = BodyStream::new(body).try_filter_map(|f| std::future::ready(Ok(f.into_data().ok())));
@@ -292,6 +283,7 @@ impl Drop for MeteredBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     fn injection(header: &str, prefix: &str) -> Injection {
         Injection {
@@ -323,7 +315,7 @@ mod tests {
         h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         h.insert("content-length", HeaderValue::from_static("12"));
         assert!(v.key_ok(&h));
-        let up = v.upstream_headers(&h).expect("headers");
+        let up = v.upstream_headers(&h);
         assert_eq!(
             up.get("authorization").map(HeaderValue::as_bytes),
             Some(&b"Bearer sk-real-0123456789"[..])

@@ -183,13 +183,9 @@ impl RunPipeline {
         }
     }
 
-    /// Runs' egress proxies go through `egress` (its upstream CAs and fixed addresses).
-    pub fn with_egress(self, egress: Arc<Egress>) -> Self {
-        self.with_egress_result(Ok(egress))
-    }
-
-    /// Like [`with_egress`](Self::with_egress), or why the configured one could not be made
-    /// (runs that need a proxy then fail, and [`egress_ready`](Self::egress_ready) says why).
+    /// Runs' egress proxies go through `egress` (its upstream CAs and fixed addresses), or, when
+    /// the configured one could not be made, runs that need a proxy fail and
+    /// [`egress_ready`](Self::egress_ready) says why.
     pub fn with_egress_result(self, egress: Result<Arc<Egress>, String>) -> Self {
         let _ = self.egress.set(egress);
         self

@@ -173,10 +173,27 @@ impl RunPipeline {
             NetworkPolicy::None => false,
         };
         let placeholder = (injected && wants_proxy).then(Injection::new_placeholder);
+        // The vendor the proxy forwards to (checked when the agents file was read).
+        let upstream = match agent.injection_upstream().map(url::Url::parse).transpose() {
+            Ok(u) => u.filter(|_| placeholder.is_some()),
+            Err(e) => {
+                a.notes.push(format!(
+                    "cannot start the run's egress proxy: the vendor URL is not a URL: {e}"
+                ));
+                return Prepared::Ended(a, Outcome::failed(FailureReason::SandboxUnavailable, None));
+            }
+        };
         let mut egress = None;
         if wants_proxy {
             match self
-                .open_proxy(agent, dirs, user, key.as_ref(), placeholder.as_deref())
+                .open_proxy(
+                    agent,
+                    dirs,
+                    user,
+                    key.as_ref(),
+                    placeholder.as_deref(),
+                    upstream.as_ref(),
+                )
                 .await
             {
                 Ok(open) => egress = Some(open),
@@ -187,8 +204,8 @@ impl RunPipeline {
             }
         }
         // With the key in the proxy, the agent's base URL is the proxy (the vendor's path kept).
-        let agent: std::borrow::Cow<'_, AgentSpec> = match (&egress, injected, agent.injection_upstream()) {
-            (Some(open), true, Some(upstream)) => {
+        let agent: std::borrow::Cow<'_, AgentSpec> = match (&egress, &upstream) {
+            (Some(open), Some(upstream)) => {
                 let mut spec = agent.clone();
                 spec.base_url = Some(agent_base_url(open.port.port, upstream));
                 std::borrow::Cow::Owned(spec)
@@ -240,13 +257,12 @@ impl RunPipeline {
         user: Option<AgentUser>,
         key: Option<&OsString>,
         placeholder: Option<&str>,
+        upstream: Option<&url::Url>,
     ) -> Result<OpenProxy, String> {
         let service = self.egress().map_err(str::to_owned)?;
-        let inject = match (placeholder, key, &agent.key_injection, agent.injection_upstream()) {
+        let inject = match (placeholder, key, &agent.key_injection, upstream) {
             (Some(placeholder), Some(key), Some(k), Some(upstream)) => Some(Injection {
-                upstream: upstream
-                    .parse()
-                    .map_err(|e| format!("the vendor URL {upstream:?} is not a URL: {e}"))?,
+                upstream: upstream.clone(),
                 header: k.header.clone(),
                 prefix: k.prefix.clone(),
                 real_key: SecretString::from(key.to_string_lossy().into_owned()),
@@ -301,12 +317,8 @@ const EGRESS_SOCKET: &str = "egress.sock";
 
 /// The base URL an agent whose key the proxy holds is given: the proxy's loopback origin with the
 /// vendor URL's path (`https://api.openai.com/v1` → `http://127.0.0.1:PORT/v1`).
-fn agent_base_url(port: u16, upstream: &str) -> String {
-    let path = upstream
-        .parse::<url::Url>()
-        .map(|u| u.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default();
-    format!("http://127.0.0.1:{port}{path}")
+fn agent_base_url(port: u16, upstream: &url::Url) -> String {
+    format!("http://127.0.0.1:{port}{}", upstream.path().trim_end_matches('/'))
 }
 
 /// The variables that send an agent's HTTP(S) clients through its proxy (`network = "allow"`);
