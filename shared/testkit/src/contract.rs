@@ -215,8 +215,8 @@ pub mod cases {
     use futures_util::StreamExt;
     use outpost_core::domain::report::{ERROR_RECORD_BYTES, RESULT_RECORD_BYTES, SESSION_ID_BYTES};
     use outpost_core::domain::{
-        AgentReport, ApiKeyKind, Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId, RunStatus, TenantId,
-        Usage, WorkerId,
+        AgentReport, ApiKeyKind, Artifact, ExecutorKind, FailureReason, NewRun, Outcome, RemoteTask, RepoSpec, Run,
+        RunId, RunStatus, TenantId, Usage, WorkerId,
     };
     use outpost_core::ports::artifacts::{ArtifactError, RunKey};
     use outpost_core::ports::keys::{hash_key, CreatedKey};
@@ -743,6 +743,70 @@ pub mod cases {
             other => panic!("expected AlreadyFinished, got {other:?}"),
         }
     });
+
+    // ---- runs: remote tasks ---------------------------------------------------------------------
+
+    case!(
+        set_remote_is_the_lease_holders_and_survives_a_new_attempt_and_finish,
+        |f| async move {
+            let fx = fixture(&f).await;
+            let b = &fx.backend;
+            let run = create(b, &tenant("acme")).await;
+            let (a, other) = (worker("a"), worker("b"));
+            let task = RemoteTask {
+                executor: ExecutorKind::Ecs,
+                id: "arn:aws:ecs:us-east-1:123456789012:task/agents/0123456789abcdef".into(),
+                host: None,
+                attempt: 1,
+            };
+            // Not claimed yet: nobody holds it.
+            let early = b.runs.set_remote(&run.id, &a, &task).await;
+            assert!(matches!(early, Err(StoreError::LeaseLost(_))), "got {early:?}");
+            assert_eq!(get(b, &run).await.remote, None);
+            claim(b, &run, &a, ONE_SEC).await;
+            let foreign = b.runs.set_remote(&run.id, &other, &task).await;
+            assert!(matches!(foreign, Err(StoreError::LeaseLost(_))), "got {foreign:?}");
+            let bad = RemoteTask {
+                id: String::new(),
+                ..task.clone()
+            };
+            assert!(matches!(
+                b.runs.set_remote(&run.id, &a, &bad).await,
+                Err(StoreError::Conflict { .. })
+            ));
+            b.runs.set_remote(&run.id, &a, &task).await.expect("set remote");
+            assert_eq!(get(b, &run).await.remote.as_ref(), Some(&task));
+            // A heartbeat, a lost lease and the next attempt keep it (the new attempt adopts it).
+            b.runs.heartbeat(&run.id, &a, ONE_SEC).await.expect("heartbeat");
+            tokio::time::sleep(PAST_ONE_SEC).await;
+            let second = claim(b, &run, &other, MINUTE).await;
+            assert_eq!((second.attempts, second.remote.as_ref()), (2, Some(&task)));
+            let ssm = RemoteTask {
+                executor: ExecutorKind::Ssm,
+                id: "5f2c6a0e-0000-4000-8000-000000000001".into(),
+                host: Some("i-0123456789abcdef0".into()),
+                attempt: 2,
+            };
+            let stale = b.runs.set_remote(&run.id, &a, &ssm).await;
+            assert!(
+                matches!(stale, Err(StoreError::LeaseLost(_))),
+                "the first worker lost it: {stale:?}"
+            );
+            b.runs.set_remote(&run.id, &other, &ssm).await.expect("replace");
+            let done = b
+                .runs
+                .finish(&run.id, &other, Outcome::succeeded(), Vec::new())
+                .await
+                .expect("finish");
+            assert_eq!(done.remote.as_ref(), Some(&ssm));
+            assert_eq!(get(b, &run).await.remote, Some(ssm.clone()));
+            let after = b.runs.set_remote(&run.id, &other, &ssm).await;
+            assert!(
+                matches!(after, Err(StoreError::LeaseLost(_))),
+                "a finished run is nobody's: {after:?}"
+            );
+        }
+    );
 
     // ---- runs: heartbeat ------------------------------------------------------------------------
 

@@ -160,6 +160,7 @@ pub(crate) async fn finalize(
         agent_report: outcome.report.capped(),
         sandbox: a.sandbox.clone(),
         egress: a.egress.clone(),
+        artifacts: manifest_order(up.stored.clone()),
     };
     let summary_path = dirs.side_file(SUMMARY_JSON);
     let summary_ok = match serde_json::to_vec_pretty(&summary) {

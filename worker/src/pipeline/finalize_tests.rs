@@ -151,6 +151,7 @@ fn summary_json_keeps_its_shape() {
         agent_report: AgentReport::default(),
         sandbox: None,
         egress: None,
+        artifacts: vec![],
     };
     let json = String::from_utf8(serde_json::to_vec_pretty(&summary).expect("json")).expect("utf8");
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
-use outpost_core::domain::{AgentReport, Artifact, FailureReason, RepoSpec, Run, RunStatus, WorkerId};
+use outpost_core::domain::{AgentReport, Artifact, FailureReason, RemoteTask, RepoSpec, Run, RunStatus, WorkerId};
 use outpost_core::ports::{KeyError, StoreError, WorkerInfo};
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -54,6 +54,8 @@ pub(super) mod attr {
     pub const RUNNING: &str = "running";
     /// The agent's report, JSON (`AgentReport`); absent when it reported nothing.
     pub const REPORT: &str = "report";
+    /// The run's remote task, JSON (`RemoteTask`); absent when none was started.
+    pub const REMOTE: &str = "remote";
 
     // Inside `repo` and `artifacts`.
     pub const URL: &str = "url";
@@ -242,7 +244,16 @@ pub(super) fn run_item(run: &Run) -> Item {
     if let Some(report) = report_value(&run.report) {
         put(attr::REPORT, report);
     }
+    if let Some(remote) = run.remote.as_ref().and_then(remote_value) {
+        put(attr::REMOTE, remote);
+    }
     item
+}
+
+/// The `remote` attribute of a remote task: its JSON (plain fields: serialising cannot fail; if
+/// it ever did, `None`).
+pub(super) fn remote_value(remote: &RemoteTask) -> Option<AttributeValue> {
+    serde_json::to_string(remote).ok().map(s)
 }
 
 /// The run an item holds.
@@ -284,6 +295,13 @@ pub(super) fn run_from_item(item: &Item) -> Result<Run, MalformedItem> {
         })
         .transpose()?
         .unwrap_or_default();
+    let remote = r
+        .opt_string(attr::REMOTE)?
+        .map(|json| {
+            serde_json::from_str::<RemoteTask>(json)
+                .map_err(|e| r.malformed(format!("{} is not a remote task: {e}", attr::REMOTE)))
+        })
+        .transpose()?;
     Ok(Run {
         id: r.parse(attr::PK)?,
         tenant: r.parse(attr::TENANT_ID)?,
@@ -304,6 +322,7 @@ pub(super) fn run_from_item(item: &Item) -> Result<Run, MalformedItem> {
         cancel_requested: r.boolean(attr::CANCEL_REQUESTED)?,
         idle_timeout_secs: r.opt_number(attr::IDLE_TIMEOUT_SECS)?,
         report,
+        remote,
     })
 }
 

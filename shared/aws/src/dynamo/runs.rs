@@ -35,8 +35,8 @@
 
 use super::expr::{Placeholders, UpdateExpression};
 use super::item::{
-    artifacts_value, attr, expiry, n, now_ms, plus, report_value, run_from_item, run_item, s, time, time_ms,
-    truncate_ms, Item, RUNNING_MARKER, RUN_RETENTION,
+    artifacts_value, attr, expiry, n, now_ms, plus, remote_value, report_value, run_from_item, run_item, s, time,
+    time_ms, truncate_ms, Item, RUNNING_MARKER, RUN_RETENTION,
 };
 use super::{DynamoStore, BY_TENANT_INDEX, RUNNING_INDEX};
 use crate::sdk_error;
@@ -48,7 +48,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use outpost_core::domain::{
-    decide_claim, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId,
+    decide_claim, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, RemoteTask, Run, RunId, RunStatus, TenantId,
     TransitionError, WorkerId,
 };
 use outpost_core::ports::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
@@ -555,6 +555,23 @@ impl RunStore for DynamoStore {
             Write::Done(run) => Ok(run),
             Write::Refused(None) => Err(StoreError::NotFound),
             Write::Refused(Some(_)) => Err(StoreError::LeaseLost(id.clone())),
+        }
+    }
+
+    async fn set_remote(&self, id: &RunId, worker: &WorkerId, remote: &RemoteTask) -> Result<(), StoreError> {
+        remote.check().map_err(|message| StoreError::Conflict {
+            id: id.clone(),
+            status: RunStatus::Running,
+            message,
+        })?;
+        let value = remote_value(remote)
+            .ok_or_else(|| StoreError::Backend(format!("cannot serialise the remote task of run {id}").into()))?;
+        let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());
+        u.set(&mut p, attr::REMOTE, value);
+        let condition = held_by(&mut p, worker);
+        match self.update_run(id, &u, condition, p).await? {
+            Write::Done(_) => Ok(()),
+            Write::Refused(_) => Err(StoreError::LeaseLost(id.clone())),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod claim;
 pub mod ids;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod run_files;
@@ -15,6 +16,7 @@ pub use agents::{
 };
 pub use claim::{decide_claim, ClaimDecision};
 pub use ids::{ApiKeyKind, IdError, RunId, TenantId, WorkerId};
+pub use remote::{EntrypointExit, ExecutorKind, RemoteTask};
 pub use report::{AgentReport, Usage};
 pub use run::{Artifact, FailureReason, NewRun, Outcome, RepoSpec, Run, RunStatus, TerminalStatus, TransitionError};
 pub use run_files::{EgressRecord, MeteredUsage, SandboxRecord, Summary};

@@ -156,6 +156,12 @@ pub enum FailureReason {
     /// The agent's sandbox could not be set up as its entry asks (a layer this machine lacks,
     /// or `sandbox = "none"` where it is refused); nothing was started.
     SandboxUnavailable,
+    /// The entry's remote executor could not take the run: no ECS capacity, no SSM host online,
+    /// or its task definition missing, after bounded retries; nothing was started.
+    ExecutorUnavailable,
+    /// The run's ECS task or SSM command ended without storing its `summary.json` (it failed to
+    /// start, its host or container died); the executor's own account is in the notes.
+    ExecutorLost,
 }
 
 impl FailureReason {
@@ -177,6 +183,8 @@ impl FailureReason {
             FailureReason::OutputLimit => "output_limit",
             FailureReason::CpuLimit => "cpu_limit",
             FailureReason::SandboxUnavailable => "sandbox_unavailable",
+            FailureReason::ExecutorUnavailable => "executor_unavailable",
+            FailureReason::ExecutorLost => "executor_lost",
         }
     }
 }
@@ -338,6 +346,10 @@ pub struct Run {
     /// the run finishes.
     #[serde(default)]
     pub report: AgentReport,
+    /// The run's ECS task or SSM command, once an attempt started one (see
+    /// [`RemoteTask`](super::RemoteTask)); kept when the run ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<super::RemoteTask>,
 }
 
 impl Run {
@@ -363,6 +375,7 @@ impl Run {
             lease_expires_at: None,
             cancel_requested: false,
             report: AgentReport::default(),
+            remote: None,
         }
     }
 

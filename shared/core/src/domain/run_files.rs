@@ -77,6 +77,10 @@ pub struct Summary {
     /// proxy held); `None` when the run had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressRecord>,
+    /// The manifest of every artifact stored before `summary.json` (in manifest order), so that a
+    /// worker that reads only `summary.json` (the agent ran remotely) records the whole manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<super::Artifact>,
 }
 
 /// The sandbox one run's agent had, as `summary.json` records it.
@@ -151,6 +155,7 @@ mod tests {
             agent_report: AgentReport::default(),
             sandbox: None,
             egress: None,
+            artifacts: vec![],
         };
         let json = serde_json::to_value(&s).expect("json");
         assert!(json.get("agent_report").is_none(), "an empty report is left out");

@@ -131,6 +131,18 @@ pub trait RunStore: Send + Sync + 'static {
         artifacts: Vec<Artifact>,
     ) -> Result<Run, StoreError>;
 
+    /// Records the remote execution (ECS task, SSM command) the lease holder `worker` started
+    /// for the run, so that a later attempt adopts it instead of starting another. `LeaseLost`
+    /// if `worker` does not hold the run (nothing changes then); `Conflict` if `remote` is not
+    /// valid ([`RemoteTask::check`](crate::domain::RemoteTask::check)). One conditional write;
+    /// every later change of the run (heartbeat, release, a new claim, finish) keeps it.
+    async fn set_remote(
+        &self,
+        id: &RunId,
+        worker: &WorkerId,
+        remote: &crate::domain::RemoteTask,
+    ) -> Result<(), StoreError>;
+
     /// A client's cancel: a queued run becomes `cancelled` at once; a running run gets its cancel
     /// flag set (the worker stops it at its next heartbeat); a terminal run is returned unchanged.
     async fn request_cancel(&self, tenant: &TenantId, id: &RunId) -> Result<Run, StoreError>;

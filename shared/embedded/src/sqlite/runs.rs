@@ -14,6 +14,8 @@
 //! - Timestamps are kept to the millisecond; the `Run` returned by `create` is already truncated,
 //!   so it equals what `get` returns later.
 //! - List cursors are the hex of the last id returned.
+//! - The run's remote task is one JSON column (NULL: none), written by `set_remote` and kept by
+//!   every later change.
 //! - The agent's report is one JSON column, NULL when the agent reported nothing; `finish` stores
 //!   it capped ([`AgentReport::capped`]).
 
@@ -22,8 +24,8 @@ use super::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use outpost_core::domain::{
-    decide_claim, AgentReport, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, RepoSpec, Run, RunId,
-    RunStatus, TenantId, TerminalStatus, TransitionError, WorkerId,
+    decide_claim, AgentReport, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, RemoteTask, RepoSpec, Run,
+    RunId, RunStatus, TenantId, TerminalStatus, TransitionError, WorkerId,
 };
 use outpost_core::ports::runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 use rusqlite::types::ToSql;
@@ -33,7 +35,7 @@ use std::time::Duration;
 /// The columns of a run, in the order [`decode_run`] reads them.
 const RUN_COLUMNS: &str = "id, tenant, agent, task, repo, timeout_secs, status, attempts, created_at, started_at, \
      finished_at, exit_code, failure_reason, artifacts, worker_id, lease_expires_at, cancel_requested, \
-     idle_timeout_secs, report";
+     idle_timeout_secs, report, remote";
 
 /// Largest page `list` returns.
 const MAX_PAGE: u32 = 100;
@@ -71,6 +73,7 @@ fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
     let artifacts: String = row.get(13)?;
     let worker_id: Option<String> = row.get(14)?;
     let report: Option<String> = row.get(18)?;
+    let remote: Option<String> = row.get(19)?;
     let opt_time = |i: usize| -> Result<Option<DateTime<Utc>>, DbError> {
         row.get::<_, Option<i64>>(i)?.map(ms_to_time).transpose()
     };
@@ -100,6 +103,7 @@ fn decode_run(row: &Row<'_>) -> Result<Run, DbError> {
             .map(|r| serde_json::from_str::<AgentReport>(&r))
             .transpose()?
             .unwrap_or_default(),
+        remote: remote.map(|r| serde_json::from_str(&r)).transpose()?,
     })
 }
 
@@ -123,7 +127,7 @@ fn update_run(conn: &Connection, prev: &Run, next: &Run) -> Result<Result<(), St
     let mut stmt = conn.prepare_cached(
         "UPDATE runs SET status = ?2, attempts = ?3, started_at = ?4, finished_at = ?5, exit_code = ?6, \
          failure_reason = ?7, artifacts = ?8, worker_id = ?9, lease_expires_at = ?10, cancel_requested = ?11, \
-         report = ?15 \
+         report = ?15, remote = ?16 \
          WHERE id = ?1 AND status = ?12 AND attempts = ?13 AND worker_id IS ?14",
     )?;
     let changed = stmt.execute(params![
@@ -142,6 +146,7 @@ fn update_run(conn: &Connection, prev: &Run, next: &Run) -> Result<Result<(), St
         prev.attempts,
         prev.worker_id.as_ref().map(WorkerId::as_str),
         next.report.to_stored_json()?,
+        next.remote.as_ref().map(serde_json::to_string).transpose()?,
     ])?;
     if changed == 1 {
         Ok(Ok(()))
@@ -236,6 +241,25 @@ fn finish_tx(
             Ok(next)
         });
     commit_change(conn, &run, next, |r| r)
+}
+
+fn set_remote_tx(
+    conn: &Connection,
+    id: &RunId,
+    worker: &WorkerId,
+    remote: RemoteTask,
+) -> Result<Result<(), StoreError>, DbError> {
+    let Some(run) = select_run(conn, id, None)? else {
+        return Ok(Err(StoreError::LeaseLost(id.clone())));
+    };
+    if run.status != RunStatus::Running || run.worker_id.as_ref() != Some(worker) {
+        return Ok(Err(StoreError::LeaseLost(run.id)));
+    }
+    let next = Run {
+        remote: Some(remote),
+        ..run.clone()
+    };
+    commit_change(conn, &run, Ok(next), |_| ())
 }
 
 fn cancel_tx(conn: &Connection, tenant: &TenantId, id: &RunId) -> Result<Result<Run, StoreError>, DbError> {
@@ -402,7 +426,7 @@ impl RunStore for SqliteStore {
             .write(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                     '[]', NULL, NULL, 0, ?14, NULL) ON CONFLICT (id) DO NOTHING"
+                     '[]', NULL, NULL, 0, ?14, NULL, NULL) ON CONFLICT (id) DO NOTHING"
                 ))?;
                 Ok(stmt.execute(params![
                     inserted.id.as_str(),
@@ -485,6 +509,16 @@ impl RunStore for SqliteStore {
         self.db
             .write(move |tx| finish_tx(tx, &id, &worker, outcome, artifacts))
             .await?
+    }
+
+    async fn set_remote(&self, id: &RunId, worker: &WorkerId, remote: &RemoteTask) -> Result<(), StoreError> {
+        remote.check().map_err(|message| StoreError::Conflict {
+            id: id.clone(),
+            status: RunStatus::Running,
+            message,
+        })?;
+        let (id, worker, remote) = (id.clone(), worker.clone(), remote.clone());
+        self.db.write(move |tx| set_remote_tx(tx, &id, &worker, remote)).await?
     }
 
     async fn request_cancel(&self, tenant: &TenantId, id: &RunId) -> Result<Run, StoreError> {

@@ -4,7 +4,7 @@
 //! rather than guessing. Timestamps are integer milliseconds since the Unix epoch.
 //!
 //! Versions: 1 made the tables; 2 added `runs.idle_timeout_secs` and `runs.report` (the agent's
-//! report as JSON). A file of an older version is brought up step by step, each step once, so a
+//! report as JSON); 3 added `runs.remote` (the run's ECS task or SSM command). A file of an older version is brought up step by step, each step once, so a
 //! database made by an earlier build keeps its runs (`ADD COLUMN` leaves them NULL, which reads
 //! as "no idle timeout given" and "no report").
 
@@ -12,7 +12,7 @@ use crate::EmbeddedError;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1: every table (the schema of the first release, kept as it was).
 pub(super) const SCHEMA_V1: &str = "
@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS workers (
 /// default) and the agent's report (JSON `AgentReport`, NULL when it reported nothing).
 const COLUMNS_V2: [(&str, &str); 2] = [("idle_timeout_secs", "INTEGER"), ("report", "TEXT")];
 
+/// Version 3: the run's remote task (JSON `RemoteTask`, NULL when none was started).
+const COLUMNS_V3: [(&str, &str); 1] = [("remote", "TEXT")];
+
 /// `ALTER TABLE table ADD COLUMN column decl`, unless the column is already there.
 fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), rusqlite::Error> {
     let exists: bool = conn.query_row(
@@ -119,6 +122,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
     }
     if found < 2 {
         for (column, decl) in COLUMNS_V2 {
+            add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
+        }
+    }
+    if found < 3 {
+        for (column, decl) in COLUMNS_V3 {
             add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
         }
     }

@@ -131,6 +131,10 @@ pub struct AgentSpec {
     /// Processes, CPU, disk and output caps of one run.
     #[serde(default)]
     pub limits: RunLimits,
+    /// Where its runs' agents run: a sandboxed process of the worker, a per-run ECS task or an
+    /// SSM host (see [`crate::domain::remote`]).
+    #[serde(default)]
+    pub executor: crate::domain::ExecutorKind,
     /// Disabled agents are listed nowhere and refused at dispatch.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
@@ -186,6 +190,7 @@ impl AgentSpec {
             allow_hosts: Vec::new(),
             key_injection: None,
             limits: RunLimits::default(),
+            executor: crate::domain::ExecutorKind::Process,
             enabled: true,
             description: String::new(),
         }
@@ -333,6 +338,7 @@ struct AgentEntry {
     cpu_secs: Option<u32>,
     disk_mb: Option<u32>,
     output_mb: Option<u32>,
+    executor: Option<crate::domain::ExecutorKind>,
     enabled: Option<bool>,
     description: Option<String>,
 }
@@ -513,6 +519,9 @@ impl AgentRegistry {
                     *slot = v;
                 }
             }
+            if let Some(x) = entry.executor {
+                spec.executor = x;
+            }
             if spec.memory_mb < 16 {
                 return Err(invalid("memory_mb must be at least 16"));
             }
@@ -580,6 +589,31 @@ fn home_path_valid(rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_name_their_executor() {
+        let mut reg = AgentRegistry::builtin(false);
+        assert!(reg
+            .enabled()
+            .all(|a| a.executor == crate::domain::ExecutorKind::Process));
+        reg.apply_toml(
+            "[agents.claude]\nexecutor = \"ecs\"\n[agents.hosted]\ncommand = [\"x\"]\nexecutor = \"ssm\"\n",
+            "t.toml",
+        )
+        .expect("apply");
+        assert_eq!(
+            reg.get("claude").map(|a| a.executor),
+            Some(crate::domain::ExecutorKind::Ecs)
+        );
+        assert_eq!(
+            reg.get("hosted").map(|a| a.executor),
+            Some(crate::domain::ExecutorKind::Ssm)
+        );
+        let err = reg
+            .apply_toml("[agents.claude]\nexecutor = \"docker\"\n", "t.toml")
+            .expect_err("unknown executor");
+        assert!(err.to_string().contains("t.toml"), "{err}");
+    }
 
     #[test]
     fn entries_name_their_sandbox_network_and_limits() {
