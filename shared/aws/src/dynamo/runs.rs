@@ -51,6 +51,7 @@ use outpost_core::domain::{
     decide_claim, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, RemoteTask, Run, RunId, RunStatus, TenantId,
     TransitionError, WorkerId,
 };
+use outpost_core::ports::runs::check_remote;
 use outpost_core::ports::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -559,11 +560,7 @@ impl RunStore for DynamoStore {
     }
 
     async fn set_remote(&self, id: &RunId, worker: &WorkerId, remote: &RemoteTask) -> Result<(), StoreError> {
-        remote.check().map_err(|message| StoreError::Conflict {
-            id: id.clone(),
-            status: RunStatus::Running,
-            message,
-        })?;
+        check_remote(id, remote)?;
         let value = remote_value(remote)
             .ok_or_else(|| StoreError::Backend(format!("cannot serialise the remote task of run {id}").into()))?;
         let (mut p, mut u) = (Placeholders::default(), UpdateExpression::default());

@@ -74,6 +74,16 @@ pub struct HeartbeatOutcome {
     pub lease_expires_at: DateTime<Utc>,
 }
 
+/// `Conflict` unless `remote` passes [`RemoteTask::check`](crate::domain::RemoteTask::check):
+/// what every store's [`RunStore::set_remote`] does first.
+pub fn check_remote(id: &RunId, remote: &crate::domain::RemoteTask) -> Result<(), StoreError> {
+    remote.check().map_err(|message| StoreError::Conflict {
+        id: id.clone(),
+        status: RunStatus::Running,
+        message,
+    })
+}
+
 /// The durable record of runs.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {

@@ -27,7 +27,9 @@ use outpost_core::domain::{
     decide_claim, AgentReport, Artifact, ClaimDecision, FailureReason, NewRun, Outcome, RemoteTask, RepoSpec, Run,
     RunId, RunStatus, TenantId, TerminalStatus, TransitionError, WorkerId,
 };
-use outpost_core::ports::runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
+use outpost_core::ports::runs::{
+    check_remote, ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError,
+};
 use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::time::Duration;
@@ -512,11 +514,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn set_remote(&self, id: &RunId, worker: &WorkerId, remote: &RemoteTask) -> Result<(), StoreError> {
-        remote.check().map_err(|message| StoreError::Conflict {
-            id: id.clone(),
-            status: RunStatus::Running,
-            message,
-        })?;
+        check_remote(id, remote)?;
         let (id, worker, remote) = (id.clone(), worker.clone(), remote.clone());
         self.db.write(move |tx| set_remote_tx(tx, &id, &worker, remote)).await?
     }
