@@ -71,6 +71,10 @@ pub fn harness() -> Harness {
             home_files = { "cfg/settings.json" = "{\"home\":\"{home}\"}" }
             ignore = [".tool/"]
 
+            [agents.on-ecs]
+            command = ["sh", "-c", "{prompt}"]
+            executor = "ecs"
+
             [agents.gemini-like]
             command = ["sh", "-c", "{prompt}"]
             output = "gemini"

@@ -103,6 +103,14 @@ impl RunPipeline {
             ));
             return Prepared::Ended(a, Outcome::failed(FailureReason::UnknownAgent, None));
         };
+        if agent.executor.is_remote() {
+            // Never run an entry meant for its own ECS task or SSM host as a local process.
+            a.notes.push(format!(
+                "agent {:?} asks for the {} executor, which this worker does not have; the agent was not started",
+                run.agent, agent.executor
+            ));
+            return Prepared::Ended(a, Outcome::failed(FailureReason::ExecutorUnavailable, None));
+        }
         let timeout_secs = if run.timeout_secs == 0 {
             agent.default_timeout_secs
         } else {

@@ -56,6 +56,19 @@ async fn spawn_failure_and_unknown_agent_are_failed_runs_with_a_log() {
 }
 
 #[tokio::test]
+async fn an_entry_for_a_remote_executor_is_never_run_as_a_local_process() {
+    let h = harness();
+    let marker = h.path("ran-locally");
+    let run = run_of("on-ecs", &format!("touch {}", marker.display()), None, 60);
+    let (outcome, artifacts) = h.exec(&run).await;
+    assert_eq!(outcome, Outcome::failed(FailureReason::ExecutorUnavailable, None));
+    assert_eq!(names(&artifacts), ["output.log", "summary.json"]);
+    assert!(h.log(&run).contains("asks for the ecs executor"), "{}", h.log(&run));
+    assert_eq!(h.summary(&run)["failure_reason"], "executor_unavailable");
+    assert!(!marker.exists(), "the agent must not have run");
+}
+
+#[tokio::test]
 async fn bad_branch_is_workspace_failed_with_gits_message() {
     let h = harness();
     let url = make_repo(&h.path("origin"));
