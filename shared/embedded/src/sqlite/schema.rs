@@ -4,9 +4,10 @@
 //! rather than guessing. Timestamps are integer milliseconds since the Unix epoch.
 //!
 //! Versions: 1 made the tables; 2 added `runs.idle_timeout_secs` and `runs.report` (the agent's
-//! report as JSON); 3 added `runs.remote` (the run's ECS task or SSM command). A file of an older version is brought up step by step, each step once, so a
-//! database made by an earlier build keeps its runs (`ADD COLUMN` leaves them NULL, which reads
-//! as "no idle timeout given" and "no report").
+//! report as JSON); 3 added `runs.remote` (the run's ECS task or SSM command). A file of an older
+//! version is brought up step by step, each step once, so a database made by an earlier build
+//! keeps its runs (`ADD COLUMN` leaves them NULL, which reads as "no idle timeout given", "no
+//! report" and "no remote task").
 
 use crate::EmbeddedError;
 use rusqlite::{Connection, TransactionBehavior};
@@ -88,6 +89,9 @@ const COLUMNS_V2: [(&str, &str); 2] = [("idle_timeout_secs", "INTEGER"), ("repor
 /// Version 3: the run's remote task (JSON `RemoteTask`, NULL when none was started).
 const COLUMNS_V3: [(&str, &str); 1] = [("remote", "TEXT")];
 
+/// The columns each version after 1 added to `runs`, oldest first.
+const ADDED_COLUMNS: [(i64, &[(&str, &str)]); 2] = [(2, &COLUMNS_V2), (3, &COLUMNS_V3)];
+
 /// `ALTER TABLE table ADD COLUMN column decl`, unless the column is already there.
 fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), rusqlite::Error> {
     let exists: bool = conn.query_row(
@@ -120,14 +124,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
     if found < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(EmbeddedError::Schema)?;
     }
-    if found < 2 {
-        for (column, decl) in COLUMNS_V2 {
-            add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
-        }
-    }
-    if found < 3 {
-        for (column, decl) in COLUMNS_V3 {
-            add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
+    for (version, columns) in ADDED_COLUMNS {
+        if found < version {
+            for (column, decl) in columns {
+                add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
+            }
         }
     }
     if found < VERSION {
