@@ -18,6 +18,7 @@
 //! validated types, so a key never leaves its run's prefix.
 
 mod live;
+pub mod post;
 mod setup;
 mod upload;
 
