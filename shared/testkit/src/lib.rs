@@ -15,6 +15,8 @@ pub mod tls;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_faults;
 
 #[cfg(feature = "lambda-gateway")]
 pub mod lambda_gateway;
