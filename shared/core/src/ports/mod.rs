@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod keys;
+pub mod launcher;
 pub mod queue;
 pub mod runs;
 pub mod secrets;
@@ -13,6 +14,7 @@ pub mod workers;
 
 pub use artifacts::{ArtifactBody, ArtifactError, ArtifactStore, LogChunk, RunKey};
 pub use keys::{ApiKeyStore, CreatedKey, KeyError};
+pub use launcher::{ActiveExecution, Availability, EndHow, LaunchError, LaunchRequest, RemoteEnd, RemoteLauncher};
 pub use queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage, TaskQueue};
 pub use runs::{ClaimOutcome, Cursor, HeartbeatOutcome, Page, RunFilter, RunStore, StoreError};
 pub use secrets::{SecretError, SecretInfo, SecretName, SecretStore};
