@@ -9,11 +9,13 @@
 //! [`AwsSettings::from_env`].
 
 pub mod dynamo;
+pub mod ecs;
 pub mod metrics;
 pub mod provision;
 pub mod s3;
 pub mod sqs;
 pub mod ssm;
+pub mod ssm_exec;
 
 pub use metrics::RequestCounter;
 

@@ -298,7 +298,47 @@ fn backend(e: PostError) -> ArtifactError {
     ArtifactError::Backend(Box::new(e))
 }
 
+/// Where the spec of one attempt of a run is staged: `specs/{tenant}/{run}/{attempt}.json`,
+/// outside `runs/` (never an artifact, never listed to the client) and expired by the bucket's
+/// lifecycle rule for `specs/`.
+pub fn spec_key(key: &RunKey, attempt: u32) -> String {
+    format!("specs/{}/{}/{attempt}.json", key.tenant.as_str(), key.run.as_str())
+}
+
 impl S3ArtifactStore {
+    /// Stores `body` (a run spec, JSON) at [`spec_key`] with SSE-S3 and returns a presigned GET
+    /// of it living `expires_in`: the only thing a remote execution is handed. One PutObject; the
+    /// presigning is local.
+    pub async fn stage_spec(
+        &self,
+        key: &RunKey,
+        attempt: u32,
+        body: Vec<u8>,
+        expires_in: Duration,
+    ) -> Result<String, ArtifactError> {
+        let object = spec_key(key, attempt);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .content_type("application/json")
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(super::sdk)?;
+        let config = PresigningConfig::expires_in(expires_in).map_err(super::sdk)?;
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .presigned(config)
+            .await
+            .map_err(super::sdk)?;
+        Ok(presigned.uri().to_owned())
+    }
+
     /// A POST policy for keys under `prefix` (ends with `/`; see [`run_prefix`], [`live_prefix`])
     /// in this store's bucket, signed with `credentials` (the worker's own, see
     /// [`sdk_credentials`]) for the region of this store's client, for objects of at most
