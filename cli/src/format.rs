@@ -220,6 +220,9 @@ pub fn fleet(f: &FleetStatus) -> String {
         .map(|a| {
             vec![
                 a.name.clone(),
+                a.executor.to_string(),
+                available_cell(a),
+                a.in_flight.to_string(),
                 a.key_env.clone().unwrap_or_else(|| "-".into()),
                 format!("{}s", a.default_timeout_secs),
                 a.idle_timeout_secs.map_or_else(|| "-".into(), |s| format!("{s}s")),
@@ -233,6 +236,9 @@ pub fn fleet(f: &FleetStatus) -> String {
     out.push_str(&table(
         &[
             "AGENT",
+            "EXECUTOR",
+            "AVAILABLE",
+            "IN FLIGHT",
             "KEY ENV",
             "TIMEOUT",
             "IDLE",
@@ -253,6 +259,20 @@ pub fn fleet(f: &FleetStatus) -> String {
         out.push_str(&table(&["WORKER", "HOST", "BUSY"], &rows));
     }
     out
+}
+
+/// The AVAILABLE cell of an agent: `yes`, `no` or `-` (no live worker reports it), with what
+/// the executor said (`no (task definition INACTIVE)`).
+fn available_cell(a: &outpost_api::AgentView) -> String {
+    let word = match a.available {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    };
+    match (&a.availability, a.available) {
+        (Some(detail), Some(_)) if !detail.is_empty() => format!("{word} ({detail})"),
+        _ => word.to_owned(),
+    }
 }
 
 /// The NETWORK cell of an agent: its policy, the hosts `allow` adds, and whether the proxy holds
@@ -315,6 +335,55 @@ mod tests {
         a.allow_hosts = vec!["github.com".into(), "*.pypi.org".into()];
         a.key_injection = false;
         assert_eq!(network_cell(&a), "allow +github.com +*.pypi.org");
+    }
+
+    #[test]
+    fn the_fleet_table_shows_executor_availability_and_runs_in_flight() {
+        let agent = |extra: serde_json::Value| -> outpost_api::AgentView {
+            let mut v =
+                serde_json::json!({"name": "a", "description": "d", "key_env": null, "default_timeout_secs": 60});
+            if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(extra.clone());
+            }
+            serde_json::from_value(v).expect("view")
+        };
+        // An older server's answer (no executor, no loads) still reads.
+        let old = agent(serde_json::json!({}));
+        assert_eq!(
+            (old.executor, old.in_flight, available_cell(&old).as_str()),
+            (outpost_core::ExecutorKind::Process, 0, "-")
+        );
+        let ssm = agent(serde_json::json!({
+            "name": "codex-ssm", "executor": "ssm", "in_flight": 3, "available": false,
+            "availability": "0 of 2 hosts online"
+        }));
+        assert_eq!(available_cell(&ssm), "no (0 of 2 hosts online)");
+        let f = FleetStatus {
+            agents: vec![ssm, agent(serde_json::json!({"name": "shell", "available": true}))],
+            queue: outpost_api::QueueView {
+                visible: 1,
+                in_flight: 0,
+                dead: 0,
+            },
+            running: 3,
+            workers: Vec::new(),
+            slots_total: 4,
+            slots_busy: 3,
+        };
+        let out = fleet(&f);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[2].starts_with("AGENT      EXECUTOR  AVAILABLE                 IN FLIGHT  KEY ENV"),
+            "{out}"
+        );
+        assert!(
+            lines[3].starts_with("codex-ssm  ssm       no (0 of 2 hosts online)  3          -"),
+            "{out}"
+        );
+        assert!(
+            lines[4].starts_with("shell      process   yes                       0          -"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use crate::handlers::{TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM};
 use outpost_api::{
     AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health,
     PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList, SecretView,
-    WorkerView,
+    WorkerAgentView, WorkerView,
 };
 
-use outpost_core::{FailureReason, RepoSpec, RunStatus, Usage};
+use outpost_core::{ExecutorKind, FailureReason, RepoSpec, RunStatus, Usage};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::Modify;
 
@@ -42,6 +42,8 @@ pub const SECURITY_SCHEME: &str = "bearer";
         AgentView,
         QueueView,
         WorkerView,
+        WorkerAgentView,
+        ExecutorKind,
         PromoteRequest,
         PromoteResult,
         PutSecretRequest,

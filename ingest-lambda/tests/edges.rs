@@ -4,8 +4,9 @@
 mod support;
 
 use chrono::Utc;
+use outpost_core::ports::workers::AgentLoad;
 use outpost_core::ports::WorkerInfo;
-use outpost_core::WorkerId;
+use outpost_core::{ExecutorKind, WorkerId};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{dispatch_request, error_of, start};
@@ -463,6 +464,18 @@ async fn openapi_document_lists_every_path() {
         "{}",
         run_view["usage"]
     );
+    let agent_view = &schemas["AgentView"]["properties"];
+    for field in ["executor", "in_flight", "available", "availability"] {
+        assert!(
+            agent_view[field].is_object(),
+            "AgentView.{field} undocumented: {agent_view}"
+        );
+    }
+    assert!(
+        schemas["ExecutorKind"].to_string().contains("ssm"),
+        "{}",
+        schemas["ExecutorKind"]
+    );
     let usage = &schemas["Usage"]["properties"];
     for field in [
         "input_tokens",
@@ -506,6 +519,7 @@ async fn fleet_shows_agents_queue_and_recent_workers() {
                 busy,
                 started_at: now - chrono::Duration::seconds(3600),
                 last_seen: now - chrono::Duration::seconds(seen_secs_ago),
+                agents: Vec::new(),
             })
             .await
             .expect("report");
@@ -528,4 +542,107 @@ async fn fleet_shows_agents_queue_and_recent_workers() {
     assert_eq!(fleet.running, 1);
     assert_eq!(fleet.workers.len(), 2, "the stale worker is left out");
     assert_eq!((fleet.slots_total, fleet.slots_busy), (6, 3));
+    assert!(
+        fleet.agents.iter().all(|a| a.in_flight == 0 && a.available.is_none()),
+        "no worker reported loads: {:?}",
+        fleet.agents
+    );
+}
+
+#[tokio::test]
+async fn fleet_shows_each_agents_executor_runs_in_flight_and_availability() {
+    let api = start().await;
+    let now = Utc::now();
+    let load = |agent: &str, in_flight: u32, available: Option<bool>, detail: Option<&str>| AgentLoad {
+        agent: agent.into(),
+        executor: ExecutorKind::Process,
+        in_flight,
+        available,
+        detail: detail.map(Into::into),
+    };
+    let report = |seen_secs_ago: i64, agents: Vec<AgentLoad>| WorkerInfo {
+        id: WorkerId::generate(),
+        hostname: "box".into(),
+        slots: 4,
+        busy: agents.iter().map(|l| l.in_flight).sum(),
+        started_at: now - chrono::Duration::seconds(3600),
+        last_seen: now - chrono::Duration::seconds(seen_secs_ago),
+        agents,
+    };
+    for info in [
+        report(
+            1,
+            vec![
+                load("fake", 1, Some(true), None),
+                load("claude", 0, Some(false), Some("no key")),
+            ],
+        ),
+        report(2, vec![load("fake", 2, Some(true), None), load("codex", 0, None, None)]),
+        // Stale: left out of every sum.
+        report(
+            600,
+            vec![load("fake", 5, Some(true), None), load("shell", 1, Some(true), None)],
+        ),
+    ] {
+        api.backend.workers.report_worker(&info).await.expect("report");
+    }
+    let fleet = api.acme().fleet().await.expect("fleet");
+    let of = |name: &str| fleet.agents.iter().find(|a| a.name == name).expect(name);
+    let fake = of("fake");
+    assert_eq!(
+        (
+            fake.executor,
+            fake.in_flight,
+            fake.available,
+            fake.availability.as_deref()
+        ),
+        (ExecutorKind::Process, 3, Some(true), None)
+    );
+    let claude = of("claude");
+    assert_eq!(
+        (claude.in_flight, claude.available, claude.availability.as_deref()),
+        (0, Some(false), Some("no key"))
+    );
+    let codex = of("codex");
+    assert_eq!(
+        (codex.in_flight, codex.available),
+        (0, None),
+        "reported, availability unknown"
+    );
+    let shell = of("shell");
+    assert_eq!(
+        (shell.in_flight, shell.available),
+        (0, None),
+        "only a stale worker reports it"
+    );
+    assert_eq!(fleet.workers.len(), 2);
+    let first = fleet
+        .workers
+        .iter()
+        .find(|w| w.agents.iter().any(|a| a.agent == "claude"))
+        .expect("the worker reporting claude");
+    assert_eq!(first.agents.len(), 2);
+
+    // On the wire: snake_case executors, absent when unknown.
+    let raw: Value = api
+        .http
+        .get(api.url("/v1/fleet"))
+        .bearer_auth(&api.acme_key)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let agents = raw["agents"].as_array().expect("agents");
+    let fake = agents.iter().find(|a| a["name"] == "fake").expect("fake");
+    assert_eq!(
+        (&fake["executor"], &fake["in_flight"], &fake["available"]),
+        (&json!("process"), &json!(3), &json!(true))
+    );
+    let shell = agents.iter().find(|a| a["name"] == "shell").expect("shell");
+    assert!(
+        shell.get("available").is_none() && shell.get("availability").is_none(),
+        "{shell}"
+    );
 }

@@ -241,8 +241,9 @@ impl<A: ApiAccess> OutpostMcp<A> {
     /// No arguments: without an `input_schema`, `#[tool]` gives `schema_for_empty_input()`.
     #[tool(
         description = "Show the fleet: the agents you can dispatch to (name, description, default \
-             timeout), the queue depth, how many runs are running, and the workers with their \
-             free and busy slots.",
+             timeout; executor: process, ecs or ssm; available: whether that executor can take runs \
+             now, with the reason; in_flight: its runs being handled now), the queue depth, how \
+             many runs are running, and the workers with their free and busy slots.",
         annotations(title = "Fleet status", read_only_hint = true)
     )]
     async fn fleet_status(&self, Call(call): Call<A, NoArgs>) -> ToolResult {

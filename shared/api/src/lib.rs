@@ -10,7 +10,10 @@
 pub mod client;
 
 use chrono::{DateTime, Utc};
-use outpost_core::domain::{Artifact, FailureReason, NetworkPolicy, RepoSpec, Run, RunStatus, SandboxMode, Usage};
+use outpost_core::domain::{
+    Artifact, ExecutorKind, FailureReason, NetworkPolicy, RepoSpec, Run, RunStatus, SandboxMode, Usage,
+};
+use outpost_core::ports::workers::AgentLoad;
 use outpost_core::ports::{QueueDepth, SecretInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -226,6 +229,21 @@ pub struct AgentView {
     /// Whether the worker's proxy holds the vendor key (the agent sees only a placeholder).
     #[serde(default)]
     pub key_injection: bool,
+    /// Where its runs run: `process` (in the worker), `ecs` (a task per run) or `ssm` (on an EC2
+    /// host).
+    #[serde(default)]
+    pub executor: ExecutorKind,
+    /// Its runs the live workers are handling now (the sum of their reports).
+    #[serde(default)]
+    pub in_flight: u32,
+    /// Whether its executor can take runs now: `true` if a live worker says so, `false` if live
+    /// workers report it and none says so, absent when no live worker reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    /// What the executor said of it (e.g. `2 of 3 hosts online`, `task definition … INACTIVE`):
+    /// the first available report's, else the first unavailable one's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
 }
 
 fn default_network() -> NetworkPolicy {
@@ -259,6 +277,9 @@ pub struct WorkerView {
     pub busy: u32,
     pub started_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// Per agent it serves: executor, runs in flight and availability, as it last reported.
+    #[serde(default)]
+    pub agents: Vec<WorkerAgentView>,
 }
 
 impl From<WorkerInfo> for WorkerView {
@@ -270,6 +291,34 @@ impl From<WorkerInfo> for WorkerView {
             busy: w.busy,
             started_at: w.started_at,
             last_seen: w.last_seen,
+            agents: w.agents.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// One agent as one worker reported it (the wire form of the registry's `AgentLoad`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerAgentView {
+    pub agent: String,
+    pub executor: ExecutorKind,
+    /// Its runs this worker is handling now.
+    pub in_flight: u32,
+    /// Whether the executor can take its runs, as this worker last saw; absent: not known yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    /// What the executor said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<AgentLoad> for WorkerAgentView {
+    fn from(l: AgentLoad) -> Self {
+        Self {
+            agent: l.agent,
+            executor: l.executor,
+            in_flight: l.in_flight,
+            available: l.available,
+            detail: l.detail,
         }
     }
 }

@@ -223,7 +223,7 @@ pub mod cases {
     use outpost_core::ports::queue::{Delivery, QueueDepth, QueueError, Receipt, TaskMessage};
     use outpost_core::ports::runs::{ClaimOutcome, Cursor, RunFilter, StoreError};
     use outpost_core::ports::secrets::{SecretError, SecretName};
-    use outpost_core::ports::workers::WorkerInfo;
+    use outpost_core::ports::workers::{cap_agent_loads, AgentLoad, WorkerInfo, MAX_AGENT_LOADS};
     use outpost_core::ports::Backend;
     use secrecy::{ExposeSecret, SecretString};
     use sha2::{Digest, Sha256};
@@ -2034,6 +2034,7 @@ pub mod cases {
             busy,
             started_at: now - Duration::from_secs(3_600),
             last_seen,
+            agents: Vec::new(),
         };
         let fresh = info("fresh", 1, now);
         let stale = info("stale", 0, now - Duration::from_secs(600));
@@ -2069,6 +2070,87 @@ pub mod cases {
             .remove_worker(&worker("never-seen"))
             .await
             .expect("remove unknown");
+    });
+
+    case!(worker_agent_loads_round_trip, |f| async move {
+        let fx = fixture(&f).await;
+        let b = &fx.backend;
+        let now = now_ms();
+        let load =
+            |agent: &str, executor: ExecutorKind, in_flight: u32, available: Option<bool>, detail: Option<&str>| {
+                AgentLoad {
+                    agent: agent.into(),
+                    executor,
+                    in_flight,
+                    available,
+                    detail: detail.map(Into::into),
+                }
+            };
+        let mut info = WorkerInfo {
+            id: worker("loaded"),
+            hostname: "host-loaded".into(),
+            slots: 8,
+            busy: 3,
+            started_at: now - Duration::from_secs(60),
+            last_seen: now,
+            agents: vec![
+                load("claude", ExecutorKind::Process, 1, Some(true), None),
+                load(
+                    "claude-ecs",
+                    ExecutorKind::Ecs,
+                    0,
+                    Some(false),
+                    Some("task definition INACTIVE ✗"),
+                ),
+                load(
+                    "codex-ssm",
+                    ExecutorKind::Ssm,
+                    2,
+                    Some(true),
+                    Some("2 of 3 hosts online"),
+                ),
+                load("new", ExecutorKind::Ssm, 0, None, None),
+            ],
+        };
+        b.workers.report_worker(&info).await.expect("report");
+        assert_eq!(
+            b.workers.live_workers(now - MINUTE).await.expect("live"),
+            vec![info.clone()]
+        );
+
+        // A later report replaces the loads (none left is none, not the old ones).
+        info.last_seen = now + ONE_SEC;
+        info.agents.truncate(1);
+        info.agents[0].in_flight = 0;
+        b.workers.report_worker(&info).await.expect("report again");
+        assert_eq!(
+            b.workers.live_workers(now - MINUTE).await.expect("live"),
+            vec![info.clone()]
+        );
+        info.agents.clear();
+        b.workers.report_worker(&info).await.expect("report without loads");
+        assert_eq!(
+            b.workers.live_workers(now - MINUTE).await.expect("live"),
+            vec![info.clone()]
+        );
+
+        // What a store keeps is capped (`cap_agent_loads`), never refused.
+        info.agents = (0..MAX_AGENT_LOADS + 3)
+            .map(|i| {
+                load(
+                    &format!("a{i}"),
+                    ExecutorKind::Ecs,
+                    1,
+                    Some(true),
+                    Some(&"d".repeat(300)),
+                )
+            })
+            .collect();
+        b.workers.report_worker(&info).await.expect("report many");
+        let kept = b.workers.live_workers(now - MINUTE).await.expect("live");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].agents, cap_agent_loads(&info.agents));
+        assert_eq!(kept[0].agents.len(), MAX_AGENT_LOADS);
     });
 
     // ---- the whole path of one run ------------------------------------------------------------------

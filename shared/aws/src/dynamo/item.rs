@@ -5,6 +5,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use outpost_core::domain::{AgentReport, Artifact, FailureReason, RemoteTask, RepoSpec, Run, RunStatus, WorkerId};
+use outpost_core::ports::workers::{cap_agent_loads, AgentLoad};
 use outpost_core::ports::{KeyError, StoreError, WorkerInfo};
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -76,6 +77,8 @@ pub(super) mod attr {
     pub const BUSY: &str = "busy";
     pub const LAST_SEEN: &str = "last_seen";
     pub const FLEET: &str = "fleet";
+    /// The worker's agent loads, JSON `[AgentLoad]` (absent in reports stored before it: none).
+    pub const AGENT_LOADS: &str = "agents";
 }
 
 /// `pk` of an API key item.
@@ -326,9 +329,9 @@ pub(super) fn run_from_item(item: &Item) -> Result<Run, MalformedItem> {
     })
 }
 
-/// The whole item of a worker's report.
+/// The whole item of a worker's report (its agent loads as [`cap_agent_loads`] keeps them).
 pub(super) fn worker_item(info: &WorkerInfo) -> Item {
-    Item::from([
+    let mut item = Item::from([
         (attr::PK.to_owned(), s(worker_pk(&info.id))),
         (attr::WORKER_ID.to_owned(), s(info.id.as_str())),
         (attr::HOSTNAME.to_owned(), s(&info.hostname)),
@@ -338,7 +341,16 @@ pub(super) fn worker_item(info: &WorkerInfo) -> Item {
         (attr::LAST_SEEN.to_owned(), time(info.last_seen)),
         (attr::FLEET.to_owned(), s(FLEET_MARKER)),
         (attr::EXPIRES_AT.to_owned(), expiry(info.last_seen, WORKER_RETENTION)),
-    ])
+    ]);
+    let loads = cap_agent_loads(&info.agents);
+    // Plain fields: serialising cannot fail; if it ever did, the report goes without its loads.
+    if let Some(json) = (!loads.is_empty())
+        .then(|| serde_json::to_string(&loads).ok())
+        .flatten()
+    {
+        item.insert(attr::AGENT_LOADS.to_owned(), s(json));
+    }
+    item
 }
 
 /// The worker report an item holds.
@@ -351,6 +363,14 @@ pub(super) fn worker_from_item(item: &Item) -> Result<WorkerInfo, MalformedItem>
         busy: r.number(attr::BUSY)?,
         started_at: r.time(attr::STARTED_AT)?,
         last_seen: r.time(attr::LAST_SEEN)?,
+        agents: r
+            .opt_string(attr::AGENT_LOADS)?
+            .map(|json| {
+                serde_json::from_str::<Vec<AgentLoad>>(json)
+                    .map_err(|e| r.malformed(format!("{} is not a list of agent loads: {e}", attr::AGENT_LOADS)))
+            })
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -660,10 +680,36 @@ mod tests {
             busy: 1,
             started_at: plus(now, Duration::ZERO) - chrono::Duration::hours(1),
             last_seen: now,
+            agents: Vec::new(),
         };
         let item = worker_item(&info);
         assert_eq!(item.get(attr::PK), Some(&s("worker#wrk_01")));
         assert!(!item.contains_key(attr::TENANT_ID), "workers stay out of by_tenant");
+        assert!(
+            !item.contains_key(attr::AGENT_LOADS),
+            "no loads, no attribute (as in older items)"
+        );
         assert_eq!(worker_from_item(&item).expect("decodes"), info);
+
+        let loaded = WorkerInfo {
+            agents: vec![AgentLoad {
+                agent: "claude".into(),
+                executor: outpost_core::domain::ExecutorKind::Ssm,
+                in_flight: 3,
+                available: Some(true),
+                detail: Some("2 of 3 hosts online".into()),
+            }],
+            ..info
+        };
+        let item = worker_item(&loaded);
+        assert!(matches!(item.get(attr::AGENT_LOADS), Some(AttributeValue::S(json)) if json.contains("\"ssm\"")));
+        assert_eq!(worker_from_item(&item).expect("decodes"), loaded);
+        let mut spoiled = item;
+        spoiled.insert(attr::AGENT_LOADS.to_owned(), s("[{oops"));
+        let err = worker_from_item(&spoiled).expect_err("bad loads").to_string();
+        assert!(
+            err.contains("agents is not a list of agent loads") && err.contains("worker#wrk_01"),
+            "{err}"
+        );
     }
 }

@@ -4,16 +4,17 @@
 //! rather than guessing. Timestamps are integer milliseconds since the Unix epoch.
 //!
 //! Versions: 1 made the tables; 2 added `runs.idle_timeout_secs` and `runs.report` (the agent's
-//! report as JSON); 3 added `runs.remote` (the run's ECS task or SSM command). A file of an older
-//! version is brought up step by step, each step once, so a database made by an earlier build
-//! keeps its runs (`ADD COLUMN` leaves them NULL, which reads as "no idle timeout given", "no
-//! report" and "no remote task").
+//! report as JSON); 3 added `runs.remote` (the run's ECS task or SSM command); 4 added
+//! `workers.agents` (the worker's agent loads as JSON). A file of an older version is brought up
+//! step by step, each step once, so a database made by an earlier build keeps its runs (`ADD
+//! COLUMN` leaves them NULL, which reads as "no idle timeout given", "no report", "no remote
+//! task" and "no agent loads").
 
 use crate::EmbeddedError;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1: every table (the schema of the first release, kept as it was).
 pub(super) const SCHEMA_V1: &str = "
@@ -89,8 +90,19 @@ const COLUMNS_V2: [(&str, &str); 2] = [("idle_timeout_secs", "INTEGER"), ("repor
 /// Version 3: the run's remote task (JSON `RemoteTask`, NULL when none was started).
 const COLUMNS_V3: [(&str, &str); 1] = [("remote", "TEXT")];
 
-/// The columns each version after 1 added to `runs`, oldest first.
-const ADDED_COLUMNS: [(i64, &[(&str, &str)]); 2] = [(2, &COLUMNS_V2), (3, &COLUMNS_V3)];
+/// Version 4: columns added to `workers`: the worker's agent loads (JSON `[AgentLoad]`, NULL in a
+/// report stored before: no loads).
+const COLUMNS_V4: [(&str, &str); 1] = [("agents", "TEXT")];
+
+/// Columns (name, declaration) one version added to one table.
+type Columns = &'static [(&'static str, &'static str)];
+
+/// The columns each version after 1 added, and to which table, oldest first.
+const ADDED_COLUMNS: [(i64, &str, Columns); 3] = [
+    (2, "runs", &COLUMNS_V2),
+    (3, "runs", &COLUMNS_V3),
+    (4, "workers", &COLUMNS_V4),
+];
 
 /// `ALTER TABLE table ADD COLUMN column decl`, unless the column is already there.
 fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), rusqlite::Error> {
@@ -124,10 +136,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), EmbeddedError> {
     if found < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(EmbeddedError::Schema)?;
     }
-    for (version, columns) in ADDED_COLUMNS {
+    for (version, table, columns) in ADDED_COLUMNS {
         if found < version {
             for (column, decl) in columns {
-                add_column(&tx, "runs", column, decl).map_err(EmbeddedError::Schema)?;
+                add_column(&tx, table, column, decl).map_err(EmbeddedError::Schema)?;
             }
         }
     }

@@ -7,10 +7,11 @@ use super::{open_database, SqliteQueue, SqliteStore};
 use crate::EmbeddedOptions;
 use chrono::Utc;
 use outpost_core::domain::{
-    AgentReport, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, Usage, WorkerId,
+    AgentReport, ExecutorKind, FailureReason, NewRun, Outcome, Run, RunId, RunStatus, TenantId, Usage, WorkerId,
 };
 use outpost_core::ports::queue::{TaskMessage, TaskQueue};
 use outpost_core::ports::runs::{ClaimOutcome, Cursor, RunStore, StoreError};
+use outpost_core::ports::workers::{AgentLoad, WorkerInfo, WorkerRegistry};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -369,6 +370,12 @@ fn write_v1_database(path: &Path, run_id: &RunId) {
         [run_id.as_str()],
     )
     .expect("v1 run");
+    conn.execute(
+        "INSERT INTO workers (id, hostname, slots, busy, started_at, last_seen) \
+         VALUES ('wrk_old', 'old-host', 2, 1, 1700000000000, 1700000001000)",
+        [],
+    )
+    .expect("v1 worker");
 }
 
 #[tokio::test]
@@ -430,6 +437,24 @@ async fn a_database_of_the_previous_schema_is_migrated_in_place() {
         )
         .await
         .expect("finish");
+
+    // The old worker row reads with no agent loads; a new report keeps its loads.
+    let seen = store.live_workers(chrono::DateTime::UNIX_EPOCH).await.expect("live");
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].hostname.as_str(), seen[0].agents.len()), ("old-host", 0));
+    let load = AgentLoad {
+        agent: "claude".into(),
+        executor: ExecutorKind::Ecs,
+        in_flight: 1,
+        available: Some(false),
+        detail: Some("task definition INACTIVE".into()),
+    };
+    let reported = WorkerInfo {
+        agents: vec![load],
+        last_seen: Utc::now(),
+        ..seen[0].clone()
+    };
+    store.report_worker(&reported).await.expect("report");
     drop(store);
 
     // Opening again (as another process would) migrates nothing twice and reads both runs.
@@ -437,6 +462,8 @@ async fn a_database_of_the_previous_schema_is_migrated_in_place() {
     let read = again.get_by_id(&run.id).await.expect("get").expect("stored");
     assert_eq!((read.idle_timeout_secs, read.report), (Some(42), report));
     assert_eq!(again.get_by_id(&old_id).await.expect("get"), Some(old));
+    let seen = again.live_workers(chrono::DateTime::UNIX_EPOCH).await.expect("live");
+    assert_eq!(seen[0].agents, reported.agents);
 }
 
 #[tokio::test]
