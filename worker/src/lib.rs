@@ -27,6 +27,8 @@ pub mod output;
 pub mod pipeline;
 pub mod pool;
 pub mod presence;
+#[cfg(feature = "aws")]
+pub mod remote;
 pub mod sandbox;
 pub mod scrub;
 pub mod tenant_secrets;

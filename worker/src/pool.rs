@@ -5,13 +5,13 @@
 
 use crate::dead_letters;
 use crate::executor::{Executor, ProcessConfig, ProcessExecutor};
-use crate::pipeline::{self, PipelineConfig, RunPipeline, Shared};
+use crate::pipeline::{self, PipelineConfig, RemoteRuns, RunPipeline, Shared};
 use crate::presence;
 use crate::tenant_secrets::TenantSecrets;
 use crate::{WorkerConfig, WorkerError};
 use chrono::Utc;
-use outpost_core::domain::{AgentRegistry, WorkerId};
-use outpost_core::ports::Backend;
+use outpost_core::domain::{AgentRegistry, ExecutorKind, WorkerId};
+use outpost_core::ports::{Availability, Backend};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +31,10 @@ pub struct Worker {
     id: WorkerId,
     backend: Backend,
     pipeline: RunPipeline,
+    /// The agents it serves: listed in its presence reports even when idle.
+    agents: Arc<AgentRegistry>,
+    /// Tells the remote executors' availability for the presence reports, if any.
+    probe: Option<Arc<dyn presence::AvailabilityProbe>>,
     config: WorkerConfig,
 }
 
@@ -70,7 +74,7 @@ impl Worker {
             .and_then(|c| crate::egress::Egress::new(c).map_err(|e| e.to_string()));
         let pipeline = RunPipeline::new(
             Arc::clone(&backend.artifacts),
-            agents,
+            Arc::clone(&agents),
             executor,
             PipelineConfig {
                 refuse_ports: config.sandbox.protected_ports.clone(),
@@ -83,12 +87,28 @@ impl Worker {
             id: WorkerId::generate(),
             backend,
             pipeline,
+            agents,
+            probe: None,
             config,
         }
     }
 
+    /// Reports what `probe` says of the remote executors (asked at most every
+    /// [`presence::PROBE_INTERVAL`]) with the worker's presence.
+    pub fn with_availability_probe(mut self, probe: Arc<dyn presence::AvailabilityProbe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
     pub fn id(&self) -> &WorkerId {
         &self.id
+    }
+
+    /// Gives this worker remote executors (ECS tasks, SSM hosts: `crate::remote::Dispatcher`,
+    /// made for this worker's [`id`](Self::id), the lease holder that records their executions).
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteRuns>) -> Self {
+        self.pipeline = self.pipeline.with_remote(remote);
+        self
     }
 
     /// Runs until `shutdown` resolves, then drains (stops receiving; lets in-flight runs finish
@@ -114,12 +134,14 @@ impl Worker {
         })?;
 
         let (kill_tx, kill_rx) = watch::channel(false);
+        let loads = Arc::new(served_loads(&self.agents));
         let shared = Arc::new(Shared {
             backend: self.backend.clone(),
             pipeline: self.pipeline,
             worker: self.id.clone(),
             config: cfg.clone(),
             kill_all: kill_rx,
+            loads: Arc::clone(&loads),
         });
         let free = Arc::new(Semaphore::new(cfg.slots));
         // Runs being handled now; permits also cover slots reserved for a receive in progress.
@@ -131,12 +153,18 @@ impl Worker {
             Arc::clone(&busy),
             Utc::now(),
             cfg.presence_interval,
+            loads,
+            self.probe.clone(),
         ));
         let dlq = tokio::spawn(dead_letters::drain_loop(
             self.backend.clone(),
             cfg.dead_letter_interval,
             cfg.lease,
         ));
+        let sweep = shared
+            .pipeline
+            .remote()
+            .map(|remote| tokio::spawn(pipeline::sweep_loop(Arc::clone(remote))));
         tracing::info!(worker_id = %self.id, slots = cfg.slots, lease = ?cfg.lease, "worker started");
 
         let mut tasks = JoinSet::new();
@@ -218,6 +246,10 @@ impl Worker {
         }
         dlq.abort();
         presence.abort();
+        if let Some(sweep) = sweep {
+            sweep.abort();
+            let _ = sweep.await;
+        }
         let _ = dlq.await;
         let _ = presence.await;
         if let Err(e) = self.backend.workers.remove_worker(&self.id).await {
@@ -226,6 +258,27 @@ impl Worker {
         tracing::info!(worker_id = %self.id, "worker stopped");
         Ok(())
     }
+}
+
+/// The loads of a worker that runs nothing yet: every enabled agent at zero in flight, those of
+/// the process executor available (the worker itself runs them); a remote executor's
+/// availability comes from its probe.
+fn served_loads(agents: &AgentRegistry) -> presence::Loads {
+    let loads = presence::Loads::new();
+    for a in agents.enabled() {
+        loads.serve(&a.name, a.executor);
+        if a.executor == ExecutorKind::Process {
+            loads.set_availability(
+                &a.name,
+                a.executor,
+                Availability {
+                    available: true,
+                    detail: String::new(),
+                },
+            );
+        }
+    }
+    loads
 }
 
 /// Splits one permit off `permits` (taking the last one whole).

@@ -17,6 +17,8 @@ pub mod tls;
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_faults;
+#[cfg(feature = "aws")]
+pub mod local_ecs;
 
 #[cfg(feature = "lambda-gateway")]
 pub mod lambda_gateway;

@@ -35,6 +35,7 @@
 
 pub mod finalize;
 mod prepare;
+mod remote;
 
 use crate::artifacts::Limits;
 use crate::dirpool::DirPool;
@@ -58,6 +59,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use prepare::EnvLookup;
+pub use remote::{sweep_loop, RemoteOutcome, RemoteRuns};
 
 /// Most empty run trees kept for reuse.
 const MAX_IDLE_TREES: usize = 256;
@@ -71,6 +73,8 @@ pub struct Shared {
     /// Becomes `true` when a draining worker runs out of time: in-flight runs are killed and
     /// released.
     pub kill_all: watch::Receiver<bool>,
+    /// Runs in flight per agent and executor, for the worker's presence reports.
+    pub loads: Arc<crate::presence::Loads>,
 }
 
 /// Handles one delivery to the end (steps 1–6 above). Never panics on bad data; on errors the
@@ -84,6 +88,13 @@ pub async fn handle_delivery(shared: Arc<Shared>, delivery: Delivery) {
             return;
         };
         tracing::debug!(attempt = run.attempts, agent = %run.agent, "run claimed");
+        // Counted in this worker's fleet report until the run is handled.
+        let executor = shared
+            .pipeline
+            .agents
+            .get(&run.agent)
+            .map_or(outpost_core::domain::ExecutorKind::Process, |a| a.executor);
+        let _load = shared.loads.start(&run.agent, executor);
         // 2–4. Prepare, run the agent, finalize: under heartbeats.
         let (stop, signal) = stop_channel();
         let (execution, lease_lost) = lease::with_heartbeats(
@@ -153,6 +164,8 @@ pub struct RunPipeline {
     tenant_secrets: Option<Arc<TenantSecrets>>,
     /// The runs' egress proxies (made on first use with the default settings unless given).
     egress: std::sync::OnceLock<Result<Arc<Egress>, String>>,
+    /// The remote executors (ECS, SSM) this worker has, if any.
+    remote: Option<Arc<dyn RemoteRuns>>,
 }
 
 impl RunPipeline {
@@ -180,6 +193,7 @@ impl RunPipeline {
             env: Arc::new(|name: &str| std::env::var_os(name)),
             tenant_secrets: None,
             egress: std::sync::OnceLock::new(),
+            remote: None,
         }
     }
 
@@ -222,6 +236,12 @@ impl RunPipeline {
         self
     }
 
+    /// Runs entries of the executors `remote` has there instead of refusing them.
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteRuns>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
     pub fn config(&self) -> &PipelineConfig {
         &self.config
     }
@@ -239,8 +259,10 @@ impl RunPipeline {
                     tracing::warn!(groups = stopped, "stopped agents left running by an earlier attempt");
                 }
             }
-            // The run's own agent user (held until its agent is over and swept).
-            let lease = match self.executor.acquire_user() {
+            // The run's own agent user (held until its agent is over and swept); a remote run
+            // has none here.
+            let remote = self.runs_remotely(run);
+            let lease = match if remote { Ok(None) } else { self.executor.acquire_user() } {
                 Ok(l) => l,
                 Err(why) => {
                     tracing::error!(%why, "no agent user for the run");
@@ -287,6 +309,7 @@ impl RunPipeline {
         let (mut attempt, mut launch) = match self.prepare(run, dirs, stop, user).await {
             prepare::Prepared::Ready(attempt, launch) => (attempt, launch),
             prepare::Prepared::Ended(attempt, outcome) => return self.finalize(attempt, outcome).await,
+            prepare::Prepared::Remote(attempt, agent) => return self.run_remote(attempt, &agent, stop).await,
             prepare::Prepared::Abandoned => return Execution::Abandoned,
             prepare::Prepared::Unrecorded(outcome) => {
                 return Execution::Finished {

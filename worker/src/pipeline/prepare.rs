@@ -44,6 +44,8 @@ pub(super) enum Prepared<'a> {
     Ready(Attempt<'a>, Launch),
     /// The run is over before its agent started: finalize it with this outcome.
     Ended(Attempt<'a>, Outcome),
+    /// The agent runs on a remote executor this worker has ([`super::RemoteRuns`]).
+    Remote(Attempt<'a>, Box<AgentSpec>),
     /// Stopped on [`Stop::Abandon`]: nothing is reported.
     Abandoned,
     /// Not even the spool could be made: the outcome, with nothing stored.
@@ -103,6 +105,9 @@ impl RunPipeline {
             ));
             return Prepared::Ended(a, Outcome::failed(FailureReason::UnknownAgent, None));
         };
+        if agent.executor.is_remote() && self.remote.as_ref().is_some_and(|r| r.handles(agent.executor)) {
+            return Prepared::Remote(a, Box::new(agent.clone()));
+        }
         if agent.executor.is_remote() {
             // Never run an entry meant for its own ECS task or SSM host as a local process.
             a.notes.push(format!(
