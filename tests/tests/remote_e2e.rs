@@ -229,3 +229,30 @@ async fn the_sweep_stops_tasks_whose_run_is_over_or_unknown_and_leaves_the_rest(
     assert_eq!(wait_terminal(&app, &live).await?.status, RunStatus::Cancelled);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_task_that_dies_without_its_summary_fails_executor_lost_with_its_live_log_and_a_note() -> anyhow::Result<()> {
+    let (app, ecs) = spawn(10).await?;
+    let _worker = app.start_worker(2, 10)?;
+    let client = app.client()?;
+    let id = client.dispatch(&task("say before the crash; sleep 60")).await?.id;
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while !String::from_utf8_lossy(&client.logs(&id, 0).await?.data).contains("before the crash") {
+        anyhow::ensure!(Instant::now() < deadline, "no live log");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ecs.kill_running(), 1);
+    let run = wait_terminal(&app, &id).await?;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(run.failure_reason, Some(FailureReason::ExecutorLost));
+    let names: Vec<String> = client.artifacts(&id).await?.into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["output.log", "summary.json"], "the worker stored what it knew");
+    let log = log_of(&app, &id).await?;
+    assert!(log.contains("before the crash"), "the live log is kept: {log}");
+    assert!(log.contains("[outpost] the ecs execution arn:aws:ecs:"), "{log}");
+    assert!(log.contains("ended without storing summary.json"), "{log}");
+    let summary: serde_json::Value = serde_json::from_slice(&client.artifact(&id, "summary.json").await?)?;
+    assert_eq!(summary["failure_reason"], "executor_lost");
+    assert_eq!(ecs.layer.calls("ecs:RunTask"), 1, "a lost run is not started again");
+    Ok(())
+}

@@ -920,6 +920,26 @@ impl RemoteLauncher for EcsLauncher {
         answer
     }
 
+    /// The newest running task started for `run` (`startedBy` is its id): one `ListTasks`.
+    async fn find(&self, run: &outpost_core::domain::Run) -> Result<Option<RemoteTask>, LaunchError> {
+        let inner = &self.inner;
+        let page = inner
+            .client
+            .list_tasks()
+            .cluster(&inner.config.cluster)
+            .started_by(run.id.as_str())
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(|e| LaunchError::Api(format!("ListTasks failed: {}", describe(&e))))?;
+        Ok(page.task_arns.unwrap_or_default().pop().map(|arn| RemoteTask {
+            executor: ExecutorKind::Ecs,
+            id: arn,
+            host: None,
+            attempt: run.attempts.saturating_sub(1),
+        }))
+    }
+
     /// The cluster's running tasks tagged `outpost:run`: one `ListTasks` per 100 tasks, one
     /// `DescribeTasks` (with tags) per 100. Other tasks of the cluster are ignored.
     async fn active(&self) -> Result<Vec<ActiveExecution>, LaunchError> {

@@ -200,6 +200,19 @@ impl LocalEcs {
             .ok_or_else(|| StandInError(format!("RunTask started nothing: {:?}", out.failures())))
     }
 
+    /// SIGKILLs every running task's process (its container dies: nothing is stored after).
+    pub fn kill_running(&self) -> usize {
+        let running: Vec<u32> = lock(&self.tasks)
+            .values()
+            .filter(|t| t.exit.is_none())
+            .map(|t| t.pid)
+            .collect();
+        for pid in &running {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        running.len()
+    }
+
     /// The tasks `StopTask` was asked for, in order.
     pub fn stop_requests(&self) -> Vec<String> {
         lock(&self.stops).clone()

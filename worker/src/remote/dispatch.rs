@@ -187,6 +187,41 @@ impl Dispatcher {
         }
     }
 
+    /// Step 1 for a run that records no execution: a later attempt first asks the executor for
+    /// one started for the run whose record was lost with its worker (one request), and adopts
+    /// it; otherwise it starts one.
+    async fn found_or_start(
+        &self,
+        launcher: &dyn RemoteLauncher,
+        run: &Run,
+        agent: &AgentSpec,
+        notes: &mut Vec<String>,
+    ) -> Result<RemoteTask, NotStarted> {
+        if run.attempts > 1 {
+            match launcher.find(run).await {
+                Ok(Some(task)) => {
+                    if let Err(e) = self.runs.set_remote(&run.id, &self.worker, &task).await {
+                        tracing::warn!(error = %e, "recording the found execution failed; releasing the run");
+                        return Err(NotStarted::Release);
+                    }
+                    tracing::info!(task = %task.id, "adopting an unrecorded execution of the run");
+                    notes.push(format!(
+                        "attempt {} adopted the {} execution {}, which an earlier attempt started but did not record",
+                        run.attempts, task.executor, task.id
+                    ));
+                    return Ok(task);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Starting now could run the agent twice: try again later.
+                    tracing::warn!(error = %e, "looking for the run's execution failed; releasing the run");
+                    return Err(NotStarted::Release);
+                }
+            }
+        }
+        self.start(launcher, run, agent).await
+    }
+
     /// Signs the run's POST policies and stages its spec; returns the spec's GET URL.
     async fn stage(&self, run: &Run, agent: &AgentSpec, key: &RunKey, lifetime: Duration) -> Result<String, String> {
         let credentials = sdk_credentials(&self.sdk).await.map_err(|e| e.to_string())?;
@@ -372,7 +407,7 @@ impl RemoteRuns for Dispatcher {
                 ));
                 t.clone()
             }
-            None => match self.start(&**launcher, run, agent).await {
+            None => match self.found_or_start(&**launcher, run, agent, &mut notes).await {
                 Ok(t) => t,
                 Err(NotStarted::Unavailable(why)) => {
                     return lost(

@@ -119,4 +119,17 @@ pub trait RemoteLauncher: Send + Sync + 'static {
     async fn active(&self) -> Result<Vec<ActiveExecution>, LaunchError> {
         Ok(Vec::new())
     }
+
+    /// An execution still running for `run` that the run does not record (its worker died
+    /// between the start and [`RunStore::set_remote`](super::RunStore::set_remote)), so that a
+    /// later attempt adopts it instead of starting a second one. The default looks through
+    /// [`active`](Self::active); ECS asks `ListTasks` by `startedBy`.
+    async fn find(&self, run: &Run) -> Result<Option<RemoteTask>, LaunchError> {
+        Ok(self
+            .active()
+            .await?
+            .into_iter()
+            .find(|a| a.run_id == run.id.as_str())
+            .map(|a| a.task))
+    }
 }
