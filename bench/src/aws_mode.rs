@@ -12,6 +12,8 @@
 //!   cache, validation, DynamoDB PutItem, SQS SendMessage) against its floor, the raw PutItem +
 //!   SendMessage pair with the same SDK clients, interleaved sample by sample so both see the
 //!   same emulator load.
+//! - (c) AWS requests per run of the `ecs` executor against the process executor, and its
+//!   waiting polls per minute of run time (see [`crate::remote_mode`]).
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -209,7 +211,9 @@ pub async fn run(args: &AwsBenchArgs) -> anyhow::Result<String> {
     }
     server.abort();
 
-    Ok(render(args, &counts, elapsed, artifacts_per_run, &api, &raw))
+    // ---- (c) requests per run of the ecs executor --------------------------------------------------
+    let remote = crate::remote_mode::run(&endpoint, args.runs.min(20), args.slots).await?;
+    Ok(render(args, &counts, elapsed, artifacts_per_run, &api, &raw) + &remote)
 }
 
 /// The floor of a dispatch: one PutItem of a run-sized item and one SendMessage of a task-sized

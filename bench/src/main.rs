@@ -31,6 +31,7 @@
 mod aws_mode;
 mod egress_mode;
 mod lambda_mode;
+mod remote_mode;
 
 use anyhow::{bail, Context};
 use clap::Parser;

@@ -3,7 +3,8 @@
 //! tenant's secrets.
 //!
 //! Requests:
-//! - `start`: one listing of the tenant's secret names ([`SecretStore::list_secrets`]), then one
+//! - `start`: one listing of the tenant's secret names ([`SecretStore::list_secrets`], kept
+//!   [`EcsConfig::secret_names_ttl`]), then one
 //!   `RunTask` per try (capacity answers `RESOURCE:*`/`AGENT*`, throttling, 5xx and dropped
 //!   connections are tried again up to [`RetryPolicy::max_tries`] with exponential backoff and
 //!   jitter, the same `clientToken` `{run}-{attempt}` each time, so a retried start never makes a
@@ -199,6 +200,9 @@ pub struct EcsConfig {
     pub patience: Duration,
     /// How long an answer of [`RemoteLauncher::availability`] is kept.
     pub availability_ttl: Duration,
+    /// How long a tenant's secret names are kept (a new secret reaches its runs' tasks within
+    /// this; values are read by ECS at each task's start and are never cached here).
+    pub secret_names_ttl: Duration,
 }
 
 impl EcsConfig {
@@ -228,6 +232,7 @@ impl EcsConfig {
             },
             patience: Duration::from_secs(10 * 60),
             availability_ttl: Duration::from_secs(60),
+            secret_names_ttl: Duration::from_secs(60),
         }
     }
 
@@ -266,6 +271,8 @@ struct Inner {
     config: EcsConfig,
     /// Per-tenant task definition ARNs, by (agent, tenant, sorted secret names).
     families: Mutex<HashMap<FamilyKey, String>>,
+    /// Each tenant's secret names, as last listed, and when.
+    secret_names: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     /// One registration at a time, so that concurrent starts of one tenant register once.
     registering: tokio::sync::Mutex<()>,
     availability: Mutex<HashMap<String, (Instant, Availability)>>,
@@ -304,6 +311,7 @@ impl EcsLauncher {
                 secrets,
                 config,
                 families: Mutex::default(),
+                secret_names: Mutex::default(),
                 registering: tokio::sync::Mutex::new(()),
                 availability: Mutex::default(),
                 watch: Mutex::default(),
@@ -368,14 +376,7 @@ impl Inner {
     /// The task definition to run for `agent` and `tenant`: the base family, or the tenant's
     /// revision when the tenant has secrets.
     async fn task_definition(&self, agent: &str, tenant: &TenantId) -> Result<String, LaunchError> {
-        let names: Vec<String> = self
-            .secrets
-            .list_secrets(tenant)
-            .await
-            .map_err(|e| LaunchError::Unavailable(format!("listing the tenant's secrets failed: {e}")))?
-            .into_iter()
-            .map(|s| s.name.as_str().to_owned())
-            .collect();
+        let names = self.secret_names(tenant).await?;
         if names.is_empty() {
             return Ok(self.config.base_family(agent));
         }
@@ -393,6 +394,25 @@ impl Inner {
         let arn = self.ensure_tenant_family(agent, tenant, &key.2).await?;
         lock(&self.families).insert(key, arn.clone());
         Ok(arn)
+    }
+
+    /// The tenant's secret names: one listing per [`EcsConfig::secret_names_ttl`].
+    async fn secret_names(&self, tenant: &TenantId) -> Result<Vec<String>, LaunchError> {
+        if let Some((at, names)) = lock(&self.secret_names).get(tenant.as_str()) {
+            if at.elapsed() < self.config.secret_names_ttl {
+                return Ok(names.clone());
+            }
+        }
+        let names: Vec<String> = self
+            .secrets
+            .list_secrets(tenant)
+            .await
+            .map_err(|e| LaunchError::Unavailable(format!("listing the tenant's secrets failed: {e}")))?
+            .into_iter()
+            .map(|s| s.name.as_str().to_owned())
+            .collect();
+        lock(&self.secret_names).insert(tenant.as_str().to_owned(), (Instant::now(), names.clone()));
+        Ok(names)
     }
 
     /// Describes a task definition (with its tags); `None` when ECS does not know it.

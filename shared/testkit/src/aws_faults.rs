@@ -231,6 +231,14 @@ impl FaultLayer {
         lock(&self.inner.state.calls).get(op).copied().unwrap_or(0)
     }
 
+    /// Calls seen so far of every op (see [`calls`](Self::calls)), by op name.
+    pub fn all_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.inner.state.calls)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Adds a fault rule for `op`. Every rule of an op counts every call of it from when it was
     /// added; they are asked in the order added, and the first that fires wins.
     pub fn inject(&self, op: &str, rule: Rule) {
