@@ -559,13 +559,13 @@ async fn bad_specs_exit_20_and_write_nothing() {
     assert_eq!(b.layer.calls("s3:PostObject"), 0);
 }
 
-/// Case 6: the SSM executor's script, run by `sh` as root as SSM runs it: `runuser` starts the
+/// Case 6: the SSM executor's script, run by `sh` as root as SSM runs it: `setpriv` starts the
 /// entrypoint as an unprivileged user (`nobody`), whose agent then runs as a non-root uid too,
 /// and the run's summary is in S3 (`--secrets ssm` agrees with a spec that asks for none).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ssm_script_runs_the_entrypoint_as_an_unprivileged_user() {
     if !is_root() {
-        eprintln!("skipped: the SSM script's runuser needs root (CI runs as root)");
+        eprintln!("skipped: the SSM script's setpriv needs root (CI runs as root)");
         return;
     }
     let b = Bucket::new().await;

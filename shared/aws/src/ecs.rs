@@ -155,6 +155,38 @@ where
     }
 }
 
+/// One stop request (`StopTask`, `CancelCommand`) sent by `call`, tried again under `policy`
+/// while it fails transiently; the error code `gone` means the execution is unknown
+/// ([`LaunchError::Gone`]).
+pub(crate) async fn stop_request<T, E, F, Fut>(
+    policy: RetryPolicy,
+    what: &str,
+    gone: &str,
+    mut call: F,
+) -> Result<(), LaunchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut last = String::new();
+    for attempt in 1..=policy.tries() {
+        tokio::time::sleep(policy.delay(attempt)).await;
+        match call().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let why = format!("{what} failed: {}", describe(&e));
+                match classify(&e) {
+                    Transience::Transient => last = why,
+                    Transience::Permanent if e.code() == Some(gone) => return Err(LaunchError::Gone(why)),
+                    Transience::Permanent => return Err(LaunchError::Api(why)),
+                }
+            }
+        }
+    }
+    Err(LaunchError::Api(last))
+}
+
 /// `s` cut to at most `max` bytes, on a character boundary.
 pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -879,36 +911,23 @@ impl RemoteLauncher for EcsLauncher {
 
     async fn stop(&self, task: &RemoteTask, reason: &str) -> Result<(), LaunchError> {
         let inner = &self.inner;
-        let policy = inner.config.start_retry;
-        let mut last = String::new();
-        for attempt in 1..=policy.tries() {
-            tokio::time::sleep(policy.delay(attempt)).await;
-            match inner
-                .client
-                .stop_task()
-                .cluster(&inner.config.cluster)
-                .task(&task.id)
-                .reason(truncate(reason, MAX_STOP_REASON))
-                .send()
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(task = task.id, "ecs task stop requested");
-                    return Ok(());
-                }
-                Err(e) => {
-                    let why = format!("StopTask failed: {}", describe(&e));
-                    match classify(&e) {
-                        Transience::Transient => last = why,
-                        Transience::Permanent if e.code() == Some("InvalidParameterException") => {
-                            return Err(LaunchError::Gone(why))
-                        }
-                        Transience::Permanent => return Err(LaunchError::Api(why)),
-                    }
-                }
-            }
-        }
-        Err(LaunchError::Api(last))
+        stop_request(
+            inner.config.start_retry,
+            "StopTask",
+            "InvalidParameterException",
+            || {
+                inner
+                    .client
+                    .stop_task()
+                    .cluster(&inner.config.cluster)
+                    .task(&task.id)
+                    .reason(truncate(reason, MAX_STOP_REASON))
+                    .send()
+            },
+        )
+        .await?;
+        tracing::info!(task = task.id, "ecs task stop requested");
+        Ok(())
     }
 
     async fn availability(&self, agent: &AgentSpec) -> Availability {

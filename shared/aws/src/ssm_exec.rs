@@ -20,7 +20,7 @@
 //! `StatusDetails`. The spec URL is in the command's parameters (the one value the execution
 //! gets) and is never logged.
 
-use crate::ecs::{classify, describe, jitter_half, lock, truncate, Transience};
+use crate::ecs::{classify, describe, jitter_half, lock, stop_request, truncate, Transience};
 use async_trait::async_trait;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
@@ -64,12 +64,17 @@ pub struct ScriptSpec<'a> {
 /// The `AWS-RunShellScript` commands of an SSM run: they only start the entrypoint as
 /// `run_as`, whose stdout is one short JSON line (the outcome is read from S3, never from the
 /// command's output). Every value is single-quoted for `sh`.
+///
+/// `setpriv` (util-linux) changes the uid, gid and groups and then execs the entrypoint, so a
+/// signal sent to the command reaches the entrypoint itself: `runuser` would stay in between as
+/// a parent that SIGKILLs its child 2 s after a SIGTERM, less than the entrypoint needs to stop
+/// its agent and store what it has. No capability survives the change (`--inh-caps=-all`).
 pub fn ssm_script(s: &ScriptSpec<'_>) -> Vec<String> {
     vec![
         "set -eu".to_owned(),
+        format!("u={}", sh_quote(s.run_as)),
         format!(
-            "exec runuser -u {} -- {} agent-run --spec-url {} --work-dir {} --secrets ssm",
-            sh_quote(s.run_as),
+            "exec setpriv --reuid=\"$(id -u \"$u\")\" --regid=\"$(id -g \"$u\")\" --init-groups --inh-caps=-all -- {} agent-run --spec-url {} --work-dir {} --secrets ssm",
             sh_quote(s.entrypoint),
             sh_quote(s.spec_url),
             sh_quote(s.work_dir)
@@ -531,35 +536,17 @@ impl RemoteLauncher for SsmLauncher {
 
     async fn stop(&self, task: &RemoteTask, reason: &str) -> Result<(), LaunchError> {
         let inner = &*self.inner;
-        let policy = inner.config.api_retry;
-        let mut last = String::new();
-        for attempt in 1..=policy.max_tries.max(1) {
-            tokio::time::sleep(policy.delay(attempt)).await;
-            let result = inner
+        stop_request(inner.config.api_retry, "CancelCommand", "InvalidCommandId", || {
+            inner
                 .client
                 .cancel_command()
                 .command_id(&task.id)
                 .set_instance_ids(task.host.clone().map(|h| vec![h]))
                 .send()
-                .await;
-            match result {
-                Ok(_) => {
-                    tracing::info!(command = task.id, reason, "ssm command cancel requested");
-                    return Ok(());
-                }
-                Err(e) => {
-                    let why = format!("CancelCommand failed: {}", describe(&e));
-                    match classify(&e) {
-                        Transience::Transient => last = why,
-                        Transience::Permanent if e.code() == Some("InvalidCommandId") => {
-                            return Err(LaunchError::Gone(why))
-                        }
-                        Transience::Permanent => return Err(LaunchError::Api(why)),
-                    }
-                }
-            }
-        }
-        Err(LaunchError::Api(last))
+        })
+        .await?;
+        tracing::info!(command = task.id, reason, "ssm command cancel requested");
+        Ok(())
     }
 
     async fn availability(&self, _agent: &AgentSpec) -> Availability {
@@ -638,8 +625,11 @@ mod tests {
             work_dir: "/var/lib/outpost/runs",
         });
         assert_eq!(lines[0], "set -eu");
-        assert!(lines[1].starts_with("exec runuser -u 'outpost' -- '/usr/local/bin/outpost-worker' agent-run"));
-        assert!(lines[1].contains(r"'https://b.s3/specs/t/r/1.json?X-Amz-Signature=ab&x='\''; rm -rf /'"));
+        assert_eq!(lines[1], "u='outpost'");
+        assert!(lines[2].starts_with(
+            "exec setpriv --reuid=\"$(id -u \"$u\")\" --regid=\"$(id -g \"$u\")\" --init-groups --inh-caps=-all -- '/usr/local/bin/outpost-worker' agent-run"
+        ));
+        assert!(lines[2].contains(r"'https://b.s3/specs/t/r/1.json?X-Amz-Signature=ab&x='\''; rm -rf /'"));
     }
 
     #[test]

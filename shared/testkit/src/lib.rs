@@ -19,6 +19,8 @@ pub mod aws;
 pub mod aws_faults;
 #[cfg(feature = "aws")]
 pub mod local_ecs;
+#[cfg(feature = "aws")]
+pub mod local_ssm;
 
 #[cfg(feature = "lambda-gateway")]
 pub mod lambda_gateway;
