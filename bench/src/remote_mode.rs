@@ -1,17 +1,22 @@
-//! (c) of the AWS table: AWS requests per run on the `ecs` executor, against the process
-//! executor measured in the same run, on moto.
+//! (c) of the AWS table: AWS requests per run on the `ecs` and `ssm` executors, each against the
+//! process executor measured in the same run through the same layer, on moto.
 //!
-//! Both phases go through one fault layer in front of moto (`outpost_testkit::local_ecs`), which
-//! counts every request whoever sends it: the API and the worker in this process, and the agent
-//! entrypoints (`outpost-worker agent-run`, run as local processes for the tasks moto accepts;
-//! their uploads are S3 form POSTs). So the counts of both phases are taken the same way.
-//! Waiting polls (`DescribeTasks`) are counted apart and reported per minute of run time (the
-//! sum of the runs' `started → finished`): one poll covers every run the worker watches.
+//! Each executor's two phases go through one fault layer in front of moto
+//! (`outpost_testkit::local_ecs`, `local_ssm`), which counts every request whoever sends it: the
+//! API and the worker in this process, and the agent entrypoints (`outpost-worker agent-run`, run
+//! as local processes for the tasks and commands moto accepts; their uploads are S3 form POSTs).
+//! So both phases are counted the same way. Waiting polls (`DescribeTasks`,
+//! `GetCommandInvocation`) are counted apart and reported per minute of run time (the sum of the
+//! runs' `started → finished`); one `DescribeTasks` covers every run the worker watches, one
+//! `GetCommandInvocation` one command.
 //!
 //! The floor of the extra requests of an ECS run over a process run: `RunTask`, the spec's
 //! `PutObject` and its `GetObject` by the entrypoint, the `set_remote` `UpdateItem` and the
 //! `summary.json` `GetObject` (5); the artifacts are uploaded once either way (by the
-//! entrypoint's POSTs instead of the worker's PutObjects).
+//! entrypoint's POSTs instead of the worker's PutObjects). An SSM run has `SendCommand` for
+//! `RunTask` and reads the tenant's keys on the host (one `GetParametersByPath`): 6. The SSM
+//! stand-in answers `InvocationDoesNotExist` twice per command, as SSM does for 1–2 s; those
+//! retries are among the polls.
 
 use anyhow::{bail, Context};
 use ingest_lambda::{router, ApiConfig, AppState};
@@ -20,7 +25,9 @@ use outpost_aws::AwsClients;
 use outpost_core::ports::keys::CreatedKey;
 use outpost_core::{AgentRegistry, ApiKeyKind, ExecutorKind, RunId, TenantId};
 use outpost_testkit::aws::{emulator_sdk_config, fresh_settings};
+use outpost_testkit::aws_faults::FaultLayer;
 use outpost_testkit::local_ecs::LocalEcs;
+use outpost_testkit::local_ssm::LocalSsm;
 use outpost_worker::remote::{DispatchConfig, Dispatcher, RemoteArgs};
 use outpost_worker::{Worker, WorkerConfig};
 use std::collections::BTreeMap;
@@ -30,6 +37,19 @@ use std::time::{Duration, Instant};
 
 const PREFIX: &str = "bench-agent-";
 const ECS_AGENT: &str = "shell-ecs";
+const SSM_AGENT: &str = "shell-ssm";
+/// The user the SSM hosts' entrypoint runs as.
+const RUN_AS: &str = "nobody";
+/// What an ECS run must add to a process run.
+const ECS_FLOOR: (f64, &str) = (
+    5.0,
+    "RunTask, spec PutObject + GetObject, set_remote UpdateItem, summary GetObject",
+);
+/// What an SSM run must add: as ECS, with SendCommand, and the host's own read of the tenant's keys.
+const SSM_FLOOR: (f64, &str) = (
+    6.0,
+    "SendCommand, spec PutObject + GetObject, set_remote UpdateItem, summary GetObject, the host's GetParametersByPath",
+);
 /// The production default poll interval of remote executions.
 const POLL: Duration = Duration::from_secs(5);
 /// A short run with one agent file (three artifacts), as in (a).
@@ -41,11 +61,13 @@ struct Phase {
     runs: usize,
     /// Sum of the runs' started → finished.
     run_time: Duration,
+    /// The executor's waiting poll (counted apart).
+    poll_op: &'static str,
 }
 
 impl Phase {
     fn polls(&self) -> u64 {
-        self.per_op.get("ecs:DescribeTasks").copied().unwrap_or(0)
+        self.per_op.get(self.poll_op).copied().unwrap_or(0)
     }
 
     /// Requests per run, waiting polls excluded.
@@ -67,10 +89,105 @@ fn entrypoint() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// One remote executor to measure: its agent entry, the worker settings that give it, and its
+/// waiting poll.
+struct Remote<'a> {
+    layer: &'a FaultLayer,
+    agent: &'static str,
+    executor: ExecutorKind,
+    args: RemoteArgs,
+    poll_op: &'static str,
+}
+
 /// Measures (c) and returns its Markdown rows.
 pub async fn run(moto: &str, runs: usize, slots: usize) -> anyhow::Result<String> {
-    let ecs = LocalEcs::start(moto, PREFIX, &[ECS_AGENT], entrypoint()?).await?;
-    let sdk = emulator_sdk_config(&ecs.layer.endpoint()).await;
+    let entrypoint = entrypoint()?;
+    let ecs = LocalEcs::start(moto, PREFIX, &[ECS_AGENT], entrypoint.clone()).await?;
+    let poll_ms = Some(u64::try_from(POLL.as_millis()).unwrap_or(5000));
+    let (process, on_ecs) = measure(
+        moto,
+        Remote {
+            layer: &ecs.layer,
+            agent: ECS_AGENT,
+            executor: ExecutorKind::Ecs,
+            args: RemoteArgs {
+                ecs_cluster: Some(ecs.cluster.clone()),
+                ecs_subnets: vec![ecs.subnet.clone()],
+                ecs_security_groups: vec![ecs.security_group.clone()],
+                ecs_task_family_prefix: Some(PREFIX.to_owned()),
+                remote_poll_ms: poll_ms,
+                ..RemoteArgs::default()
+            },
+            poll_op: "ecs:DescribeTasks",
+        },
+        runs,
+        slots,
+    )
+    .await?;
+    let mut out = render_intro(runs, slots);
+    out.push_str(&render("ecs", &process, &on_ecs, ECS_FLOOR));
+    // The SSM hosts' entrypoint drops to an unprivileged user (`setpriv`): root only.
+    if nix::unistd::geteuid().is_root() {
+        let host = "i-0bench00000000001";
+        let ssm = LocalSsm::start(moto, &[(host, true)], Vec::new()).await?;
+        let work = host_work_dir()?;
+        let (process, on_ssm) = measure(
+            moto,
+            Remote {
+                layer: &ssm.layer,
+                agent: SSM_AGENT,
+                executor: ExecutorKind::Ssm,
+                args: RemoteArgs {
+                    ssm_host_ids: vec![host.to_owned()],
+                    ssm_entrypoint: Some(entrypoint.display().to_string()),
+                    ssm_run_as: Some(RUN_AS.to_owned()),
+                    ssm_work_dir: Some(work.path().display().to_string()),
+                    remote_poll_ms: poll_ms,
+                    ..RemoteArgs::default()
+                },
+                poll_op: "ssm:GetCommandInvocation",
+            },
+            runs,
+            slots,
+        )
+        .await?;
+        out.push_str(&render("ssm", &process, &on_ssm, SSM_FLOOR));
+    } else {
+        out.push_str(
+            "
+(c) `ssm`: not measured (the bench is not root; the hosts' entrypoint drops to `nobody`).
+",
+        );
+    }
+    Ok(out)
+}
+
+/// A folder for the SSM host's run workspaces, owned by [`RUN_AS`].
+fn host_work_dir() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("outpost-bench-ssm-")
+        .tempdir_in("/tmp")?;
+    let nobody = std::fs::read_to_string("/etc/passwd")?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(RUN_AS))
+                .then(|| f.nth(1))
+                .flatten()?
+                .parse::<u32>()
+                .ok()
+        })
+        .context("no user nobody")?;
+    std::os::unix::fs::chown(dir.path(), Some(nobody), None)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// Runs `runs` process runs, then `runs` runs of `remote`'s entry, on a worker with `remote`'s
+/// executor, everything through `remote.layer`; returns both phases.
+async fn measure(moto: &str, remote: Remote<'_>, runs: usize, slots: usize) -> anyhow::Result<(Phase, Phase)> {
+    let sdk = emulator_sdk_config(&remote.layer.endpoint()).await;
     let clients = AwsClients::new(&sdk, None);
     let settings = fresh_settings(&clients, 5).await;
     let backend = outpost_aws::backend(&clients, &settings);
@@ -80,10 +197,10 @@ pub async fn run(moto: &str, runs: usize, slots: usize) -> anyhow::Result<String
     let key = CreatedKey::generate(tenant.clone(), ApiKeyKind::Test);
     backend.keys.insert_key(&key).await?;
     let mut registry = AgentRegistry::builtin(true);
-    let mut remote = registry.get("shell").context("the shell agent")?.clone();
-    remote.name = ECS_AGENT.to_owned();
-    remote.executor = ExecutorKind::Ecs;
-    registry.insert(remote);
+    let mut entry = registry.get("shell").context("the shell agent")?.clone();
+    entry.name = remote.agent.to_owned();
+    entry.executor = remote.executor;
+    registry.insert(entry);
     let agents = Arc::new(registry);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -99,17 +216,9 @@ pub async fn run(moto: &str, runs: usize, slots: usize) -> anyhow::Result<String
         presence_interval: Duration::from_secs(3600),
         ..WorkerConfig::new(work.path())
     };
-    let args = RemoteArgs {
-        ecs_cluster: Some(ecs.cluster.clone()),
-        ecs_subnets: vec![ecs.subnet.clone()],
-        ecs_security_groups: vec![ecs.security_group.clone()],
-        ecs_task_family_prefix: Some(PREFIX.to_owned()),
-        remote_poll_ms: Some(u64::try_from(POLL.as_millis()).unwrap_or(5000)),
-        ..RemoteArgs::default()
-    };
     let worker = Worker::new(backend.clone(), agents.clone(), config);
     let dispatcher = Dispatcher::new(
-        args.launchers(&sdk, &backend, &settings)?,
+        remote.args.launchers(&sdk, &backend, &settings)?,
         S3ArtifactStore::new(
             aws_sdk_s3::Client::new(&sdk),
             settings.bucket.clone(),
@@ -120,6 +229,7 @@ pub async fn run(moto: &str, runs: usize, slots: usize) -> anyhow::Result<String
         backend.artifacts.clone(),
         worker.id().clone(),
         DispatchConfig {
+            secrets_prefix: settings.secrets_prefix.clone(),
             sweep_interval: Duration::from_secs(3600),
             ..DispatchConfig::default()
         },
@@ -143,12 +253,12 @@ pub async fn run(moto: &str, runs: usize, slots: usize) -> anyhow::Result<String
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut phases = Vec::new();
-    for agent in ["shell", ECS_AGENT] {
+    for agent in ["shell", remote.agent] {
         eprintln!("bench(aws): (c) {runs} runs of {agent}");
-        let before = ecs.layer.all_calls();
+        let before = remote.layer.all_calls();
         let ids = dispatch_all(&http, &url, &auth, agent, runs).await?;
         let run_time = wait_all(&observer, &tenant, &ids).await?;
-        let after = ecs.layer.all_calls();
+        let after = remote.layer.all_calls();
         let per_op = after
             .into_iter()
             .filter_map(|(op, n)| {
@@ -156,12 +266,19 @@ pub async fn run(moto: &str, runs: usize, slots: usize) -> anyhow::Result<String
                 (d > 0).then_some((op, d))
             })
             .collect();
-        phases.push(Phase { per_op, runs, run_time });
+        phases.push(Phase {
+            per_op,
+            runs,
+            run_time,
+            poll_op: remote.poll_op,
+        });
     }
     let _ = stop_tx.send(());
     worker_task.await??;
     server.abort();
-    Ok(render(&phases[0], &phases[1], slots))
+    let remote_phase = phases.pop().context("two phases")?;
+    let process = phases.pop().context("two phases")?;
+    Ok((process, remote_phase))
 }
 
 async fn dispatch_all(
@@ -217,34 +334,42 @@ async fn wait_all(
     Ok(total)
 }
 
-fn render(process: &Phase, ecs: &Phase, slots: usize) -> String {
-    let floor_extra = 5.0;
-    let extra = ecs.per_run() - process.per_run();
-    let minutes = ecs.run_time.as_secs_f64() / 60.0;
+fn render_intro(runs: usize, slots: usize) -> String {
+    format!(
+        "\n(c) {runs} short runs per executor (3 artifacts each), {slots} worker slots; ECS tasks and SSM commands run as local processes by the fault layer in front of moto, which counts every request (API, worker, entrypoints). Each executor's baseline is a process-executor phase through the same layer in the same run.\n\n| (c) requests per run | process executor (baseline) | remote executor | extra | floor of the extra | ratio extra / floor |\n| --- | --- | --- | --- | --- | --- |\n"
+    )
+}
+
+/// The row of one executor, its waiting polls, and its operations.
+fn render(name: &str, process: &Phase, remote: &Phase, floor: (f64, &str)) -> String {
+    let (floor_extra, floor_what) = floor;
+    let extra = remote.per_run() - process.per_run();
+    let minutes = remote.run_time.as_secs_f64() / 60.0;
     let mut out = format!(
-        "\n(c) {} short runs per executor (3 artifacts each), {slots} worker slots; ECS tasks run as local processes by the fault layer in front of moto, which counts every request (API, worker, entrypoints).\n\n",
-        ecs.runs
-    );
-    out.push_str("| (c) requests per run | process executor (baseline, same run) | `ecs` executor | extra | floor of the extra | ratio extra / floor |\n| --- | --- | --- | --- | --- | --- |\n");
-    out.push_str(&format!(
-        "| all, waiting polls excluded | {:.2} | {:.2} | {extra:.2} | {floor_extra:.0} (RunTask, spec PutObject + GetObject, set_remote UpdateItem, summary GetObject) | {:.2} |\n",
+        "| `{name}`, all requests but waiting polls | {:.2} | {:.2} | {extra:.2} | {floor_extra:.0} ({floor_what}) | {:.2} |\n",
         process.per_run(),
-        ecs.per_run(),
+        remote.per_run(),
         extra / floor_extra
-    ));
+    );
     out.push_str(&format!(
-        "| waiting polls (`DescribeTasks`, every {} s, one per poll for all watched runs) | – | {} in {:.1} min of run time: **{:.1} per minute** | – | ≤ {:.0} per minute (one per interval) | – |\n\n",
+        "| `{name}` waiting polls (`{}` every {} s) | – | {} in {:.1} min of run time: **{:.1} per minute** | – | – | – |\n",
+        remote.poll_op,
         POLL.as_secs(),
-        ecs.polls(),
+        remote.polls(),
         minutes,
-        ecs.polls() as f64 / minutes.max(f64::EPSILON),
-        60.0 / POLL.as_secs_f64()
+        remote.polls() as f64 / minutes.max(f64::EPSILON),
     ));
-    out.push_str("| (c) operation | process run | ECS run |\n| --- | --- | --- |\n");
-    let ops: std::collections::BTreeSet<&String> = process.per_op.keys().chain(ecs.per_op.keys()).collect();
-    for op in ops {
-        let per = |p: &Phase| p.per_op.get(op).copied().unwrap_or(0) as f64 / p.runs as f64;
-        out.push_str(&format!("| {op} | {:.2} | {:.2} |\n", per(process), per(ecs)));
-    }
+    let ops: std::collections::BTreeSet<&String> = process.per_op.keys().chain(remote.per_op.keys()).collect();
+    let line: Vec<String> = ops
+        .into_iter()
+        .map(|op| {
+            let per = |p: &Phase| p.per_op.get(op).copied().unwrap_or(0) as f64 / p.runs as f64;
+            format!("{op} {:.2}→{:.2}", per(process), per(remote))
+        })
+        .collect();
+    out.push_str(&format!(
+        "| `{name}` per operation (process→remote) | {} | | | | |\n",
+        line.join(", ")
+    ));
     out
 }
