@@ -79,6 +79,7 @@ WORKER_UNSCOPED = {
     "ecs:DescribeTaskDefinition",
     "ssm:GetCommandInvocation",
     "ssm:ListCommandInvocations",
+    "ssm:ListCommands",
     "ssm:CancelCommand",
     "ssm:DescribeInstanceInformation",
 }
@@ -430,6 +431,7 @@ def check_data_plane(c, template: dict, name: str, deployed: dict, params: dict,
         "expire-live-log-chunks": {"prefix": "live/", "expire_days": 2, "abort_days": None},
         "abort-incomplete-multipart-uploads": {"prefix": "", "expire_days": None, "abort_days": 1},
         "expire-ssm-output": {"prefix": "ssm-output/", "expire_days": 7, "abort_days": None},
+        "expire-run-specs": {"prefix": "specs/", "expire_days": 2, "abort_days": None},
         "expire-runs": {"prefix": "runs/", "expire_days": RUNS_RETENTION_DAYS, "abort_days": None},
     }
     try:
@@ -459,7 +461,7 @@ def check_data_plane(c, template: dict, name: str, deployed: dict, params: dict,
         }
         eq(got, want_rules, "template bucket lifecycle rules (RunsRetentionDays=%d)" % RUNS_RETENTION_DAYS)
         lc0 = resolve_novalue(res["ArtifactsBucket"]["Properties"]["LifecycleConfiguration"], dict(params, RunsRetentionDays=0), dict(conditions, ExpireRuns=False))
-        eq(sorted(r["Id"] for r in lc0["Rules"]), sorted(["expire-live-log-chunks", "abort-incomplete-multipart-uploads", "expire-ssm-output"]), "template lifecycle rules with RunsRetentionDays=0")
+        eq(sorted(r["Id"] for r in lc0["Rules"]), sorted(["expire-live-log-chunks", "abort-incomplete-multipart-uploads", "expire-ssm-output", "expire-run-specs"]), "template lifecycle rules with RunsRetentionDays=0")
     try:
         pab = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         eq(pab, {k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")}, "bucket public access block")
