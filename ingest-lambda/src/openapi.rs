@@ -8,8 +8,8 @@
 use crate::handlers::{TAG_FLEET, TAG_RUNS, TAG_SECRETS, TAG_SYSTEM};
 use outpost_api::{
     AgentView, ArtifactView, DispatchAccepted, DispatchRequest, ErrorBody, ErrorDetail, FleetStatus, Health,
-    PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RunLinks, RunList, RunView, SecretList, SecretView,
-    WorkerAgentView, WorkerView,
+    PromoteRequest, PromoteResult, PutSecretRequest, QueueView, RemoteView, RunLinks, RunList, RunView, SecretList,
+    SecretView, WorkerAgentView, WorkerView,
 };
 
 use outpost_core::{ExecutorKind, FailureReason, RepoSpec, RunStatus, Usage};
@@ -44,6 +44,7 @@ pub const SECURITY_SCHEME: &str = "bearer";
         WorkerView,
         WorkerAgentView,
         ExecutorKind,
+        RemoteView,
         PromoteRequest,
         PromoteResult,
         PutSecretRequest,

@@ -186,6 +186,9 @@ async fn a_sigkilled_worker_s_ecs_runs_are_adopted_by_the_next_one_and_none_star
         let run = wait_terminal(&app, id).await?;
         assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
         assert!(run.attempts >= 2, "the second worker's attempt recorded it: {run:?}");
+        let remote = run.remote.as_ref().expect("the run shows its task");
+        assert_eq!(remote.executor, ExecutorKind::Ecs);
+        assert!(remote.id.starts_with("arn:aws:ecs:"), "{remote:?}");
         assert!(log_of(&app, id).await?.contains(&format!("done {i}")));
     }
     assert_eq!(ecs.layer.calls("ecs:RunTask"), 3, "no run started a second task");

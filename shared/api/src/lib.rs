@@ -141,6 +141,10 @@ pub struct RunView {
     pub failure_reason: Option<FailureReason>,
     pub cancel_requested: bool,
     pub worker_id: Option<String>,
+    /// Where the agent runs, for an entry with `executor = "ecs" | "ssm"`: the ECS task or SSM
+    /// command the run records (absent for process runs and before the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteView>,
     /// The agent's final answer, read from its own output once the run ended (up to 16 KiB; the
     /// whole answer is the `result.md` artifact).
     #[serde(default)]
@@ -180,12 +184,37 @@ impl From<&Run> for RunView {
             failure_reason: r.failure_reason,
             cancel_requested: r.cancel_requested,
             worker_id: r.worker_id.as_ref().map(|w| w.to_string()),
+            remote: r.remote.as_ref().map(RemoteView::from),
             result: r.report.result.clone(),
             agent_error: r.report.error.clone(),
             usage: r.report.usage.clone(),
             session_id: r.report.session_id.clone(),
             artifacts: r.artifacts.iter().map(|a| ArtifactView::from_artifact(id, a)).collect(),
             links: RunLinks::for_run(id),
+        }
+    }
+}
+
+/// A run's remote execution as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RemoteView {
+    pub executor: ExecutorKind,
+    /// The ECS task ARN or the SSM command id.
+    pub id: String,
+    /// The EC2 instance of an SSM command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The attempt of the run that started it.
+    pub attempt: u32,
+}
+
+impl From<&outpost_core::RemoteTask> for RemoteView {
+    fn from(t: &outpost_core::RemoteTask) -> Self {
+        Self {
+            executor: t.executor,
+            id: t.id.clone(),
+            host: t.host.clone(),
+            attempt: t.attempt,
         }
     }
 }
