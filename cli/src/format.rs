@@ -135,6 +135,13 @@ pub fn run_details(r: &RunView) -> String {
         );
     }
     kv("attempts", r.attempts.to_string());
+    if let Some(remote) = &r.remote {
+        let host = remote.host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default();
+        kv(
+            "executor",
+            format!("{} {}{host} (attempt {})", remote.executor, remote.id, remote.attempt),
+        );
+    }
     kv("timeout", format!("{}s", r.timeout_secs));
     if let Some(idle) = r.idle_timeout_secs {
         kv("idle timeout", format!("{idle}s"));
@@ -463,9 +470,21 @@ mod tests {
 
         // Nothing reported: no empty sections.
         let quiet = run_details(&finished_run(outpost_core::AgentReport::default()));
-        for absent in ["agent error", "usage", "session", "\nresult\n"] {
+        for absent in ["agent error", "usage", "session", "\nresult\n", "executor"] {
             assert!(!quiet.contains(absent), "{absent:?} in:\n{quiet}");
         }
+        let mut remote = finished_run(Default::default());
+        remote.remote = Some(outpost_api::RemoteView {
+            executor: outpost_core::ExecutorKind::Ssm,
+            id: "c0ffee".into(),
+            host: Some("i-0abc".into()),
+            attempt: 2,
+        });
+        assert!(
+            run_details(&remote).contains("executor      ssm c0ffee on i-0abc (attempt 2)\n"),
+            "{}",
+            run_details(&remote)
+        );
         assert!(runs_table(&[finished_run(Default::default())], Utc::now()).contains("  -  "));
     }
 
