@@ -9,7 +9,6 @@ use outpost_aws::s3::{create_bucket, object_key, S3ArtifactStore};
 use outpost_aws::{AwsClients, RequestCounter};
 use outpost_core::ports::{ArtifactError, ArtifactStore, RunKey};
 use outpost_core::{RunId, TenantId};
-use outpost_testkit::aws::emulator_clients;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,13 +16,7 @@ use std::time::Duration;
 
 /// A store on a fresh bucket, its clients, and the counter of their requests (reset after setup).
 async fn fresh() -> (S3ArtifactStore, AwsClients, RequestCounter) {
-    let counter = RequestCounter::new();
-    let clients = emulator_clients(Some(&counter)).await;
-    let bucket = format!("t{}-s3", ulid::Ulid::new().to_string().to_lowercase());
-    create_bucket(&clients.s3, &bucket).await.expect("create bucket");
-    counter.reset();
-    let store = S3ArtifactStore::new(clients.s3.clone(), bucket, Duration::from_secs(900));
-    (store, clients, counter)
+    outpost_testkit::aws::fresh_s3_store("s3").await
 }
 
 fn key(tenant: &str) -> RunKey {

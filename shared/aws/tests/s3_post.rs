@@ -11,11 +11,11 @@ use futures_util::TryStreamExt;
 use outpost_aws::s3::post::{
     live_prefix, run_prefix, sdk_credentials, sign_post, PostArtifactStore, PostError, PresignedPost, ATTEMPTS,
 };
-use outpost_aws::s3::{create_bucket, object_key, S3ArtifactStore, LOG_CONTENT_TYPE};
+use outpost_aws::s3::{object_key, S3ArtifactStore, LOG_CONTENT_TYPE};
 use outpost_aws::{AwsClients, RequestCounter};
 use outpost_core::ports::{ArtifactError, ArtifactStore, RunKey};
 use outpost_core::{RunId, TenantId};
-use outpost_testkit::aws::{emulator_clients, emulator_endpoint, emulator_sdk_config};
+use outpost_testkit::aws::{emulator_endpoint, emulator_sdk_config};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,15 +24,9 @@ use std::time::{Duration, SystemTime};
 
 const MAX_BYTES: u64 = 1024 * 1024;
 
-/// An S3 store on a fresh bucket, its clients and their request counter (reset after setup).
+/// A store on a fresh bucket, its clients, and the counter of their requests (reset after setup).
 async fn fresh() -> (S3ArtifactStore, AwsClients, RequestCounter) {
-    let counter = RequestCounter::new();
-    let clients = emulator_clients(Some(&counter)).await;
-    let bucket = format!("t{}-post", ulid::Ulid::new().to_string().to_lowercase());
-    create_bucket(&clients.s3, &bucket).await.expect("create bucket");
-    counter.reset();
-    let store = S3ArtifactStore::new(clients.s3.clone(), bucket, Duration::from_secs(900));
-    (store, clients, counter)
+    outpost_testkit::aws::fresh_s3_store("post").await
 }
 
 fn run(tenant: &str) -> RunKey {

@@ -46,6 +46,20 @@ pub async fn emulator_clients(counter: Option<&RequestCounter>) -> AwsClients {
     AwsClients::new(&emulator_sdk_config(&emulator_endpoint()).await, counter)
 }
 
+/// An S3 artifact store on a fresh bucket of the emulator (named `t{ulid}-{suffix}`), its
+/// clients and the counter of their requests (reset after the setup).
+pub async fn fresh_s3_store(suffix: &str) -> (outpost_aws::s3::S3ArtifactStore, AwsClients, RequestCounter) {
+    let counter = RequestCounter::new();
+    let clients = emulator_clients(Some(&counter)).await;
+    let bucket = format!("t{}-{suffix}", ulid::Ulid::new().to_string().to_lowercase());
+    outpost_aws::s3::create_bucket(&clients.s3, &bucket)
+        .await
+        .unwrap_or_else(|e| panic!("creating a bucket on the emulator failed: {e}"));
+    counter.reset();
+    let store = outpost_aws::s3::S3ArtifactStore::new(clients.s3.clone(), bucket, std::time::Duration::from_secs(900));
+    (store, clients, counter)
+}
+
 /// A fresh, uniquely named set of resources on the emulator.
 pub async fn fresh_settings(clients: &AwsClients, max_receive_count: u32) -> AwsSettings {
     let name = format!("t{}", ulid::Ulid::new().to_string().to_lowercase());
