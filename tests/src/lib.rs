@@ -658,6 +658,23 @@ pub fn fake_output(n: usize) -> Vec<u8> {
     v
 }
 
+/// Polls run `id`'s live log (from offset 0) until it holds `needle`.
+pub async fn wait_log_contains(
+    client: &OutpostClient,
+    id: &str,
+    needle: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !String::from_utf8_lossy(&client.logs(id, 0).await?.data).contains(needle) {
+        if Instant::now() > deadline {
+            bail!("run {id}'s log never showed {needle:?} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Polls an async condition with a deadline.
 pub async fn eventually_async<F, Fut>(timeout: Duration, what: &str, mut cond: F) -> anyhow::Result<()>
 where

@@ -131,11 +131,7 @@ async fn a_cancelled_ecs_run_is_stopped_and_keeps_what_its_agent_printed() -> an
         .await?;
     outpost_tests::eventually(RUN_TIMEOUT, "the task to run", || ecs.running() == 1).await?;
     // The live log shows the agent started before the cancel.
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while !String::from_utf8_lossy(&client.logs(&id, 0).await?.data).contains("started") {
-        anyhow::ensure!(Instant::now() < deadline, "no live log");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    outpost_tests::wait_log_contains(&client, &id, "started", RUN_TIMEOUT).await?;
     // The fleet shows the entry's executor, its task definition active, and the run in flight.
     let deadline = Instant::now() + RUN_TIMEOUT;
     let view = loop {
@@ -239,11 +235,7 @@ async fn a_task_that_dies_without_its_summary_fails_executor_lost_with_its_live_
     let _worker = app.start_worker(2, 10)?;
     let client = app.client()?;
     let id = client.dispatch(&task("say before the crash; sleep 60")).await?.id;
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while !String::from_utf8_lossy(&client.logs(&id, 0).await?.data).contains("before the crash") {
-        anyhow::ensure!(Instant::now() < deadline, "no live log");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    outpost_tests::wait_log_contains(&client, &id, "before the crash", RUN_TIMEOUT).await?;
     assert_eq!(ecs.kill_running(), 1);
     let run = wait_terminal(&app, &id).await?;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");

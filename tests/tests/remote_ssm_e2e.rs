@@ -256,11 +256,7 @@ async fn a_cancelled_ssm_run_cancels_its_command_and_keeps_what_its_agent_printe
     app.wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running)
         .await?;
     outpost_tests::eventually(RUN_TIMEOUT, "the command to run", || ssm.running() == 1).await?;
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while !String::from_utf8_lossy(&client.logs(&id, 0).await?.data).contains("started") {
-        anyhow::ensure!(Instant::now() < deadline, "no live log");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    outpost_tests::wait_log_contains(&client, &id, "started", RUN_TIMEOUT).await?;
     assert!(!pids_with_cmdline(&nonce).is_empty(), "the agent runs on the host");
 
     client.cancel_run(&id).await?;
@@ -362,11 +358,7 @@ async fn a_cancelled_ssm_run_whose_agent_ignores_sigterm_leaves_nothing_behind()
         .await?
         .id;
     outpost_tests::eventually(RUN_TIMEOUT, "the command to run", || ssm.running() == 1).await?;
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while !String::from_utf8_lossy(&client.logs(&id, 0).await?.data).contains("started") {
-        anyhow::ensure!(Instant::now() < deadline, "no live log");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    outpost_tests::wait_log_contains(&client, &id, "started", RUN_TIMEOUT).await?;
     client.cancel_run(&id).await?;
     let run = wait_terminal(&app, &id).await?;
     assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
