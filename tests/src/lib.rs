@@ -115,6 +115,15 @@ fn reachable(bin: PathBuf) -> anyhow::Result<PathBuf> {
     Ok(copy)
 }
 
+/// An agents-file entry `name` running the fake agent with the prompt as its argument, with the
+/// further `key = value` lines `extra` (e.g. `executor = "ecs"`), a 60 s default timeout.
+pub fn fake_entry(name: &str, extra: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "[agents.{name}]\ncommand = [{:?}, \"--prompt\", \"{{prompt}}\"]\n{extra}default_timeout_secs = 60\n",
+        fake_agent_bin()?.display().to_string()
+    ))
+}
+
 /// Writes `{data}/agents.toml` registering the fake agent as `fake` (key env `FAKE_API_KEY`).
 pub fn write_agents_file(data: &Path) -> anyhow::Result<()> {
     let fake = fake_agent_bin()?;
@@ -602,8 +611,13 @@ pub fn make_origin(dir: &Path) -> String {
 
 /// A dispatch of the fake agent with the script `task` (see `src/bin/fake_agent.rs`).
 pub fn fake_task(task: impl Into<String>) -> DispatchRequest {
+    task_for("fake", task)
+}
+
+/// A dispatch of the agent entry `agent` (one running the fake agent, e.g. [`fake_entry`]).
+pub fn task_for(agent: &str, task: impl Into<String>) -> DispatchRequest {
     DispatchRequest {
-        agent: "fake".into(),
+        agent: agent.into(),
         task: task.into(),
         repo: None,
         branch: None,

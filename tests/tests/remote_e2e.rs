@@ -15,12 +15,12 @@
 //! - S3 accepts form POSTs without checking their policy: the fault layer checks them
 //!   (`enforce_post_policies`).
 
-use outpost_api::{DispatchRequest, RunView};
+use outpost_api::RunView;
 use outpost_core::domain::ExecutorKind;
 use outpost_core::{FailureReason, RunStatus};
 use outpost_testkit::local_ecs::LocalEcs;
 use outpost_tests::aws::worker_bin;
-use outpost_tests::{fake_agent_bin, AppOptions, TestApp};
+use outpost_tests::{fake_entry, task_for, AppOptions, TestApp};
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "outpost-agent-";
@@ -38,10 +38,7 @@ async fn spawn_with(lease_secs: u64, env: &[(&str, &str)]) -> anyhow::Result<(Te
     let moto = outpost_testkit::aws::emulator_endpoint();
     let ecs = LocalEcs::start(&moto, PREFIX, &[AGENT], worker_bin()?).await?;
     ecs.layer.enforce_post_policies("testing");
-    let entry = format!(
-        "[agents.{AGENT}]\ncommand = [{:?}, \"--prompt\", \"{{prompt}}\"]\nexecutor = \"ecs\"\ndefault_timeout_secs = 60\n",
-        fake_agent_bin()?.display().to_string()
-    );
+    let entry = fake_entry(AGENT, "executor = \"ecs\"\n")?;
     let mut opts = AppOptions::aws(5).lease_secs(lease_secs).agents_toml(entry);
     for (k, v) in ecs.worker_env(PREFIX) {
         opts = opts.worker_env(k, v);
@@ -50,17 +47,6 @@ async fn spawn_with(lease_secs: u64, env: &[(&str, &str)]) -> anyhow::Result<(Te
         opts = opts.worker_env(*k, *v);
     }
     Ok((TestApp::spawn(opts).await?, ecs))
-}
-
-fn task(script: &str) -> DispatchRequest {
-    DispatchRequest {
-        agent: AGENT.into(),
-        task: script.into(),
-        repo: None,
-        branch: None,
-        timeout_secs: None,
-        idle_timeout_secs: None,
-    }
 }
 
 async fn log_of(app: &TestApp, id: &str) -> anyhow::Result<String> {
@@ -82,11 +68,11 @@ async fn ecs_runs_are_recorded_from_their_summary_in_s3_with_one_batched_describ
     let mut ids = Vec::new();
     for i in 0..3 {
         let run = client
-            .dispatch(&task(&format!("say run {i} here; print 300000; sleep 1")))
+            .dispatch(&task_for(AGENT, format!("say run {i} here; print 300000; sleep 1")))
             .await?;
         ids.push(run.id);
     }
-    let failing = client.dispatch(&task("say about to fail; exit 3")).await?.id;
+    let failing = client.dispatch(&task_for(AGENT, "say about to fail; exit 3")).await?.id;
     for id in &ids {
         let run = wait_terminal(&app, id).await?;
         assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -126,7 +112,7 @@ async fn a_cancelled_ecs_run_is_stopped_and_keeps_what_its_agent_printed() -> an
     let (app, ecs) = spawn(10).await?;
     let _worker = app.start_worker(2, 10)?;
     let client = app.client()?;
-    let id = client.dispatch(&task("say started; sleep 60")).await?.id;
+    let id = client.dispatch(&task_for(AGENT, "say started; sleep 60")).await?.id;
     app.wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running)
         .await?;
     outpost_tests::eventually(RUN_TIMEOUT, "the task to run", || ecs.running() == 1).await?;
@@ -170,7 +156,7 @@ async fn a_sigkilled_worker_s_ecs_runs_are_adopted_by_the_next_one_and_none_star
     for i in 0..3 {
         ids.push(
             client
-                .dispatch(&task(&format!("say run {i}; sleep 4; say done {i}")))
+                .dispatch(&task_for(AGENT, format!("say run {i}; sleep 4; say done {i}")))
                 .await?
                 .id,
         );
@@ -197,7 +183,7 @@ async fn the_sweep_stops_tasks_whose_run_is_over_or_unknown_and_leaves_the_rest(
     let (app, ecs) = spawn_with(10, &[("OUTPOST_REMOTE_SWEEP_SECS", "1")]).await?;
     let _worker = app.start_worker(2, 10)?;
     let client = app.client()?;
-    let done = client.dispatch(&task("say quick")).await?.id;
+    let done = client.dispatch(&task_for(AGENT, "say quick")).await?.id;
     assert_eq!(wait_terminal(&app, &done).await?.status, RunStatus::Succeeded);
     let family = format!("{PREFIX}{AGENT}");
     // Tasks no worker watches: one of a finished run, one of a run that never existed, one that
@@ -209,7 +195,7 @@ async fn the_sweep_stops_tasks_whose_run_is_over_or_unknown_and_leaves_the_rest(
     let of_unknown = ecs.run_untracked(&family, &[("outpost:run", &unknown_run)]).await?;
     let foreign = ecs.run_untracked(&family, &[("team", "other")]).await?;
     // A live run's own task stays.
-    let live = client.dispatch(&task("say live; sleep 30")).await?.id;
+    let live = client.dispatch(&task_for(AGENT, "say live; sleep 30")).await?.id;
     outpost_tests::eventually(RUN_TIMEOUT, "the live run's task", || ecs.running() == 1).await?;
     outpost_tests::eventually(RUN_TIMEOUT, "the sweep to stop both orphans", || {
         let stops = ecs.stop_requests();
@@ -234,7 +220,10 @@ async fn a_task_that_dies_without_its_summary_fails_executor_lost_with_its_live_
     let (app, ecs) = spawn(10).await?;
     let _worker = app.start_worker(2, 10)?;
     let client = app.client()?;
-    let id = client.dispatch(&task("say before the crash; sleep 60")).await?.id;
+    let id = client
+        .dispatch(&task_for(AGENT, "say before the crash; sleep 60"))
+        .await?
+        .id;
     outpost_tests::wait_log_contains(&client, &id, "before the crash", RUN_TIMEOUT).await?;
     assert_eq!(ecs.kill_running(), 1);
     let run = wait_terminal(&app, &id).await?;

@@ -25,12 +25,12 @@
 //! The SSM script's `setpriv` needs root (CI runs as root); without root only the case that
 //! never sends a command runs, the others say they were skipped.
 
-use outpost_api::{DispatchRequest, RunView};
+use outpost_api::RunView;
 use outpost_core::{FailureReason, RunStatus};
 use outpost_testkit::local_ssm::LocalSsm;
 use outpost_testkit::process::{is_root, pids_with_cmdline};
 use outpost_tests::aws::worker_bin;
-use outpost_tests::{fake_agent_bin, fake_output, AppOptions, TestApp};
+use outpost_tests::{fake_entry, fake_output, task_for, AppOptions, TestApp};
 use std::time::{Duration, Instant};
 
 const AGENT: &str = "fake-ssm";
@@ -58,10 +58,7 @@ async fn spawn(hosts: &[(&str, bool)]) -> anyhow::Result<Ssm> {
     ssm.layer.enforce_post_policies("testing");
     let work = nobody_dir()?;
     let work_dir = work.path().display().to_string();
-    let entry = format!(
-        "[agents.{AGENT}]\ncommand = [{:?}, \"--prompt\", \"{{prompt}}\"]\nexecutor = \"ssm\"\nkey_env = \"FAKE_API_KEY\"\ndefault_timeout_secs = 60\n",
-        fake_agent_bin()?.display().to_string()
-    );
+    let entry = fake_entry(AGENT, "executor = \"ssm\"\nkey_env = \"FAKE_API_KEY\"\n")?;
     let mut opts = AppOptions::aws(5).agents_toml(entry);
     for (k, v) in ssm.worker_env() {
         opts = opts.worker_env(k, v);
@@ -118,17 +115,6 @@ fn skipped() -> bool {
     true
 }
 
-fn task(script: &str) -> DispatchRequest {
-    DispatchRequest {
-        agent: AGENT.into(),
-        task: script.into(),
-        repo: None,
-        branch: None,
-        timeout_secs: None,
-        idle_timeout_secs: None,
-    }
-}
-
 async fn log_of(app: &TestApp, id: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(
         app.client()?.artifact(id, "output.log").await?.to_vec(),
@@ -159,9 +145,10 @@ async fn an_ssm_run_succeeds_with_the_tenants_key_read_on_the_host() -> anyhow::
 
     let started = Instant::now();
     let id = client
-        .dispatch(&task(&format!(
-            "say hi; env FAKE_API_KEY; key-find {head} {tail}; print 50000"
-        )))
+        .dispatch(&task_for(
+            AGENT,
+            format!("say hi; env FAKE_API_KEY; key-find {head} {tail}; print 50000"),
+        ))
         .await?
         .id;
     let run = wait_terminal(&app, &id).await?;
@@ -250,7 +237,7 @@ async fn a_cancelled_ssm_run_cancels_its_command_and_keeps_what_its_agent_printe
     let client = app.client()?;
     let nonce = ulid::Ulid::new().to_string();
     let id = client
-        .dispatch(&task(&format!("say started {nonce}; sleep 60")))
+        .dispatch(&task_for(AGENT, format!("say started {nonce}; sleep 60")))
         .await?
         .id;
     app.wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running)
@@ -287,7 +274,7 @@ async fn an_ssm_run_without_an_online_host_fails_executor_unavailable() -> anyho
     let Ssm { app, ssm, .. } = spawn(&[(HOST_A, false)]).await?;
     let _worker = app.start_worker(2, 10)?;
     let client = app.client()?;
-    let id = client.dispatch(&task("say never")).await?.id;
+    let id = client.dispatch(&task_for(AGENT, "say never")).await?.id;
     let run = wait_terminal(&app, &id).await?;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     assert_eq!(run.failure_reason, Some(FailureReason::ExecutorUnavailable));
@@ -318,7 +305,7 @@ async fn two_ssm_runs_in_flight_land_on_two_hosts() -> anyhow::Result<()> {
     for i in 0..2 {
         ids.push(
             client
-                .dispatch(&task(&format!("say run {i}; sleep 3; say done {i}")))
+                .dispatch(&task_for(AGENT, format!("say run {i}; sleep 3; say done {i}")))
                 .await?
                 .id,
         );
@@ -354,7 +341,7 @@ async fn a_cancelled_ssm_run_whose_agent_ignores_sigterm_leaves_nothing_behind()
     let client = app.client()?;
     let nonce = ulid::Ulid::new().to_string();
     let id = client
-        .dispatch(&task(&format!("ignore-term; say started {nonce}; sleep 60")))
+        .dispatch(&task_for(AGENT, format!("ignore-term; say started {nonce}; sleep 60")))
         .await?
         .id;
     outpost_tests::eventually(RUN_TIMEOUT, "the command to run", || ssm.running() == 1).await?;
