@@ -224,20 +224,17 @@ async fn an_ssm_run_succeeds_with_the_tenants_key_read_on_the_host() -> anyhow::
     Ok(())
 }
 
-/// Case b: a cancel through the API cancels the command once (SIGTERM to its process group):
-/// the run is `cancelled`, no process of it is left on the host, and `output.log` keeps what
-/// the agent printed before.
-#[tokio::test]
-async fn a_cancelled_ssm_run_cancels_its_command_and_keeps_what_its_agent_printed() -> anyhow::Result<()> {
-    if skipped() {
-        return Ok(());
-    }
+/// Dispatches `say started …; sleep 60` (after `prefix`), cancels it once its live log shows
+/// it started, and checks what every cancelled SSM run must show: `cancelled`, one
+/// `CancelCommand` of its one command, no process of the run left on the host, and the agent's
+/// output kept. Returns `output.log`.
+async fn cancel_a_running_ssm_run(prefix: &str) -> anyhow::Result<String> {
     let Ssm { app, ssm, .. } = spawn(&[(HOST_A, true)]).await?;
     let _worker = app.start_worker(2, 10)?;
     let client = app.client()?;
     let nonce = ulid::Ulid::new().to_string();
     let id = client
-        .dispatch(&task_for(AGENT, format!("say started {nonce}; sleep 60")))
+        .dispatch(&task_for(AGENT, format!("{prefix}say started {nonce}; sleep 60")))
         .await?
         .id;
     app.wait_run(&id, RUN_TIMEOUT, |r| r.status == RunStatus::Running)
@@ -254,16 +251,28 @@ async fn a_cancelled_ssm_run_cancels_its_command_and_keeps_what_its_agent_printe
     assert_eq!(ssm.calls("ssm:CancelCommand"), 1, "one cancel");
     assert_eq!(ssm.cancel_requests(), [sent[0].command_id.clone()]);
     assert_eq!(ssm.running(), 0, "the command's process ended");
+    assert!(
+        ssm.exit_code(&sent[0].command_id, HOST_A).is_some(),
+        "the script's process ended"
+    );
     outpost_tests::eventually(Duration::from_secs(10), "no process of the run left", || {
         pids_with_cmdline(&nonce).is_empty() && pids_with_cmdline(&id).is_empty()
     })
     .await?;
     let log = log_of(&app, &id).await?;
     assert!(log.contains(&format!("started {nonce}")), "{log}");
-    assert!(
-        ssm.exit_code(&sent[0].command_id, HOST_A).is_some(),
-        "the script's process ended"
-    );
+    Ok(log)
+}
+
+/// Case b: a cancel through the API cancels the command once (SIGTERM to its process group):
+/// the run is `cancelled`, no process of it is left on the host, and `output.log` keeps what
+/// the agent printed before.
+#[tokio::test]
+async fn a_cancelled_ssm_run_cancels_its_command_and_keeps_what_its_agent_printed() -> anyhow::Result<()> {
+    if skipped() {
+        return Ok(());
+    }
+    cancel_a_running_ssm_run("").await?;
     Ok(())
 }
 
@@ -336,27 +345,7 @@ async fn a_cancelled_ssm_run_whose_agent_ignores_sigterm_leaves_nothing_behind()
     if skipped() {
         return Ok(());
     }
-    let Ssm { app, ssm, .. } = spawn(&[(HOST_A, true)]).await?;
-    let _worker = app.start_worker(2, 10)?;
-    let client = app.client()?;
-    let nonce = ulid::Ulid::new().to_string();
-    let id = client
-        .dispatch(&task_for(AGENT, format!("ignore-term; say started {nonce}; sleep 60")))
-        .await?
-        .id;
-    outpost_tests::eventually(RUN_TIMEOUT, "the command to run", || ssm.running() == 1).await?;
-    outpost_tests::wait_log_contains(&client, &id, "started", RUN_TIMEOUT).await?;
-    client.cancel_run(&id).await?;
-    let run = wait_terminal(&app, &id).await?;
-    assert_eq!(run.status, RunStatus::Cancelled, "{run:?}");
-    assert_eq!(ssm.calls("ssm:CancelCommand"), 1);
-    assert_eq!(ssm.running(), 0);
-    outpost_tests::eventually(Duration::from_secs(10), "no process of the run left", || {
-        pids_with_cmdline(&nonce).is_empty() && pids_with_cmdline(&id).is_empty()
-    })
-    .await?;
-    let log = log_of(&app, &id).await?;
-    assert!(log.contains(&format!("started {nonce}")), "{log}");
+    let log = cancel_a_running_ssm_run("ignore-term; ").await?;
     // The entrypoint itself finalized the run (it got the SIGTERM, not a parent that kills it).
     assert!(log.contains("cancelled on request; the agent was stopped"), "{log}");
     assert!(!log.contains("without storing summary.json"), "{log}");
