@@ -18,7 +18,10 @@
 //!    (timeout, idle timeout, the output, disk and CPU caps, cancel or abandon through the
 //!    [`StopSignal`]), stop. Meanwhile heartbeats extend the lease and the
 //!    message's visibility every `lease / 3` and turn a cancel request, a lost lease or the
-//!    drain's kill into a stop ([`crate::lease`]).
+//!    drain's kill into a stop ([`crate::lease`]). An entry with `executor = "ecs" | "ssm"` on a
+//!    worker that has that executor runs elsewhere instead ([`RemoteRuns`], `remote.rs`): the
+//!    remote entrypoint does steps 2–4 there, and the outcome and manifest come from its
+//!    `summary.json`; without one, step 4 here stores the live log and the notes.
 //! 4. **Finalize** ([`finalize`]): read the agent's report from its output and judge the outcome,
 //!    then, artifact-first: the diff and the created files, scrubbed, uploaded with `result.md`,
 //!    `output.log` (with the worker's notes) and `summary.json`, the manifest in
