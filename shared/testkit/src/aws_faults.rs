@@ -733,7 +733,11 @@ fn check_policy(
             "Invalid according to Policy: x-amz-date is not the credential's date",
         ));
     }
-    let expected = outpost_aws::s3::post::post_signature(secret, date, region, policy_b64);
+    let Some(expected) = outpost_aws::s3::post::post_signature(secret, date, region, policy_b64) else {
+        return Err(denied(format!(
+            "Invalid according to Policy: bad date in x-amz-credential {credential:?}"
+        )));
+    };
     if get("x-amz-signature").map(str::to_ascii_lowercase) != Some(expected) {
         return Err(denied("Invalid according to Policy: Policy Signature does not match"));
     }

@@ -6,14 +6,14 @@
 //! ([`S3ArtifactStore::presign_post`]) for the run's prefixes and hands it over inside the run
 //! spec; the container's [`PostArtifactStore`] uploads with it. The worker passes its own
 //! credentials in ([`sdk_credentials`] reads them from its `SdkConfig`): the SDK's clients do not
-//! hand theirs out. The AWS SDK has no presigned POST, so the policy is built and signed here,
-//! as <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html>
+//! hand theirs out. The AWS SDK has no presigned POST, so the policy is built here (and signed with
+//! the SDK's SigV4 signer) as <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html>
 //! describes.
 //!
 //! # The policy
 //!
 //! [`sign_post`] signs, with HMAC-SHA256 under the SigV4 signing key of the credentials' secret,
-//! the date, the region and `s3` ([`post_signature`], the one copy of that key derivation), a
+//! the date, the region and `s3` ([`post_signature`]: the SDK's own signer, `aws-sigv4`), a
 //! policy that expires at `now + expires_in` and whose conditions are:
 //!
 //! - `{"bucket": b}`: this bucket only;
@@ -66,7 +66,6 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
 use outpost_core::domain::Artifact;
 use outpost_core::ports::artifacts::check_artifact_name;
 use outpost_core::ports::{ArtifactBody, ArtifactError, ArtifactStore, LogChunk, RunKey};
@@ -212,22 +211,24 @@ pub fn post_url(endpoint: Option<&str>, bucket: &str, region: &str) -> String {
     }
 }
 
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC takes a key of any length: `new_from_slice` cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+/// The hex SigV4 signature of a POST policy: HMAC-SHA256 of `policy_b64` (the base64 policy, as
+/// sent) under the SigV4 signing key of `secret_key` for the date, `region` and `s3`, both from
+/// the SDK's own signer (`aws-sigv4`). `date_yyyymmdd` is the credential scope's date
+/// (`20240131`); `None` when it is not one.
+pub fn post_signature(secret_key: &str, date_yyyymmdd: &str, region: &str, policy_b64: &str) -> Option<String> {
+    let day = chrono::NaiveDate::parse_from_str(date_yyyymmdd, "%Y%m%d").ok()?;
+    Some(signature_at(
+        secret_key,
+        day.and_time(chrono::NaiveTime::MIN).and_utc(),
+        region,
+        policy_b64,
+    ))
 }
 
-/// The hex SigV4 signature of a POST policy: HMAC-SHA256 of `policy_b64` (the base64 policy, as
-/// sent) under the signing key `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), "s3"),
-/// "aws4_request")`. `date_yyyymmdd` is the credential scope's date (`20240131`).
-pub fn post_signature(secret_key: &str, date_yyyymmdd: &str, region: &str, policy_b64: &str) -> String {
-    let k_date = hmac_sha256(format!("AWS4{secret_key}").as_bytes(), date_yyyymmdd.as_bytes());
-    let k_region = hmac_sha256(&k_date, region.as_bytes());
-    let k_service = hmac_sha256(&k_region, b"s3");
-    let k_signing = hmac_sha256(&k_service, b"aws4_request");
-    hex::encode(hmac_sha256(&k_signing, policy_b64.as_bytes()))
+/// [`post_signature`] for the date of `at`.
+fn signature_at(secret_key: &str, at: DateTime<Utc>, region: &str, policy_b64: &str) -> String {
+    let key = aws_sigv4::sign::v4::generate_signing_key(secret_key, at.into(), region, "s3");
+    aws_sigv4::sign::v4::calculate_signature(key, policy_b64.as_bytes())
 }
 
 /// Signs a POST policy for keys under `key_prefix` in `bucket` (posted to `url`, see
@@ -280,7 +281,7 @@ pub fn sign_post(
         "conditions": conditions,
     });
     let policy_b64 = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
-    let signature = post_signature(secret_key, &date, region, &policy_b64);
+    let signature = signature_at(secret_key, now, region, &policy_b64);
 
     let mut fields = signed;
     fields.push(("policy".to_owned(), policy_b64));
@@ -704,15 +705,29 @@ mod tests {
     }
 
     #[test]
-    fn the_key_derivation_is_the_sdks() {
-        // aws-sigv4 is the SDK's own signer: same signing key, same HMAC of the string to sign.
+    fn the_signature_is_the_documented_key_derivation() {
+        // The derivation S3's POST documentation gives, written out with HMAC-SHA256:
+        // HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), "s3"), "aws4_request").
+        fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        }
         let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
         let policy = "eyJleHBpcmF0aW9uIjogIjIwMTUtMTItMzBUMTI6MDA6MDAuMDAwWiJ9";
-        let time = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_451_390_400); // 2015-12-29
-        let key = aws_sigv4::sign::v4::generate_signing_key(secret, time, "us-east-1", "s3");
-        let want = aws_sigv4::sign::v4::calculate_signature(key, policy.as_bytes());
-        assert_eq!(post_signature(secret, "20151229", "us-east-1", policy), want);
-        assert_ne!(post_signature(secret, "20151230", "us-east-1", policy), want);
+        let key = ["20151229", "us-east-1", "s3", "aws4_request"]
+            .iter()
+            .fold(format!("AWS4{secret}").into_bytes(), |k, part| {
+                hmac(&k, part.as_bytes())
+            });
+        let want = hex::encode(hmac(&key, policy.as_bytes()));
+        assert_eq!(
+            post_signature(secret, "20151229", "us-east-1", policy),
+            Some(want.clone())
+        );
+        assert_ne!(post_signature(secret, "20151230", "us-east-1", policy), Some(want));
+        assert_eq!(post_signature(secret, "2015-12-29", "us-east-1", policy), None);
     }
 
     #[test]
@@ -756,7 +771,8 @@ mod tests {
             {"x-amz-server-side-encryption": SSE},
         ]);
         assert_eq!(policy["conditions"], want);
-        let signature = post_signature("secret", "20240131", "eu-west-1", post.field("policy").expect("policy"));
+        let signature =
+            post_signature("secret", "20240131", "eu-west-1", post.field("policy").expect("policy")).expect("a date");
         assert_eq!(post.field("x-amz-signature"), Some(signature.as_str()));
 
         let plain = sign_post(
