@@ -77,26 +77,28 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The wait before try `attempt` (1-based), with equal jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
-        if attempt <= 1 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32.checked_shl(attempt.saturating_sub(2).min(20)).unwrap_or(u32::MAX);
-        let full = self.base.saturating_mul(factor).min(self.max_delay);
-        jitter_half(full)
+        self.cap(attempt).map_or(Duration::ZERO, jitter_half)
     }
 
     /// The wait before try `attempt` (1-based), with full jitter (anything from 0 to the cap).
     pub fn full_jitter_delay(&self, attempt: u32) -> Duration {
-        if attempt <= 1 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32.checked_shl(attempt.saturating_sub(2).min(20)).unwrap_or(u32::MAX);
-        let full = self.base.saturating_mul(factor).min(self.max_delay);
-        let nanos = u64::try_from(full.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::random_range(0..=nanos))
+        self.cap(attempt).map_or(Duration::ZERO, |full| {
+            let nanos = u64::try_from(full.as_nanos()).unwrap_or(u64::MAX);
+            Duration::from_nanos(rand::random_range(0..=nanos))
+        })
     }
 
-    fn tries(&self) -> u32 {
+    /// The longest wait before try `attempt`: `min(base × 2^(attempt-2), max_delay)`; none
+    /// before the first.
+    fn cap(&self, attempt: u32) -> Option<Duration> {
+        (attempt > 1).then(|| {
+            let factor = 1u32.checked_shl(attempt.saturating_sub(2).min(20)).unwrap_or(u32::MAX);
+            self.base.saturating_mul(factor).min(self.max_delay)
+        })
+    }
+
+    /// Tries in all: `max_tries`, at least one.
+    pub fn tries(&self) -> u32 {
         self.max_tries.max(1)
     }
 }

@@ -41,6 +41,8 @@ pub const DOCUMENT: &str = "AWS-RunShellScript";
 const EXECUTION_TIMEOUT_RANGE: (u64, u64) = (1, 172_800);
 /// SSM's bounds of a command's delivery timeout `TimeoutSeconds`.
 const DELIVERY_TIMEOUT_RANGE: (u64, u64) = (30, 2_592_000);
+/// A command's comment names its run: `outpost run {id}` (what the sweep reads back).
+const COMMENT_PREFIX: &str = "outpost run ";
 /// Longest `Comment` SSM takes.
 const MAX_COMMENT: usize = 100;
 /// Most pages of `DescribeInstanceInformation` one refresh reads.
@@ -375,10 +377,10 @@ impl Inner {
             .as_secs()
             .clamp(DELIVERY_TIMEOUT_RANGE.0, DELIVERY_TIMEOUT_RANGE.1);
         let prefix = format!("{}{}/{}/", config.output_prefix, run.tenant.as_str(), run.id.as_str());
-        let comment = format!("outpost run {}", run.id.as_str());
+        let comment = format!("{COMMENT_PREFIX}{}", run.id.as_str());
         let policy = config.api_retry;
         let mut last = String::new();
-        for attempt in 1..=policy.max_tries.max(1) {
+        for attempt in 1..=policy.tries() {
             tokio::time::sleep(policy.delay(attempt)).await;
             let result = self
                 .client
@@ -415,7 +417,7 @@ impl Inner {
         }
         Err(LaunchError::Unavailable(format!(
             "gave up after {} tries: {last}",
-            policy.max_tries.max(1)
+            policy.tries()
         )))
     }
 }
@@ -495,7 +497,7 @@ impl RemoteLauncher for SsmLauncher {
                         )));
                     }
                     not_found_tries += 1;
-                    if not_found_tries >= not_found.max_tries.max(1) {
+                    if not_found_tries >= not_found.tries() {
                         return Err(LaunchError::Gone(format!(
                             "SSM invocation {} on {host} does not exist (asked {not_found_tries} times)",
                             task.id
@@ -586,7 +588,7 @@ impl RemoteLauncher for SsmLauncher {
                     .await
                     .map_err(|e| LaunchError::Api(format!("ListCommands failed: {}", describe(&e))))?;
                 for c in page.commands.unwrap_or_default() {
-                    let run = c.comment().and_then(|m| m.strip_prefix("outpost run "));
+                    let run = c.comment().and_then(|m| m.strip_prefix(COMMENT_PREFIX));
                     let (Some(run_id), Some(id)) = (run, c.command_id()) else {
                         continue;
                     };
