@@ -116,11 +116,7 @@ impl RunPipeline {
             ));
             return Prepared::Ended(a, Outcome::failed(FailureReason::ExecutorUnavailable, None));
         }
-        let timeout_secs = if run.timeout_secs == 0 {
-            agent.default_timeout_secs
-        } else {
-            run.timeout_secs
-        };
+        let timeout_secs = agent.timeout_secs_for(run);
         let deadline = started + Duration::from_secs(u64::from(timeout_secs));
         let idle_secs = run.idle_timeout_secs.or(agent.idle_timeout_secs).filter(|s| *s > 0);
 

@@ -136,12 +136,7 @@ impl Dispatcher {
 
     /// The run's timeout (its own, else the entry's default).
     fn timeout(run: &Run, agent: &AgentSpec) -> Duration {
-        let secs = if run.timeout_secs == 0 {
-            agent.default_timeout_secs
-        } else {
-            run.timeout_secs
-        };
-        Duration::from_secs(u64::from(secs))
+        Duration::from_secs(u64::from(agent.timeout_secs_for(run)))
     }
 
     /// Step 1 for a run with no execution to adopt.
@@ -151,10 +146,7 @@ impl Dispatcher {
         run: &Run,
         agent: &AgentSpec,
     ) -> Result<RemoteTask, NotStarted> {
-        let key = RunKey {
-            tenant: run.tenant.clone(),
-            run: run.id.clone(),
-        };
+        let key = crate::pipeline::run_key(run);
         let lifetime = Self::timeout(run, agent) + self.config.start_slack;
         let spec_url = self.stage(run, agent, &key, lifetime).await.map_err(|e| {
             tracing::warn!(error = %e, "staging the run spec failed; releasing the run");
@@ -393,10 +385,7 @@ impl RemoteRuns for Dispatcher {
                 format!("this worker has no {} executor", agent.executor),
             );
         };
-        let key = RunKey {
-            tenant: run.tenant.clone(),
-            run: run.id.clone(),
-        };
+        let key = crate::pipeline::run_key(run);
         let mut notes = Vec::new();
         let task = match run.remote.as_ref().filter(|t| t.executor == agent.executor) {
             Some(t) => {
@@ -419,7 +408,8 @@ impl RemoteRuns for Dispatcher {
             },
         };
         tracing::debug!(task = %task.id, "watching the remote execution");
-        let deadline = Instant::now() + Self::timeout(run, agent) + self.config.start_slack;
+        let timeout = Self::timeout(run, agent);
+        let deadline = Instant::now() + timeout + self.config.start_slack;
         let Some((end, asked)) = self.watch(&**launcher, &task, deadline, stop).await else {
             tracing::info!(task = %task.id, "run abandoned; its remote execution is left for the next attempt");
             return RemoteOutcome::Abandoned;
@@ -433,7 +423,7 @@ impl RemoteRuns for Dispatcher {
             Ok(Some((summary, entry))) => recorded(summary, entry),
             Ok(None) => {
                 notes.push(describe_end(&task, &end));
-                let outcome = lost_outcome(&end, asked, &mut notes, Self::timeout(run, agent));
+                let outcome = lost_outcome(&end, asked, &mut notes, timeout);
                 RemoteOutcome::Lost { outcome, notes }
             }
             Err(why) => {

@@ -41,7 +41,7 @@ use outpost_config::deployment::BackendKind;
 use outpost_config::settings::{BackendArgs, ConfigError, LogFormat, SettingsArgs, SettingsFile, WorkerArgs};
 use outpost_config::Settings;
 use outpost_core::domain::{AgentRegistry, EntrypointExit, ExecutorKind, Outcome, TenantId, TerminalStatus};
-use outpost_core::ports::{ArtifactStore, RunKey, SecretError, SecretInfo, SecretName, SecretStore};
+use outpost_core::ports::{ArtifactStore, SecretError, SecretInfo, SecretName, SecretStore};
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -607,10 +607,7 @@ pub fn check_spec(spec: &RunSpec, flag: Option<SecretsFlag>) -> Result<(), Entry
             run: spec.run.agent.clone(),
         });
     }
-    let key = RunKey {
-        tenant: spec.run.tenant.clone(),
-        run: spec.run.id.clone(),
-    };
+    let key = crate::pipeline::run_key(&spec.run);
     for (which, post, want) in [
         ("artifacts", &spec.artifacts, run_prefix(&key)),
         ("live log", &spec.live, live_prefix(&key)),

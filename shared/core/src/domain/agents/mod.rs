@@ -164,6 +164,16 @@ pub const BASE_URL_ARGS: &str = "{base_url_args}";
 pub const WITHOUT_REPO_ARGS: &str = "{without_repo_args}";
 
 impl AgentSpec {
+    /// The timeout of `run` on this entry, in seconds: the run's own, or (when it asked for none,
+    /// 0) this entry's default.
+    pub fn timeout_secs_for(&self, run: &crate::domain::Run) -> u32 {
+        if run.timeout_secs == 0 {
+            self.default_timeout_secs
+        } else {
+            run.timeout_secs
+        }
+    }
+
     /// A new agent with `command` and every other field at its default.
     pub fn new(name: &str, command: &[&str]) -> Self {
         Self {
