@@ -38,6 +38,7 @@
 //! code under test should treat any 4xx as a refusal rather than match the code. The access key
 //! in `x-amz-credential` is not checked (only the secret is known here), nor `${filename}` keys.
 
+use crate::lock;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
@@ -177,6 +178,18 @@ impl Drop for Inner {
     }
 }
 
+/// Why a stand-in built on the layer (`local_ecs`, `local_ssm`) could not be set up: the layer
+/// did not start or an emulator call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("AWS stand-in: {0}")]
+pub struct StandInError(pub(crate) String);
+
+impl StandInError {
+    pub(crate) fn of(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// The fault-injecting proxy (see the module docs). Cheap to clone; it stops when the last clone
 /// is dropped.
 #[derive(Clone)]
@@ -191,10 +204,6 @@ impl std::fmt::Debug for FaultLayer {
             .field("upstream", &self.inner.state.upstream)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FaultLayer {

@@ -44,6 +44,7 @@
 //! (up to the limits above). The emulator's own diagnostics (instance exits, failed, refused or
 //! timed-out invocations) are `tracing` events of this module's target; bodies are never logged.
 
+use crate::lock;
 use crate::process::KillOnDrop;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -458,11 +459,6 @@ struct Shared {
     deliveries: Mutex<Vec<Delivery>>,
     errors: Mutex<Vec<FunctionError>>,
     instances: Mutex<Vec<InstanceState>>,
-}
-
-/// Locks a mutex, ignoring poisoning (the data stays usable: every update is one step).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {

@@ -28,6 +28,12 @@ pub mod lambda_gateway;
 pub use git::{git_bytes, git_ok, seed_repo};
 pub use process::KillOnDrop;
 
+/// Locks a mutex, ignoring poisoning (the stand-ins' state stays usable: every update is one step).
+#[cfg(any(feature = "aws", feature = "lambda-gateway"))]
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Hex SHA-256 of `data` (lowercase), as artifact manifests carry it.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;

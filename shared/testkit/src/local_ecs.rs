@@ -14,11 +14,12 @@
 //! The processes are the test's children, not the workers': a worker that is SIGKILLed leaves
 //! its tasks running, as on ECS.
 
-use crate::aws_faults::FaultLayer;
+use crate::aws_faults::{FaultLayer, StandInError};
+use crate::lock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// One task's local process.
 #[derive(Debug, Clone, Default)]
@@ -31,21 +32,6 @@ struct Task {
 }
 
 type Tasks = Arc<Mutex<HashMap<String, Task>>>;
-
-/// Why the stand-in could not be set up (an emulator call failed).
-#[derive(Debug, thiserror::Error)]
-#[error("ECS stand-in: {0}")]
-pub struct StandInError(String);
-
-impl StandInError {
-    fn of(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string())
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// ECS on moto, with its tasks run as local processes (see the module docs).
 pub struct LocalEcs {

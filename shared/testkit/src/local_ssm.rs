@@ -34,7 +34,8 @@
 //! worker that is SIGKILLed leaves its commands running, as on EC2. They are SIGKILLed (whole
 //! process group) when the [`LocalSsm`] is dropped.
 
-use crate::aws_faults::{FaultLayer, Reply};
+use crate::aws_faults::{FaultLayer, Reply, StandInError};
+use crate::lock;
 use chrono::{DateTime, Utc};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -43,7 +44,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `GetCommandInvocation` calls of a new invocation answered `InvocationDoesNotExist`.
@@ -55,11 +56,6 @@ pub const MAX_STDERR_CHARS: usize = 8_000;
 /// The region the hosts are in.
 const REGION: &str = "us-east-1";
 const PLUGIN: &str = "aws:runShellScript";
-
-/// Why the stand-in could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("SSM stand-in: {0}")]
-pub struct StandInError(String);
 
 /// One `SendCommand` request as the layer saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,10 +184,6 @@ struct State {
     cancels: Mutex<Vec<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn signal_group(pid: u32, signal: Signal) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = killpg(Pid::from_raw(pid), signal);
@@ -212,7 +204,7 @@ impl LocalSsm {
         hosts: &[(&str, bool)],
         env_for_commands: Vec<(String, String)>,
     ) -> Result<Self, StandInError> {
-        let layer = FaultLayer::start(moto).await.map_err(|e| StandInError(e.to_string()))?;
+        let layer = FaultLayer::start(moto).await.map_err(StandInError::of)?;
         let state = Arc::new(State::default());
         *lock(&state.hosts) = hosts.iter().map(|(id, online)| ((*id).to_owned(), *online)).collect();
         // The host's environment as the SSM agent gives it, with its instance role stand-in.
