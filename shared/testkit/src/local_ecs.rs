@@ -16,6 +16,7 @@
 
 use crate::aws_faults::{FaultLayer, StandInError};
 use crate::lock;
+use outpost_aws::s3::xml_tag;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -68,7 +69,9 @@ impl LocalEcs {
             .await
             .map_err(StandInError::of)?;
         let vpc = ec2_query(moto, &[("Action", "CreateVpc"), ("CidrBlock", "10.9.0.0/16")]).await?;
-        let vpc_id = xml_text(&vpc, "vpcId").ok_or_else(|| StandInError(format!("CreateVpc: no vpcId in {vpc}")))?;
+        let vpc_id = xml_tag(&vpc, "vpcId")
+            .map(str::to_owned)
+            .ok_or_else(|| StandInError(format!("CreateVpc: no vpcId in {vpc}")))?;
         ec2_query(
             moto,
             &[
@@ -87,7 +90,9 @@ impl LocalEcs {
             ],
         )
         .await?;
-        let subnet = xml_text(&subnet, "subnetId").ok_or_else(|| StandInError("CreateSubnet: no subnetId".into()))?;
+        let subnet = xml_tag(&subnet, "subnetId")
+            .map(str::to_owned)
+            .ok_or_else(|| StandInError("CreateSubnet: no subnetId".into()))?;
         let sg = ec2_query(
             moto,
             &[
@@ -98,8 +103,9 @@ impl LocalEcs {
             ],
         )
         .await?;
-        let security_group =
-            xml_text(&sg, "groupId").ok_or_else(|| StandInError("CreateSecurityGroup: no groupId".into()))?;
+        let security_group = xml_tag(&sg, "groupId")
+            .map(str::to_owned)
+            .ok_or_else(|| StandInError("CreateSecurityGroup: no groupId".into()))?;
         for agent in agents {
             ecs.register_task_definition()
                 .family(format!("{family_prefix}{agent}"))
@@ -345,10 +351,4 @@ async fn ec2_query(endpoint: &str, params: &[(&str, &str)]) -> Result<String, St
         return Err(StandInError(format!("EC2 {:?}: HTTP {status}: {text}", params.first())));
     }
     Ok(text)
-}
-
-fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let (_, rest) = xml.split_once(&format!("<{tag}>"))?;
-    let (text, _) = rest.split_once(&format!("</{tag}>"))?;
-    Some(text.trim().to_owned())
 }

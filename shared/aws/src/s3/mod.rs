@@ -121,10 +121,17 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 
 /// The `ActualObjectSize` S3 reports in the body of an `InvalidRange` error, if it does.
 fn actual_object_size(body: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(body).ok()?;
-    let (_, rest) = text.split_once("<ActualObjectSize>")?;
-    let (num, _) = rest.split_once("</ActualObjectSize>")?;
-    num.trim().parse().ok()
+    xml_tag(std::str::from_utf8(body).ok()?, "ActualObjectSize")?
+        .parse()
+        .ok()
+}
+
+/// The trimmed text of the first `<tag>…</tag>` in an S3 (or EC2) XML answer: what the error
+/// bodies and the few answers read here need, without an XML parser.
+pub fn xml_tag<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let (_, rest) = body.split_once(&format!("<{tag}>"))?;
+    let (text, _) = rest.split_once(&format!("</{tag}>"))?;
+    Some(text.trim())
 }
 
 /// A chunk that holds nothing, at the end of a file of `size` bytes read from `offset`.

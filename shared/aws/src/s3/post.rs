@@ -58,7 +58,7 @@
 //! retry after a lost answer is harmless).
 
 use super::live::{self, Cursor, Cursors};
-use super::{object_key, S3ArtifactStore, S3StoreError, LOG_CONTENT_TYPE};
+use super::{object_key, xml_tag, S3ArtifactStore, S3StoreError, LOG_CONTENT_TYPE};
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Credentials, ProvideCredentials};
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -477,13 +477,6 @@ impl Upload<'_> {
             }
         }
     }
-}
-
-/// The text of `<tag>…</tag>` in an S3 XML answer.
-fn xml_tag<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
-    let (_, rest) = body.split_once(&format!("<{tag}>"))?;
-    let (text, _) = rest.split_once(&format!("</{tag}>"))?;
-    Some(text.trim())
 }
 
 /// An `ArtifactStore` that can only write, through two presigned POSTs: `artifacts` for
