@@ -195,9 +195,20 @@ impl Sandbox {
         if confine.is_none() {
             missing.push("outpost-confine not found (beside this program or on PATH)".to_owned());
         }
-        let probe_user = root.then_some(AgentUser {
-            uid: config.uids.first,
-            gid: config.uids.first,
+        let uids = root.then(|| UidPool::new(config.uids));
+        // The probes run as an agent uid held like a run's: a uid is SIGKILLed wholesale when
+        // another worker on this host releases it, and an unheld probe killed that way used to
+        // read as "bwrap cannot make namespaces" and start this worker one mode weaker. With
+        // every uid busy, the first one (and nothing else to do about it).
+        let probe_lease = uids.as_ref().and_then(UidPool::acquire);
+        let probe_user = root.then(|| {
+            probe_lease.as_ref().map_or(
+                AgentUser {
+                    uid: config.uids.first,
+                    gid: config.uids.first,
+                },
+                UidLease::user,
+            )
         });
         let landlock_full = confine
             .as_ref()
@@ -210,6 +221,7 @@ impl Sandbox {
         if bwrap.is_none() && !missing.iter().any(|m| m.contains("bwrap")) {
             missing.push("no bubblewrap (bwrap) on PATH: no namespaces".to_owned());
         }
+        drop(probe_lease);
         let support = Support {
             root,
             confine,
@@ -217,7 +229,6 @@ impl Sandbox {
             landlock_full,
             missing,
         };
-        let uids = root.then(|| UidPool::new(config.uids));
         let cgroups = if root {
             cgroup::Hierarchy::detect(&format!("{}", std::process::id()))
         } else {
@@ -958,10 +969,12 @@ fn probe_bwrap(
     match c.output() {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
-            missing.push(format!(
-                "bwrap cannot make namespaces here: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
+            let err = String::from_utf8_lossy(&o.stderr);
+            let why = match err.trim() {
+                "" => o.status.to_string(),
+                e => e.to_owned(),
+            };
+            missing.push(format!("bwrap cannot make namespaces here: {why}"));
             false
         }
         Err(e) => {
@@ -1147,5 +1160,40 @@ mod tests {
             SandboxMode::Standard
         };
         assert_eq!(sb.strongest(), want);
+    }
+
+    #[test]
+    fn another_workers_release_of_a_uid_cannot_weaken_the_probe() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let undisturbed = Sandbox::new(SandboxConfig::default(), &path).strongest();
+        if !nix::unistd::geteuid().is_root() {
+            // No uids to share without root: the probes run as this user.
+            assert_eq!(undisturbed, Sandbox::new(SandboxConfig::default(), &path).strongest());
+            return;
+        }
+        // "Another worker" holds the first agent uid and keeps releasing it (each release
+        // SIGKILLs every process of that uid) while this worker probes.
+        let other = UidPool::new(UidRange::DEFAULT);
+        let held = other.acquire().expect("a uid for the other worker");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let killer = {
+            let (stop, uid) = (std::sync::Arc::clone(&stop), held.user().uid);
+            std::thread::spawn(move || {
+                let mut killed = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    killed += uids::kill_uid(uid);
+                }
+                killed
+            })
+        };
+        let disturbed = Sandbox::new(SandboxConfig::default(), &path);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            killer.join().expect("killer"),
+            0,
+            "a probe ran as the other worker's uid"
+        );
+        assert_eq!(disturbed.strongest(), undisturbed, "{:?}", disturbed.support());
+        drop(held);
     }
 }

@@ -103,7 +103,8 @@ impl UidPool {
     }
 }
 
-/// SIGKILLs every process whose real uid is `uid` (Linux `/proc`). Returns how many.
+/// SIGKILLs every live process whose uid is `uid` (Linux `/proc`). Returns how many; zombies
+/// (already dead, waiting for their parent) are neither signalled nor counted.
 pub fn kill_uid(uid: u32) -> usize {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -116,6 +117,14 @@ pub fn kill_uid(uid: u32) -> usize {
         };
         // The folder of a process belongs to its effective uid: a cheap first filter.
         if entry.metadata().map(|m| m.uid()).ok() != Some(uid) {
+            continue;
+        }
+        // `pid (comm) S ...`: the state follows the last ')' (comm may hold one).
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        {
             continue;
         }
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
