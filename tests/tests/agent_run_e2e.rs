@@ -13,7 +13,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use outpost_aws::s3::post::{live_prefix, run_prefix, sdk_credentials, PresignedPost};
 use outpost_aws::s3::{create_bucket, object_key, S3ArtifactStore};
 use outpost_aws::AwsClients;
-use outpost_core::domain::{AgentSpec, NewRun, Run, RunId, RunStatus, Summary, TenantId, TerminalStatus};
+use outpost_core::domain::{
+    AgentSpec, ExecutorKind, FailureReason, NetworkPolicy, NewRun, Run, RunId, RunStatus, Summary, TenantId,
+    TerminalStatus,
+};
 use outpost_core::ports::{ArtifactStore, RunKey};
 use outpost_testkit::aws::{emulator_endpoint, emulator_sdk_config};
 use outpost_testkit::aws_faults::FaultLayer;
@@ -559,21 +562,14 @@ async fn bad_specs_exit_20_and_write_nothing() {
     assert_eq!(b.layer.calls("s3:PostObject"), 0);
 }
 
-/// Case 6: the SSM executor's script, run by `sh` as root as SSM runs it: `setpriv` starts the
-/// entrypoint as an unprivileged user (`nobody`), whose agent then runs as a non-root uid too,
-/// and the run's summary is in S3 (`--secrets ssm` agrees with a spec that asks for none).
-#[tokio::test(flavor = "multi_thread")]
-async fn the_ssm_script_runs_the_entrypoint_as_an_unprivileged_user() {
-    if !is_root() {
-        eprintln!("skipped: the SSM script's setpriv needs root (CI runs as root)");
-        return;
-    }
-    let b = Bucket::new().await;
-    let spec = b
-        .spec("acme", sh_agent(), "echo \"uid $(id -u)\"; sleep 2", SecretsFrom::None)
-        .await;
-    let key = key_of(&spec.run);
-    let url = b.stage_spec(&spec).await;
+/// `sh -c` of the SSM executor's script for `spec` (staged in `b`), as root as SSM runs it, its
+/// entrypoint as `nobody` in a fresh work dir that user owns; `watch` runs while it does.
+async fn run_ssm_script<F: std::future::Future<Output = ()>>(
+    b: &Bucket,
+    spec: &RunSpec,
+    watch: impl FnOnce(u32) -> F,
+) -> Ended {
+    let url = b.stage_spec(spec).await;
     let work = tempfile::tempdir().expect("work dir");
     let nobody = nix_user("nobody");
     std::os::unix::fs::chown(work.path(), Some(nobody), None).expect("chown the work dir");
@@ -601,29 +597,52 @@ async fn the_ssm_script_runs_the_entrypoint_as_an_unprivileged_user() {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = cmd.spawn().expect("start the script");
+    watch(nobody).await;
+    wait(child).await
+}
+
+/// Case 6: the SSM executor's script, run by `sh` as root as SSM runs it: `setpriv` starts the
+/// entrypoint as an unprivileged user (`nobody`), whose agent then runs as a non-root uid too,
+/// and the run's summary is in S3 (`--secrets ssm` agrees with a spec that asks for none).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ssm_script_runs_the_entrypoint_as_an_unprivileged_user() {
+    if !is_root() {
+        eprintln!("skipped: the SSM script's setpriv needs root (CI runs as root)");
+        return;
+    }
+    let b = Bucket::new().await;
+    let mut agent = sh_agent();
+    agent.network = NetworkPolicy::None;
+    let spec = b
+        .spec("acme", agent, "echo \"uid $(id -u)\"; sleep 2", SecretsFrom::None)
+        .await;
+    let key = key_of(&spec.run);
     // While the agent sleeps: the entrypoint runs as `nobody` and is not dumpable, so its
     // `/proc/{pid}/environ` belongs to root and a same-uid agent cannot read it.
-    let entrypoint_pid = || {
-        pids_with_cmdline("agent-run").into_iter().find(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            status
-                .lines()
-                .any(|l| l.starts_with("Uid:") && l.contains(&nobody.to_string()))
-                && String::from_utf8_lossy(&cmdline).contains(spec.run.id.as_str())
+    let run_id = spec.run.id.to_string();
+    let ended = run_ssm_script(&b, &spec, |nobody| async move {
+        let entrypoint_pid = || {
+            pids_with_cmdline("agent-run").into_iter().find(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                status
+                    .lines()
+                    .any(|l| l.starts_with("Uid:") && l.contains(&nobody.to_string()))
+                    && String::from_utf8_lossy(&cmdline).contains(&run_id)
+            })
+        };
+        outpost_tests::eventually(Duration::from_secs(20), "the entrypoint as nobody", || {
+            entrypoint_pid().is_some()
         })
-    };
-    outpost_tests::eventually(Duration::from_secs(20), "the entrypoint as nobody", || {
-        entrypoint_pid().is_some()
+        .await
+        .expect("the entrypoint runs as nobody");
+        if let Some(pid) = entrypoint_pid() {
+            use std::os::unix::fs::MetadataExt;
+            let environ = std::fs::metadata(format!("/proc/{pid}/environ")).expect("environ");
+            assert_eq!(environ.uid(), 0, "a non-dumpable process's /proc files are root's");
+        }
     })
-    .await
-    .expect("the entrypoint runs as nobody");
-    if let Some(pid) = entrypoint_pid() {
-        use std::os::unix::fs::MetadataExt;
-        let environ = std::fs::metadata(format!("/proc/{pid}/environ")).expect("environ");
-        assert_eq!(environ.uid(), 0, "a non-dumpable process's /proc files are root's");
-    }
-    let ended = wait(child).await;
+    .await;
     assert_eq!(ended.code, Some(0), "{ended:?}");
     assert_eq!(ended.line()["status"], "succeeded");
     let summary = b.summary(&key).await;
@@ -635,6 +654,36 @@ async fn the_ssm_script_runs_the_entrypoint_as_an_unprivileged_user() {
         .and_then(|u| u.trim().parse().ok())
         .unwrap_or_else(|| panic!("the agent printed its uid: {log}"));
     assert_ne!(uid, 0, "the agent did not run as root");
+}
+
+/// Case 7: on an SSM host the unprivileged entrypoint cannot firewall the metadata endpoint, whose
+/// instance credentials read every tenant's keys: a spec whose entry has `network = "open"` (the
+/// registry refuses such an SSM entry; this one is crafted) fails `sandbox_unavailable` with the
+/// reason in `output.log`, and its agent never starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_an_ssm_host_open_network_is_refused_and_the_agent_never_starts() {
+    if !is_root() {
+        eprintln!("skipped: the SSM script's setpriv needs root (CI runs as root)");
+        return;
+    }
+    let b = Bucket::new().await;
+    let mut agent = sh_agent();
+    agent.network = NetworkPolicy::Open;
+    agent.executor = ExecutorKind::Ssm;
+    let spec = b.spec("acme", agent, "echo agent-started", SecretsFrom::None).await;
+    let key = key_of(&spec.run);
+    let ended = run_ssm_script(&b, &spec, |_| async {}).await;
+    assert_eq!(ended.code, Some(10), "failed: {ended:?}");
+    assert_eq!(ended.line()["failure_reason"], "sandbox_unavailable");
+    let summary = b.summary(&key).await;
+    assert_eq!(summary.status, TerminalStatus::Failed, "{summary:?}");
+    assert_eq!(summary.failure_reason, Some(FailureReason::SandboxUnavailable));
+    let log = b.output_log(&key).await;
+    assert!(
+        log.contains("network = \"open\" is refused here: the metadata endpoints cannot be refused"),
+        "{log}"
+    );
+    assert!(!log.contains("agent-started"), "the agent never ran: {log}");
 }
 
 /// The uid (= gid here) of `user` from /etc/passwd.

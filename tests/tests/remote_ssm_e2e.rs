@@ -58,7 +58,10 @@ async fn spawn(hosts: &[(&str, bool)]) -> anyhow::Result<Ssm> {
     ssm.layer.enforce_post_policies("testing");
     let work = nobody_dir()?;
     let work_dir = work.path().display().to_string();
-    let entry = fake_entry(AGENT, "executor = \"ssm\"\nkey_env = \"FAKE_API_KEY\"\n")?;
+    let entry = fake_entry(
+        AGENT,
+        "executor = \"ssm\"\nnetwork = \"none\"\nkey_env = \"FAKE_API_KEY\"\n",
+    )?;
     let mut opts = AppOptions::aws(5).agents_toml(entry);
     for (k, v) in ssm.worker_env() {
         opts = opts.worker_env(k, v);

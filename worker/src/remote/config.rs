@@ -138,7 +138,7 @@ impl RemoteArgs {
                 c.entrypoint = v.clone();
             }
             if let Some(v) = &self.ssm_run_as {
-                c.run_as = v.clone();
+                c.run_as = unprivileged_user(v)?.to_owned();
             }
             if let Some(v) = &self.ssm_work_dir {
                 c.work_dir = v.clone();
@@ -187,5 +187,34 @@ impl RemoteArgs {
             worker.clone(),
             config,
         )))
+    }
+}
+
+/// `OUTPOST_SSM_RUN_AS`, refused when it names root: the entrypoint and its agent run
+/// unprivileged on a host, where root would hold the host's credentials and every run's files.
+fn unprivileged_user(name: &str) -> Result<&str, RemoteConfigError> {
+    match name.trim() {
+        "" | "root" | "0" => Err(RemoteConfigError::Setting(format!(
+            "OUTPOST_SSM_RUN_AS must name an unprivileged user, got {name:?}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssm_user_is_never_root() {
+        for bad in ["root", " root ", "0", ""] {
+            let err = unprivileged_user(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains("OUTPOST_SSM_RUN_AS must name an unprivileged user"),
+                "{err}"
+            );
+        }
+        assert_eq!(unprivileged_user(" outpost ").expect("a user"), "outpost");
+        assert_eq!(unprivileged_user("nobody").expect("a user"), "nobody");
     }
 }

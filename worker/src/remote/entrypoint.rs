@@ -7,7 +7,10 @@
 //!   run's `runs/{tenant}/{run}/` and `live/{tenant}/{run}/` prefixes): no AWS credential;
 //! - an agents registry holding only the spec's entry, run as a local process;
 //! - the worker's default sandbox, built by the same code path as a worker's
-//!   ([`WorkerConfig::from_settings`] of the AWS backend's default settings);
+//!   ([`WorkerConfig::from_settings`] of the AWS backend's default settings); on an SSM host
+//!   `network = "open"` is refused (`sandbox_unavailable`) unless the firewall refuses the
+//!   metadata endpoints for the run, which an unprivileged entrypoint cannot install: the host's
+//!   instance credentials behind them read every tenant's keys;
 //! - the tenant's secrets from where the spec says ([`SecretsFrom`]): the entrypoint's own
 //!   `OUTPOST_SECRET_{NAME}` variables ([`EnvSecretStore`], ECS), Parameter Store with the host's
 //!   credentials (SSM hosts), or none. `--secrets`, when given, must agree: a spec that asks for
@@ -493,9 +496,15 @@ impl Entrypoint {
         entry.executor = ExecutorKind::Process;
         entry.enabled = true;
         agents.insert(entry);
+        // An SSM host's instance role (even AmazonSSMManagedInstanceCore alone) reads every
+        // parameter, every tenant's keys among them, from its metadata endpoint: an agent there
+        // may have `network = "open"` only where the firewall refuses that endpoint for it.
+        let mut sandbox = worker.sandbox.clone();
+        sandbox.refuse_open_unfirewalled =
+            spec.agent.executor == ExecutorKind::Ssm || args.secrets == Some(SecretsFlag::Ssm);
         let executor = ProcessExecutor::new(ProcessConfig {
             kill_grace: worker.kill_grace,
-            sandbox: worker.sandbox.clone(),
+            sandbox,
         });
         let egress = Egress::new(EgressConfig::default())
             .map(Arc::new)

@@ -59,6 +59,10 @@ pub struct SandboxConfig {
     pub default_mode: Option<SandboxMode>,
     /// Refuse entries with `sandbox = "none"` (the AWS backend, unless the operator forces it).
     pub refuse_none: bool,
+    /// Refuse `network = "open"` unless the firewall refuses the metadata endpoints for the run:
+    /// where credentials behind them are worth more than the run (an SSM host, whose instance
+    /// role can read every tenant's keys).
+    pub refuse_open_unfirewalled: bool,
     /// The uids of a root worker's agents.
     pub uids: UidRange,
     /// Further read-only trees for agents (where an operator installed the agent CLIs).
@@ -82,6 +86,7 @@ impl Default for SandboxConfig {
         Self {
             default_mode: None,
             refuse_none: false,
+            refuse_open_unfirewalled: false,
             uids: UidRange::DEFAULT,
             extra_ro: Vec::new(),
             extra_rw: Vec::new(),
@@ -309,6 +314,20 @@ impl Sandbox {
                 "sandbox = \"none\" is refused on this backend; start the worker with --allow-unsandboxed to force it"
                     .to_owned(),
             );
+        }
+        if req.network == NetworkPolicy::Open && self.config.refuse_open_unfirewalled {
+            let unrefused = match (&self.firewall, req.user) {
+                (Ok(()), Some(_)) => None,
+                (Err(why), _) => Some(why.clone()),
+                (Ok(()), None) => Some("no uid of the run's own".to_owned()),
+            };
+            if let Some(why) = unrefused {
+                return Err(format!(
+                    "network = \"open\" is refused here: the metadata endpoints cannot be refused ({why}), and the \
+                     host's credentials behind them can read every tenant's keys; use network = \"allow\" with the \
+                     hosts the agent needs"
+                ));
+            }
         }
         if mode > strongest {
             return Err(format!(
@@ -1069,6 +1088,62 @@ mod tests {
         // None: only the environment points at the proxy, and the record says so.
         let none = plan_with(&sb, Some(SandboxMode::None), NetworkPolicy::Allow, Some(&port)).expect("none");
         assert!(none.record.not_enforced.iter().any(|l| l.starts_with("network allow")));
+    }
+
+    #[test]
+    fn open_is_refused_where_asked_unless_the_firewall_holds_for_the_run() {
+        let config = SandboxConfig {
+            refuse_open_unfirewalled: true,
+            ..SandboxConfig::default()
+        };
+        let mut sb = with_support(config, false, Some(true));
+        for mode in [None, Some(SandboxMode::None)] {
+            let err = plan(&sb, mode, NetworkPolicy::Open).expect_err("no firewall");
+            assert!(
+                err.contains("metadata endpoints cannot be refused ((test) no firewall)") && err.contains("allow"),
+                "{err}"
+            );
+        }
+        plan(&sb, None, NetworkPolicy::None).expect("network none still runs");
+        // A firewall, but no uid of the run's own to apply it to: still refused.
+        sb.firewall = Ok(());
+        let err = plan(&sb, None, NetworkPolicy::Open).expect_err("no own uid");
+        assert!(err.contains("no uid of the run's own"), "{err}");
+        let dir = std::env::temp_dir();
+        let with_uid = sb
+            .plan(&Request {
+                mode: None,
+                network: NetworkPolicy::Open,
+                limits: RunLimits::default(),
+                memory_mb: 256,
+                user: Some(AgentUser {
+                    uid: 200_001,
+                    gid: 200_001,
+                }),
+                ws: &dir.join("w/run_x/ws"),
+                home: &dir.join("w/run_x/home"),
+                program: Path::new("/bin/sh"),
+                args: &["-c".to_owned(), "true".to_owned()],
+                run_name: "run_x",
+                egress: None,
+            })
+            .expect("the firewall holds for the run's uid");
+        assert!(
+            with_uid.record.layers.iter().any(|l| l.contains("(iptables)")),
+            "{:?}",
+            with_uid.record
+        );
+        // Not asked: open runs with the gap recorded, as before.
+        let lax = with_support(SandboxConfig::default(), false, Some(true));
+        let plan = plan(&lax, None, NetworkPolicy::Open).expect("open");
+        assert!(
+            plan.record
+                .not_enforced
+                .iter()
+                .any(|n| n.contains("metadata endpoints not refused")),
+            "{:?}",
+            plan.record
+        );
     }
 
     #[test]

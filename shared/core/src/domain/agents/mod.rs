@@ -532,6 +532,13 @@ impl AgentRegistry {
             if let Some(x) = entry.executor {
                 spec.executor = x;
             }
+            if spec.executor == crate::domain::ExecutorKind::Ssm && spec.network == NetworkPolicy::Open {
+                return Err(invalid(
+                    "executor = \"ssm\" needs network = \"allow\" or \"none\" (the default is \"open\"): on an SSM \
+                     host an agent with open network reaches the host's metadata endpoint, whose instance credentials \
+                     read every tenant's keys",
+                ));
+            }
             if spec.memory_mb < 16 {
                 return Err(invalid("memory_mb must be at least 16"));
             }
@@ -607,7 +614,7 @@ mod tests {
             .enabled()
             .all(|a| a.executor == crate::domain::ExecutorKind::Process));
         reg.apply_toml(
-            "[agents.claude]\nexecutor = \"ecs\"\n[agents.hosted]\ncommand = [\"x\"]\nexecutor = \"ssm\"\n",
+            "[agents.claude]\nexecutor = \"ecs\"\n[agents.hosted]\ncommand = [\"x\"]\nexecutor = \"ssm\"\nnetwork = \"none\"\n",
             "t.toml",
         )
         .expect("apply");
@@ -623,6 +630,21 @@ mod tests {
             .apply_toml("[agents.claude]\nexecutor = \"docker\"\n", "t.toml")
             .expect_err("unknown executor");
         assert!(err.to_string().contains("t.toml"), "{err}");
+        // An SSM host's instance credentials are behind its metadata endpoint: open is refused.
+        for open in ["", "network = \"open\"\n"] {
+            let err = reg
+                .apply_toml(
+                    &format!("[agents.hosted2]\ncommand = [\"x\"]\nexecutor = \"ssm\"\n{open}"),
+                    "t.toml",
+                )
+                .expect_err("ssm with open network");
+            assert!(err.to_string().contains("executor = \"ssm\" needs network"), "{err}");
+        }
+        reg.apply_toml(
+            "[agents.hosted3]\ncommand = [\"x\"]\nexecutor = \"ssm\"\nnetwork = \"allow\"\n",
+            "t.toml",
+        )
+        .expect("ssm with allow");
     }
 
     #[test]
