@@ -22,13 +22,14 @@ use anyhow::{bail, Context};
 use ingest_lambda::{router, ApiConfig, AppState};
 use outpost_aws::s3::S3ArtifactStore;
 use outpost_aws::AwsClients;
+use outpost_config::remote::{RemoteArgs, RemoteSettings};
 use outpost_core::ports::keys::CreatedKey;
 use outpost_core::{AgentRegistry, ApiKeyKind, ExecutorKind, RunId, TenantId};
 use outpost_testkit::aws::{emulator_sdk_config, fresh_settings};
 use outpost_testkit::aws_faults::FaultLayer;
 use outpost_testkit::local_ecs::LocalEcs;
 use outpost_testkit::local_ssm::LocalSsm;
-use outpost_worker::remote::{DispatchConfig, Dispatcher, RemoteArgs};
+use outpost_worker::remote::{DispatchConfig, Dispatcher};
 use outpost_worker::{Worker, WorkerConfig};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -218,7 +219,7 @@ async fn measure(moto: &str, remote: Remote<'_>, runs: usize, slots: usize) -> a
     };
     let worker = Worker::new(backend.clone(), agents.clone(), config);
     let dispatcher = Dispatcher::new(
-        remote.args.launchers(&sdk, &backend, &settings)?,
+        outpost_worker::remote::launchers(&RemoteSettings::merge(&remote.args, None)?, &sdk, &backend, &settings),
         S3ArtifactStore::new(
             aws_sdk_s3::Client::new(&sdk),
             settings.bucket.clone(),

@@ -257,6 +257,8 @@ fn settings(local: LocalArgs, serve: ServeArgs) -> anyhow::Result<Settings> {
         agents: local.agents,
         serve,
         worker: local.worker,
+        // Remote executors are `outpost-worker`'s (AWS builds): `outpost worker` starts none.
+        ..SettingsArgs::default()
     };
     Ok(Settings::resolve(&args, Context::default())?)
 }

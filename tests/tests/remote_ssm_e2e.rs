@@ -354,3 +354,41 @@ async fn a_cancelled_ssm_run_whose_agent_ignores_sigterm_leaves_nothing_behind()
     assert!(!log.contains("without storing summary.json"), "{log}");
     Ok(())
 }
+
+/// The worker's remote settings are checked at start, from its variables and from the settings
+/// file's `[remote]` table alike: a root SSM user, or hosts named both by tag and by ids, stop
+/// `outpost-worker` before it touches AWS, with one line naming the setting.
+#[test]
+fn bad_remote_settings_stop_the_worker_at_start_with_one_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("outpost.toml");
+    std::fs::write(
+        &file,
+        "[remote]\nssm_host_tag = \"Role=agents\"\nssm_host_ids = [\"i-1\"]\n",
+    )?;
+    let file = file.display().to_string();
+    let cases: [(&[(&str, &str)], &str); 2] = [
+        (
+            &[("OUTPOST_SSM_HOST_IDS", HOST_A), ("OUTPOST_SSM_RUN_AS", "root")],
+            "--ssm-run-as must name an unprivileged user, not \"root\"",
+        ),
+        (
+            &[("OUTPOST_CONFIG", file.as_str())],
+            "--ssm-host-tag/--ssm-host-ids name the SSM hosts by tag or by ids, not both",
+        ),
+    ];
+    for (env, want) in cases {
+        let out = std::process::Command::new(worker_bin()?)
+            .args(["--backend", "aws"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{want}: {stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    Ok(())
+}

@@ -32,7 +32,7 @@ struct Args {
     /// The remote executors (AWS builds): ECS tasks and SSM hosts.
     #[cfg(feature = "aws")]
     #[command(flatten)]
-    remote: outpost_worker::remote::RemoteArgs,
+    remote: outpost_config::remote::RemoteArgs,
 }
 
 /// `outpost-worker agent-run`: runs one run of a remote executor from its run spec.
@@ -83,6 +83,8 @@ async fn serve() -> anyhow::Result<()> {
             backend: args.backend,
             agents: args.agents,
             worker: args.worker,
+            #[cfg(feature = "aws")]
+            remote: args.remote,
             ..SettingsArgs::default()
         },
         Context::default(),
@@ -100,7 +102,7 @@ async fn serve() -> anyhow::Result<()> {
         WorkerConfig::from_settings(&settings),
     );
     #[cfg(feature = "aws")]
-    if let Some(dispatcher) = args.remote.dispatcher(&backend, worker.id()).await? {
+    if let Some(dispatcher) = outpost_worker::remote::dispatcher(&settings.remote, &backend, worker.id()).await? {
         tracing::info!(executors = ?dispatcher.kinds(), "remote executors configured");
         let dispatcher = Arc::new(dispatcher);
         let probe = outpost_worker::remote::DispatchProbe {

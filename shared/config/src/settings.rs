@@ -32,9 +32,12 @@
 //! | further CAs the egress proxy trusts for vendor APIs (PEM) | `--egress-ca` / `OUTPOST_EGRESS_CA` | none (the webpki roots) |
 //! | fixed addresses of names for the egress proxy | `--egress-resolve NAME=IP` / `OUTPOST_EGRESS_RESOLVE` (`,`-separated) | none (DNS) |
 //!
+//! | remote executors (AWS workers: ECS tasks, SSM hosts) | `--ecs-*`, `--ssm-*`, `--remote-*` / `OUTPOST_ECS_*`, `OUTPOST_SSM_*`, `OUTPOST_REMOTE_*`; the file's `[remote]` table | none (see [`crate::remote`]) |
+//!
 //! The log filter is `OUTPOST_LOG` (read by [`crate::telemetry::init_logs`]).
 
 use crate::deployment::{self, BackendKind, OpenBackendError, OpenedBackend};
+use crate::remote::{RemoteArgs, RemoteFile, RemoteSettings};
 use outpost_core::domain::{AgentRegistry, AgentsFileError, SandboxMode};
 use outpost_embedded::EmbeddedOptions;
 use serde::Deserialize;
@@ -208,6 +211,8 @@ pub struct SettingsArgs {
     pub agents: AgentArgs,
     pub serve: ServeArgs,
     pub worker: WorkerArgs,
+    /// Only `outpost-worker` (AWS builds) takes these flags; elsewhere they stay empty.
+    pub remote: RemoteArgs,
 }
 
 /// The settings file: the same settings, by the flags' names in snake case.
@@ -236,6 +241,8 @@ pub struct SettingsFile {
     pub sandbox_rw: Option<Vec<PathBuf>>,
     pub egress_ca: Option<PathBuf>,
     pub egress_resolve: Option<Vec<String>>,
+    /// The remote executors (`[remote]`).
+    pub remote: Option<RemoteFile>,
 }
 
 impl SettingsFile {
@@ -293,6 +300,8 @@ pub struct Settings {
     pub egress_ca: Option<PathBuf>,
     /// Fixed addresses of names for the egress proxy.
     pub egress_resolve: Vec<(String, std::net::IpAddr)>,
+    /// The remote executors an AWS worker starts runs on.
+    pub remote: RemoteSettings,
 }
 
 /// Reads `NAME=IP` (a host name, an IPv4 or IPv6 address).
@@ -461,6 +470,7 @@ impl Settings {
             .iter()
             .map(|r| parse_resolve(r).map_err(|e| invalid("--egress-resolve", e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let remote = RemoteSettings::merge(&args.remote, file.remote.as_ref())?;
         Ok(Self {
             backend,
             data_dir,
@@ -484,6 +494,7 @@ impl Settings {
             sandbox_rw,
             egress_ca,
             egress_resolve,
+            remote,
         })
     }
 

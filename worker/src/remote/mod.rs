@@ -11,5 +11,5 @@ mod dispatch;
 pub mod entrypoint;
 pub mod spec;
 
-pub use config::RemoteArgs;
+pub use config::{dispatcher, launchers, RemoteConfigError};
 pub use dispatch::{DispatchConfig, DispatchProbe, Dispatcher};
