@@ -21,7 +21,7 @@
 //! | time beyond a run's timeout to start and upload | `--remote-start-slack-secs` / `OUTPOST_REMOTE_START_SLACK_SECS` | 600 |
 //! | reconciliation sweeps | `--remote-sweep-secs` / `OUTPOST_REMOTE_SWEEP_SECS` | 300 (≥ 1) |
 
-use crate::settings::ConfigError;
+use crate::settings::{invalid, ConfigError};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -237,13 +237,6 @@ impl RemoteSettings {
             start_slack,
             sweep,
         })
-    }
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        message: message.into(),
     }
 }
 
