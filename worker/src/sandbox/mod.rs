@@ -1254,11 +1254,27 @@ mod tests {
         let killer = {
             let (stop, uid) = (std::sync::Arc::clone(&stop), held.user().uid);
             std::thread::spawn(move || {
-                let mut killed = 0;
+                // Counted: this test's own children running as that uid (the probes start as
+                // children of this process); a process the uid's previous holder is still
+                // ending is not this test's.
+                let me = std::process::id().to_string();
+                let mine = |entry: &std::fs::DirEntry| {
+                    // `pid (comm) STATE PPID ...`
+                    let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                    entry.metadata().is_ok_and(|m| m.uid() == uid)
+                        && stat
+                            .rsplit_once(')')
+                            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                            == Some(me.as_str())
+                };
+                let mut probes_seen = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    killed += uids::kill_uid(uid);
+                    if let Ok(procs) = std::fs::read_dir("/proc") {
+                        probes_seen += procs.flatten().filter(|e| mine(e)).count();
+                    }
+                    uids::kill_uid(uid);
                 }
-                killed
+                probes_seen
             })
         };
         let disturbed = Sandbox::new(SandboxConfig::default(), &path);
