@@ -5,15 +5,16 @@
 //!
 //! The emulator comes from `OUTPOST_TEST_AWS_ENDPOINT` (`scripts/test` starts it).
 
-use crate::find_bin;
+use crate::{find_bin, reachable};
 use outpost_aws::{AwsClients, AwsSettings};
 use outpost_testkit::aws::{emulator_clients, emulator_endpoint, fresh_settings};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Path of the `outpost-worker` binary.
+/// Path of the `outpost-worker` binary, where every user may run it: the SSM tests' hosts start
+/// it as `nobody` (without `outpost-confine` beside a copy, it serves the sandbox helper itself).
 pub fn worker_bin() -> anyhow::Result<PathBuf> {
-    find_bin("OUTPOST_WORKER_BIN", "outpost-worker")
+    reachable(find_bin("OUTPOST_WORKER_BIN", "outpost-worker")?)
 }
 
 /// Fresh AWS resources on the emulator, and the SDK clients to inspect them.

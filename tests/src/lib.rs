@@ -82,7 +82,7 @@ pub fn fake_agent_bin() -> anyhow::Result<PathBuf> {
 /// `bin` itself when every user may run it; else a copy in a world-readable folder under the
 /// system temp dir. Agents run as other users when the tests run as root, and a checkout under a
 /// private folder (a home dir) would hide the fake agent from them.
-fn reachable(bin: PathBuf) -> anyhow::Result<PathBuf> {
+pub(crate) fn reachable(bin: PathBuf) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let others_pass = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
     if bin
